@@ -1,0 +1,181 @@
+//! The command line: flag definitions apart from the logic they configure.
+//! `rampart` alone serves; `validate` and `check` work offline on a file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::{Decision, Loaded, MatchKind, Request, Verdict};
+use crate::snapshot::{self, CompiledSnapshot, SnapshotError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "A gRPC authorization sidecar with Azure RBAC semantics",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Authorizer and Admin APIs (the default).
+    Serve(ServeArgs),
+    /// Check a snapshot file and print every problem in it.
+    Validate {
+        /// The snapshot file (YAML or JSON).
+        file: PathBuf,
+    },
+    /// Decide one request offline against a snapshot and explain it.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Snapshot file (YAML or JSON); without it the embedded demo is served.
+    #[arg(long, env = "RAMPART_SNAPSHOT")]
+    pub snapshot: Option<PathBuf>,
+    /// Address of the Authorizer listener.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Address of the Admin listener (loopback only for now).
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    pub admin_listen: SocketAddr,
+    /// Address of a listener serving only grpc.health.v1, for kubelet probes.
+    #[arg(long)]
+    pub health_listen: Option<SocketAddr>,
+    /// Directory for durable state (created if missing).
+    #[arg(long, env = "RAMPART_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Snapshot file; without it the embedded demo is used.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// The principal (or access key) id asking.
+    #[arg(long)]
+    pub principal: String,
+    /// The operation, e.g. Microsoft.Compute/virtualMachines/read.
+    #[arg(long)]
+    pub action: String,
+    /// The scope, e.g. /subscriptions/{id}/resourceGroups/{rg}.
+    #[arg(long)]
+    pub scope: String,
+    /// The operation is a data-plane operation.
+    #[arg(long)]
+    pub data: bool,
+    /// A request attribute for conditions, as KEY=VALUE (repeatable).
+    #[arg(long = "attribute", value_name = "KEY=VALUE")]
+    pub attributes: Vec<String>,
+}
+
+/// Loads the snapshot named on the command line, or the demo.
+pub fn load_snapshot(path: Option<&PathBuf>) -> Result<CompiledSnapshot, SnapshotError> {
+    match path {
+        Some(p) => snapshot::load_file(p),
+        None => snapshot::demo(),
+    }
+}
+
+/// `rampart validate FILE`: the report and whether the file is valid.
+pub fn validate(file: &PathBuf) -> (String, bool) {
+    match snapshot::load_file(file) {
+        Ok(s) => {
+            let t = &s.tenant;
+            let report = format!(
+                "{} is valid: revision {}, {} principals, {} custom roles, {} role assignments, {} deny assignments, {} agents\n",
+                file.display(),
+                s.info.revision,
+                t.principals.len(),
+                t.role_definitions.len() - t.builtin_role_count,
+                t.role_assignments.len(),
+                t.deny_assignments.len(),
+                t.agents.len()
+            );
+            (report, true)
+        }
+        Err(e) => (format!("{e}\n"), false),
+    }
+}
+
+/// `rampart check`: the decision, explained, or an error message.
+pub fn check(args: &CheckArgs) -> Result<String, String> {
+    let snapshot = load_snapshot(args.snapshot.as_ref()).map_err(|e| e.to_string())?;
+    let mut attributes = BTreeMap::new();
+    for pair in &args.attributes {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--attribute '{pair}' must be KEY=VALUE"))?;
+        attributes.insert(k.to_owned(), v.to_owned());
+    }
+    let loaded = Loaded::new(snapshot);
+    let request = Request {
+        principal_id: &args.principal,
+        action: &args.action,
+        scope: &args.scope,
+        data_action: args.data,
+        attributes: &attributes,
+        explain: true,
+    };
+    let decision = loaded.decide(&request).map_err(|e| format!("invalid {}: {e}", e.field))?;
+    Ok(render(&decision))
+}
+
+/// A decision as people read it.
+pub fn render(d: &Decision<'_>) -> String {
+    let verdict = match d.verdict {
+        Verdict::Allow => "ALLOW",
+        Verdict::Deny => "DENY",
+        Verdict::ApprovalRequired => "APPROVAL_REQUIRED",
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "decision:  {verdict}");
+    let _ = writeln!(out, "reason:    {} ({})", d.reason.as_str(), d.reason.message());
+    let _ = writeln!(out, "read-only: {}", if d.read_only { "yes" } else { "no" });
+    let _ = writeln!(out, "snapshot:  {}", d.snapshot_revision);
+    if !d.matches.is_empty() {
+        let _ = writeln!(out, "matched:");
+    }
+    for m in &d.matches {
+        let line = match m.kind {
+            MatchKind::RoleAssignment => {
+                let mut s = format!("role assignment {}: {} ({}) at {}", m.id, m.role_name, m.role_id, m.scope);
+                if let Some(g) = &m.via_group {
+                    let _ = write!(s, " via group {g}");
+                }
+                if let Some(a) = &m.derived_from_agent {
+                    let _ = write!(s, " derived from agent {a}");
+                }
+                if let Some(p) = &m.pattern {
+                    let _ = write!(s, ", pattern '{p}'");
+                }
+                s
+            }
+            MatchKind::DenyAssignment => format!("deny assignment {} at {}", m.id, m.scope),
+            MatchKind::AccessKey => format!("access key {} for {}", m.id, m.scope),
+            MatchKind::AgentScope => format!("agent {} manages {}", m.id, m.scope),
+        };
+        let _ = writeln!(out, "  - {line}");
+    }
+    out
+}

@@ -1,0 +1,422 @@
+//! The decision engine: Azure RBAC evaluation in the order of SPEC §1.9,
+//! over a compiled snapshot held behind an atomic pointer.
+//!
+//! A warm decision is a few hash look-ups and pattern comparisons: the
+//! request's scope string maps to its anchor node through a cache, the
+//! (principal, anchor) pair maps to its resolved [`Effective`] permissions
+//! through another, and only the operation is matched per request. Both
+//! caches live inside [`Loaded`], next to the snapshot they describe, so a
+//! reload swaps them together and never serves one snapshot's cache with
+//! another's data.
+
+pub mod decision;
+pub mod effective;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, Guard};
+use dashmap::mapref::one::Ref;
+use dashmap::DashMap;
+use foldhash::fast::RandomState;
+
+pub use decision::{Decision, DecisionId, Match, MatchKind, Reason, Request, RequestError, Verdict};
+pub use effective::{AgentPosition, BlockRef, Effective, Grantor};
+
+use crate::model::{
+    check_operation, check_principal_id, ConditionInput, ExecutionMode, Scope,
+};
+use crate::snapshot::{Anchor, CompiledSnapshot};
+
+/// Bounds on the caches, so hostile or wide traffic cannot grow memory
+/// without limit; past them decisions are computed, not cached.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    pub scopes: usize,
+    pub effective: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits { scopes: 200_000, effective: 1_000_000 }
+    }
+}
+
+/// A compiled snapshot with the caches that belong to it.
+pub struct Loaded {
+    pub snapshot: CompiledSnapshot,
+    limits: CacheLimits,
+    anchors: DashMap<Box<str>, Anchor, RandomState>,
+    anchor_count: AtomicUsize,
+    effective: DashMap<u64, Effective, RandomState>,
+    effective_count: AtomicUsize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Cache statistics, for status and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheStats {
+    pub effective_entries: usize,
+    pub scope_entries: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+enum EffectiveRef<'a> {
+    Cached(Ref<'a, u64, Effective>),
+    Owned(Effective),
+}
+
+impl std::ops::Deref for EffectiveRef<'_> {
+    type Target = Effective;
+    fn deref(&self) -> &Effective {
+        match self {
+            EffectiveRef::Cached(r) => r.value(),
+            EffectiveRef::Owned(e) => e,
+        }
+    }
+}
+
+impl Loaded {
+    pub fn new(snapshot: CompiledSnapshot) -> Loaded {
+        Loaded::with_limits(snapshot, CacheLimits::default())
+    }
+
+    pub fn with_limits(snapshot: CompiledSnapshot, limits: CacheLimits) -> Loaded {
+        Loaded {
+            snapshot,
+            limits,
+            anchors: DashMap::with_hasher(RandomState::default()),
+            anchor_count: AtomicUsize::new(0),
+            effective: DashMap::with_hasher(RandomState::default()),
+            effective_count: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            effective_entries: self.effective_count.load(Ordering::Relaxed),
+            scope_entries: self.anchor_count.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Validates a request scope and finds its anchor; valid scopes seen
+    /// before skip the parse.
+    pub fn anchor(&self, scope: &str) -> Result<Anchor, RequestError> {
+        if let Some(a) = self.anchors.get(scope) {
+            return Ok(*a);
+        }
+        let parsed = Scope::parse(scope)
+            .map_err(|e| RequestError::new("scope", format!("scope '{}' {e}", printable(scope))))?;
+        let anchor = self.snapshot.anchor(&parsed);
+        if self.anchor_count.load(Ordering::Relaxed) < self.limits.scopes
+            && self.anchors.insert(scope.into(), anchor).is_none()
+        {
+            self.anchor_count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(anchor)
+    }
+
+    /// The effective permissions of `principal` at `anchor`, resolved once.
+    fn effective(&self, principal: u32, anchor: Anchor) -> EffectiveRef<'_> {
+        let key = (u64::from(principal) << 33) | (u64::from(anchor.node) << 1) | u64::from(anchor.exact);
+        if let Some(hit) = self.effective.get(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return EffectiveRef::Cached(hit);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let resolved = effective::resolve(&self.snapshot, principal, anchor);
+        if self.effective_count.load(Ordering::Relaxed) >= self.limits.effective {
+            return EffectiveRef::Owned(resolved);
+        }
+        let entry = self.effective.entry(key);
+        if matches!(entry, dashmap::Entry::Vacant(_)) {
+            self.effective_count.fetch_add(1, Ordering::Relaxed);
+        }
+        EffectiveRef::Cached(entry.or_insert(resolved).downgrade())
+    }
+
+    /// The effective permissions of a principal at a scope, for admin views.
+    pub fn effective_permissions(&self, principal: u32, scope: &Scope) -> Effective {
+        effective::resolve(&self.snapshot, principal, self.snapshot.anchor(scope))
+    }
+
+    /// Decides one request (SPEC §1.9).
+    pub fn decide(&self, req: &Request<'_>) -> Result<Decision<'_>, RequestError> {
+        // 1. Malformed input.
+        check_principal_id(req.principal_id).map_err(|e| {
+            RequestError::new("principal_id", format!("principal_id '{}' {e}", printable(req.principal_id)))
+        })?;
+        let operation = check_operation(req.action)
+            .map_err(|e| RequestError::new("action", format!("action '{}' {e}", printable(req.action))))?;
+        let anchor = self.anchor(req.scope)?;
+        let snapshot = &self.snapshot;
+        let mut decision = Decision {
+            verdict: Verdict::Deny,
+            reason: Reason::NoMatchingAssignment,
+            read_only: operation.read_only,
+            decision_id: DecisionId::next(),
+            snapshot_revision: &snapshot.info.revision,
+            matches: Vec::new(),
+        };
+
+        // 2. Access keys.
+        if let Some(key) = snapshot.access_key(req.principal_id) {
+            self.decide_key(key, anchor, req, &mut decision);
+            return Ok(decision);
+        }
+
+        // 3. Unknown principal.
+        let Some(principal) = snapshot.principal(req.principal_id) else {
+            decision.reason = Reason::UnknownPrincipal;
+            return Ok(decision);
+        };
+        let effective = self.effective(principal, anchor);
+
+        // 4. An agent outside its managed scopes.
+        if let Some(AgentPosition { agent, in_scope: false }) = effective.agent {
+            decision.reason = Reason::OutOfAgentScope;
+            if req.explain {
+                let agent = &snapshot.tenant.agents[agent as usize];
+                for scope in &agent.managed_scopes {
+                    decision.matches.push(Match::new(MatchKind::AgentScope, &agent.id, scope.as_str()));
+                }
+            }
+            return Ok(decision);
+        }
+
+        // 5. Deny assignments.
+        let tenant = &snapshot.tenant;
+        let mut denied = false;
+        for &d in effective.denies.iter() {
+            let deny = &tenant.deny_assignments[d as usize];
+            if deny.covers(req.action, req.data_action) {
+                denied = true;
+                if !req.explain {
+                    break;
+                }
+                decision.matches.push(Match::new(MatchKind::DenyAssignment, &deny.id, deny.scope.as_str()));
+            }
+        }
+        if denied {
+            decision.reason = Reason::DenyAssignment;
+            return Ok(decision);
+        }
+
+        // 6. What the roles allow.
+        let has = self.allowed_by_roles(&effective, principal, req);
+        if req.explain && has {
+            self.explain_grants(&effective, principal, req, &mut decision.matches);
+        }
+
+        // 7, 8. Plain RBAC, or the agent table of SPEC §2.
+        let (verdict, reason) = match effective.agent {
+            None if has => (Verdict::Allow, Reason::RoleAssignment),
+            None => (Verdict::Deny, Reason::NoMatchingAssignment),
+            Some(position) => {
+                let mode = tenant.agents[position.agent as usize].execution_mode;
+                match (has, operation.read_only, mode) {
+                    (false, _, _) => (Verdict::ApprovalRequired, Reason::NeedsElevation),
+                    (true, true, _) | (true, false, ExecutionMode::Auto) => {
+                        (Verdict::Allow, Reason::RoleAssignment)
+                    }
+                    (true, false, ExecutionMode::Review) => {
+                        (Verdict::ApprovalRequired, Reason::ReviewModeWrite)
+                    }
+                }
+            }
+        };
+        decision.verdict = verdict;
+        decision.reason = reason;
+        Ok(decision)
+    }
+
+    fn decide_key(&self, key: u32, anchor: Anchor, req: &Request<'_>, decision: &mut Decision<'_>) {
+        let snapshot = &self.snapshot;
+        let access_key = &snapshot.tenant.access_keys[key as usize];
+        let key_node = snapshot.access_key_node[key as usize];
+        let inside = snapshot.chain(anchor.node).any(|n| n == key_node);
+        let disabled = snapshot
+            .resource_at
+            .get(&key_node)
+            .is_some_and(|&r| snapshot.tenant.resources[r as usize].disable_local_auth);
+        let (verdict, reason) = if !req.data_action || !inside {
+            (Verdict::Deny, Reason::NoMatchingAssignment)
+        } else if disabled {
+            (Verdict::Deny, Reason::LocalAuthDisabled)
+        } else {
+            (Verdict::Allow, Reason::KeyAccess)
+        };
+        decision.verdict = verdict;
+        decision.reason = reason;
+        if req.explain && reason != Reason::NoMatchingAssignment {
+            decision.matches.push(Match::new(MatchKind::AccessKey, &access_key.id, access_key.resource.as_str()));
+        }
+        tracing::warn!(
+            key_id = %access_key.id,
+            action = req.action,
+            scope = req.scope,
+            decision = reason.as_str(),
+            decision_id = %decision.decision_id,
+            "access key used"
+        );
+    }
+
+    /// SPEC §1.5: some block of some applicable assignment matches the
+    /// operation in its allow list and not in its own subtract list.
+    #[inline]
+    fn allowed_by_roles(&self, effective: &Effective, principal: u32, req: &Request<'_>) -> bool {
+        let roles = &self.snapshot.tenant.role_definitions;
+        let blocks = if req.data_action { &effective.data_blocks } else { &effective.control_blocks };
+        for r in blocks.iter() {
+            let (allow, subtract) = roles[r.role as usize].permissions[r.block as usize].plane(req.data_action);
+            if allow.matches(req.action) && !subtract.matches(req.action) {
+                return true;
+            }
+        }
+        effective
+            .conditional
+            .iter()
+            .any(|g| !self.granting_blocks(g, principal, req).is_empty())
+    }
+
+    /// The blocks of a grantor's role that grant the request, with the
+    /// pattern that matched; conditions evaluated.
+    fn granting_blocks(&self, grantor: &Grantor, principal: u32, req: &Request<'_>) -> Vec<(usize, String)> {
+        let tenant = &self.snapshot.tenant;
+        let assignment = &tenant.role_assignments[grantor.assignment as usize];
+        let role = &tenant.role_definitions[assignment.role];
+        let mut out = Vec::new();
+        let mut assignment_condition: Option<bool> = None;
+        for (b, block) in role.permissions.iter().enumerate() {
+            let (allow, subtract) = block.plane(req.data_action);
+            let Some(pattern) = allow.first_match(req.action) else { continue };
+            if subtract.matches(req.action) {
+                continue;
+            }
+            if let Some(condition) = &block.condition {
+                if !condition.evaluate(&self.condition_input(principal, req)) {
+                    continue;
+                }
+            }
+            if let Some(condition) = &assignment.condition {
+                let holds = *assignment_condition.get_or_insert_with(|| {
+                    condition.evaluate(&self.condition_input(principal, req))
+                });
+                if !holds {
+                    continue;
+                }
+            }
+            out.push((b, pattern.as_str().to_owned()));
+        }
+        out
+    }
+
+    fn condition_input<'r>(&'r self, principal: u32, req: &'r Request<'_>) -> ConditionInput<'r> {
+        let snapshot = &self.snapshot;
+        let p = &snapshot.tenant.principals[principal as usize];
+        let resource_tags = Scope::parse(req.scope).ok().and_then(|scope| {
+            let anchor = snapshot.anchor(&scope);
+            snapshot
+                .chain(anchor.node)
+                .find_map(|n| snapshot.resource_at.get(&n))
+                .map(|&r| &snapshot.tenant.resources[r as usize].tags)
+        });
+        ConditionInput {
+            action: req.action,
+            data_action: req.data_action,
+            principal_id: &p.id,
+            principal_type: p.kind,
+            principal_attributes: &p.attributes,
+            scope: req.scope,
+            resource_tags,
+            request_attributes: req.attributes,
+        }
+    }
+
+    fn explain_grants(&self, effective: &Effective, principal: u32, req: &Request<'_>, out: &mut Vec<Match>) {
+        let tenant = &self.snapshot.tenant;
+        for g in effective.grantors.iter() {
+            if let Some((_, pattern)) = self.granting_blocks(g, principal, req).into_iter().next() {
+                let assignment = &tenant.role_assignments[g.assignment as usize];
+                let role = &tenant.role_definitions[assignment.role];
+                out.push(Match {
+                    kind: MatchKind::RoleAssignment,
+                    id: assignment.id.clone(),
+                    role_id: role.id.clone(),
+                    role_name: role.role_name.clone(),
+                    scope: assignment.scope.as_str().to_owned(),
+                    via_group: g.via.map(|v| tenant.principals[v as usize].id.clone()),
+                    derived_from_agent: assignment
+                        .derived_from_agent
+                        .map(|a| tenant.agents[a].id.clone()),
+                    pattern: Some(pattern),
+                });
+            }
+        }
+    }
+}
+
+/// Input echoed in an error message, cut short and with control
+/// characters escaped, so a hostile value cannot flood or forge log lines.
+fn printable(text: &str) -> String {
+    const MAX: usize = 120;
+    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if text.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+/// The engine: the current [`Loaded`] snapshot behind an atomic pointer.
+/// Readers never wait for a reload; a reload is a pointer swap.
+pub struct Engine {
+    current: ArcSwap<Loaded>,
+    last_failure: Mutex<Option<LoadFailure>>,
+}
+
+/// A snapshot that failed to load while another kept serving.
+#[derive(Debug, Clone)]
+pub struct LoadFailure {
+    pub message: String,
+    pub at: SystemTime,
+}
+
+impl Engine {
+    pub fn new(snapshot: CompiledSnapshot) -> Engine {
+        Engine {
+            current: ArcSwap::from_pointee(Loaded::new(snapshot)),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// Records a failed load; the serving snapshot is untouched.
+    pub fn record_failure(&self, message: String) {
+        let failure = LoadFailure { message, at: SystemTime::now() };
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
+    }
+
+    /// The most recent failed load, if the latest attempt failed.
+    pub fn last_failure(&self) -> Option<LoadFailure> {
+        self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The snapshot serving now; hold it for the length of one decision.
+    #[inline]
+    pub fn current(&self) -> Guard<Arc<Loaded>> {
+        self.current.load()
+    }
+
+    /// Swaps in a new snapshot, with empty caches of its own.
+    pub fn swap(&self, snapshot: CompiledSnapshot) -> Arc<Loaded> {
+        let previous = self.current.swap(Arc::new(Loaded::new(snapshot)));
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        previous
+    }
+}

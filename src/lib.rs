@@ -1,0 +1,13 @@
+//! rampart: a gRPC authorization sidecar with Azure RBAC semantics.
+//!
+//! Data flows one way: a snapshot file is parsed and validated into the
+//! [`model`], compiled into an immutable [`snapshot::CompiledSnapshot`],
+//! decided on by the [`engine`], and served by the gRPC [`server`].
+
+pub mod catalog;
+pub mod cli;
+pub mod engine;
+pub mod model;
+pub mod proto;
+pub mod server;
+pub mod snapshot;

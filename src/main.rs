@@ -1,0 +1,125 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use rampart::cli::{self, Cli, Command, LogFormat, ServeArgs};
+use rampart::engine::Engine;
+use rampart::server::{self, ServeConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Validate { file }) => {
+            let (report, valid) = cli::validate(&file);
+            if valid {
+                print!("{report}");
+                ExitCode::SUCCESS
+            } else {
+                eprint!("{report}");
+                ExitCode::FAILURE
+            }
+        }
+        Some(Command::Check(args)) => match cli::check(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rampart check: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let snapshot = match cli::load_snapshot(args.snapshot.as_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("refusing to start: {e}");
+            eprintln!("rampart: refusing to start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(dir) = &args.state_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("rampart: cannot create --state-dir {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    // Tokio sizes its worker pool from TOKIO_WORKER_THREADS when set.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rampart: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let info = snapshot.info.clone();
+    let engine = Arc::new(Engine::new(snapshot));
+    let config = ServeConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        health_listen: args.health_listen,
+    };
+    runtime.block_on(async move {
+        let running = match server::start(config, engine).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("rampart: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            authorizer = %running.authorizer_addr,
+            admin = %running.admin_addr,
+            health = ?running.health_addr,
+            revision = %info.revision,
+            source = %info.source,
+            "rampart serving"
+        );
+        let stop = running.stopper();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            let _ = stop.send(true);
+        });
+        match running.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

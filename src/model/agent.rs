@@ -1,0 +1,110 @@
+//! Agents (SPEC §2): a managed identity working inside managed scopes at a
+//! permission level and in an execution mode.
+
+use std::time::Duration;
+
+use super::action::ActionPattern;
+use super::scope::Scope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum PermissionLevel {
+    Reader,
+    Privileged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum ExecutionMode {
+    Review,
+    Auto,
+}
+
+/// An agent of the snapshot; `principal` indexes the snapshot's principals
+/// and `privileged_role` its role definitions.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub id: String,
+    pub principal: usize,
+    pub resource: Scope,
+    pub managed_scopes: Vec<Scope>,
+    pub permission_level: PermissionLevel,
+    pub execution_mode: ExecutionMode,
+    pub elevation: ElevationSettings,
+}
+
+/// How elevation works for one agent (SPEC §3). Validated here; acted on by
+/// the elevation broker.
+#[derive(Debug, Clone)]
+pub struct ElevationSettings {
+    pub default_duration: Duration,
+    pub max_duration: Duration,
+    pub max_wait: Duration,
+    /// What an approver must hold at the agent's resource to interact with it.
+    pub interact_action: String,
+    /// The role a `Privileged` agent holds on its managed scopes.
+    pub privileged_role: usize,
+    pub auto_approve: Vec<AutoApproveRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AutoApproveRule {
+    pub actions: Vec<ActionPattern>,
+    pub scopes: Vec<Scope>,
+    pub data_action: Option<bool>,
+    pub read_only: Option<bool>,
+    pub max_duration: Option<Duration>,
+    pub on_behalf_of: usize,
+    pub max_per_hour: Option<u32>,
+}
+
+/// Parses durations such as `15m`, `8h`, `1h30m`, `90s`, `2d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    for c in text.chars() {
+        if let Some(d) = c.to_digit(10) {
+            let n = number.unwrap_or(0);
+            number = Some(
+                n.checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or("is too large")?,
+            );
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("has unknown unit '{c}' (use s, m, h or d, e.g. 15m)")),
+        };
+        let n = number.take().ok_or("has a unit without a number")?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or("is too large")?;
+    }
+    if number.is_some() {
+        return Err("ends with a number without a unit (use s, m, h or d, e.g. 15m)".into());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("15x").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+}

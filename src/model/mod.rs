@@ -1,0 +1,21 @@
+//! The domain model: scopes, operations and their patterns, principals,
+//! roles and assignments, agents, resources and conditions. Pure types and
+//! parsing; nothing here knows about YAML, caches or gRPC.
+
+pub mod action;
+pub mod agent;
+pub mod condition;
+pub mod principal;
+pub mod resource;
+pub mod role;
+pub mod scope;
+
+pub use action::{check_operation, ActionPattern, OperationError, OperationInfo, PatternSet};
+pub use agent::{Agent, AutoApproveRule, ElevationSettings, ExecutionMode, PermissionLevel};
+pub use condition::{Condition, ConditionError, ConditionInput, RequestAttributes};
+pub use principal::{check_principal_id, is_guid, principal_key, Principal, PrincipalType};
+pub use resource::{AccessKey, Resource};
+pub use role::{DenyAssignment, PermissionBlock, RoleAssignment, RoleDefinition, RoleType};
+pub use scope::{Scope, ScopeError, ScopeKind};
+pub mod tenant;
+pub use tenant::{Hierarchy, ManagementGroup, Subscription, Tenant};

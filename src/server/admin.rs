@@ -1,0 +1,159 @@
+//! `rampart.v1.Admin`: what operators ask of a running rampart.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::engine::Engine;
+use crate::model::{check_principal_id, Scope};
+use crate::proto as pb;
+use crate::proto::admin_server::Admin;
+
+pub struct AdminService {
+    engine: Arc<Engine>,
+}
+
+impl AdminService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        AdminService { engine }
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a crate::model::ActionPattern>) -> Vec<String> {
+    items.into_iter().map(|p| p.as_str().to_owned()).collect()
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_snapshot_status(
+        &self,
+        _request: Request<pb::GetSnapshotStatusRequest>,
+    ) -> Result<Response<pb::SnapshotStatus>, Status> {
+        let loaded = self.engine.current();
+        let s = &loaded.snapshot;
+        let t = &s.tenant;
+        let failure = self.engine.last_failure();
+        let n = |len: usize| len as u64;
+        Ok(Response::new(pb::SnapshotStatus {
+            revision: s.info.revision.clone(),
+            loaded_at: Some(timestamp(s.info.loaded_at)),
+            source: s.info.source.clone(),
+            content_sha256: s.info.content_sha256.clone(),
+            counts: Some(pb::SnapshotCounts {
+                principals: n(t.principals.len()),
+                role_definitions: n(t.role_definitions.len()),
+                custom_role_definitions: n(t.role_definitions.len() - t.builtin_role_count),
+                role_assignments: n(t.role_assignments.len()),
+                deny_assignments: n(t.deny_assignments.len()),
+                management_groups: n(t.hierarchy.management_groups.len()),
+                subscriptions: n(t.hierarchy.subscriptions.len()),
+                resources: n(t.resources.len()),
+                access_keys: n(t.access_keys.len()),
+                agents: n(t.agents.len()),
+                scopes: n(s.nodes.len()),
+            }),
+            last_error: failure.as_ref().map(|f| f.message.clone()).unwrap_or_default(),
+            last_error_at: failure.map(|f| timestamp(f.at)),
+            cache_entries: loaded.cache_stats().effective_entries as u64,
+        }))
+    }
+
+    async fn get_effective_permissions(
+        &self,
+        request: Request<pb::GetEffectivePermissionsRequest>,
+    ) -> Result<Response<pb::EffectivePermissions>, Status> {
+        let req = request.into_inner();
+        check_principal_id(&req.principal_id)
+            .map_err(|e| Status::invalid_argument(format!("principal_id {e}")))?;
+        let scope = Scope::parse(&req.scope)
+            .map_err(|e| Status::invalid_argument(format!("scope '{}' {e}", req.scope.escape_debug())))?;
+        let loaded = self.engine.current();
+        let s = &loaded.snapshot;
+        let t = &s.tenant;
+        let principal = s
+            .principal(&req.principal_id)
+            .ok_or_else(|| Status::not_found(format!("principal_id '{}' is not in the snapshot", req.principal_id)))?;
+        let p = &t.principals[principal as usize];
+        let effective = loaded.effective_permissions(principal, &scope);
+        let assignments = effective
+            .grantors
+            .iter()
+            .map(|g| {
+                let a = &t.role_assignments[g.assignment as usize];
+                let role = &t.role_definitions[a.role];
+                pb::EffectiveAssignment {
+                    assignment_id: a.id.clone(),
+                    role_id: role.id.clone(),
+                    role_name: role.role_name.clone(),
+                    scope: a.scope.as_str().to_owned(),
+                    via_group: g.via.map(|v| t.principals[v as usize].id.clone()).unwrap_or_default(),
+                    derived_from_agent: a.derived_from_agent.map(|i| t.agents[i].id.clone()).unwrap_or_default(),
+                    permissions: role
+                        .permissions
+                        .iter()
+                        .map(|b| pb::PermissionBlock {
+                            actions: strings(b.actions.iter()),
+                            not_actions: strings(b.not_actions.iter()),
+                            data_actions: strings(b.data_actions.iter()),
+                            not_data_actions: strings(b.not_data_actions.iter()),
+                            condition: b.condition.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                        })
+                        .collect(),
+                    condition: a.condition.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let deny_assignments = effective
+            .denies
+            .iter()
+            .map(|&d| {
+                let deny = &t.deny_assignments[d as usize];
+                let via = deny
+                    .principals
+                    .iter()
+                    .find(|&&x| s.groups[principal as usize].binary_search(&(x as u32)).is_ok())
+                    .map(|&x| t.principals[x].id.clone());
+                pb::EffectiveDeny {
+                    deny_assignment_id: deny.id.clone(),
+                    scope: deny.scope.as_str().to_owned(),
+                    do_not_apply_to_child_scopes: deny.do_not_apply_to_child_scopes,
+                    via_group: via.unwrap_or_default(),
+                    everyone: deny.everyone,
+                    actions: strings(deny.actions.iter()),
+                    not_actions: strings(deny.not_actions.iter()),
+                    data_actions: strings(deny.data_actions.iter()),
+                    not_data_actions: strings(deny.not_data_actions.iter()),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::EffectivePermissions {
+            principal_id: p.id.clone(),
+            principal_type: p.kind.as_str().to_owned(),
+            display_name: p.display_name.clone().unwrap_or_default(),
+            groups: s.groups[principal as usize].iter().map(|&g| t.principals[g as usize].id.clone()).collect(),
+            agent_id: effective.agent.map(|a| t.agents[a.agent as usize].id.clone()).unwrap_or_default(),
+            in_agent_scope: effective.agent.is_some_and(|a| a.in_scope),
+            assignments,
+            deny_assignments,
+            snapshot_revision: s.info.revision.clone(),
+        }))
+    }
+
+    async fn check_access(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let mut req = request.into_inner();
+        req.explain = true;
+        convert::check_attributes(&req).map_err(convert::invalid_argument)?;
+        let loaded = self.engine.current();
+        let decision = loaded.decide(&convert::request(&req)).map_err(convert::invalid_argument)?;
+        Ok(Response::new(convert::response(decision)))
+    }
+}

@@ -1,0 +1,190 @@
+//! The gRPC edge: the `Authorizer` listener for enforcement points, the
+//! `Admin` listener for operators, and an optional health-only listener for
+//! kubelet probes. Each serves gRPC reflection (v1 and v1alpha) and
+//! `grpc.health.v1`, where readiness means "a snapshot is loaded" — it
+//! always is once listening, since rampart refuses to start without one.
+
+pub mod admin;
+pub mod authorizer;
+pub mod convert;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::engine::Engine;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::authorizer_server::AuthorizerServer;
+use admin::AdminService;
+use authorizer::AuthorizerService;
+
+/// The largest request message accepted on the Authorizer listener (a full
+/// batch fits comfortably).
+pub const MAX_AUTHORIZER_MESSAGE: usize = 1 << 20;
+/// The largest request message accepted on the admin listener.
+pub const MAX_ADMIN_MESSAGE: usize = 64 << 10;
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub health_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("--admin-listen {0} is not a loopback address; the admin listener has no authentication yet, so it only binds to loopback")]
+    AdminNotLoopback(SocketAddr),
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(tonic_reflection::server::Error),
+    #[error("the {what} listener failed: {source}")]
+    Transport {
+        what: &'static str,
+        source: tonic::transport::Error,
+    },
+}
+
+/// A running server: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub authorizer_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub health_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<Result<(), tonic::transport::Error>>)>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight calls finish, and waits.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until every listener has stopped.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        let mut first_error = None;
+        for (what, task) in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => {
+                    first_error.get_or_insert(ServeError::Transport { what, source });
+                }
+                Err(join) => tracing::error!(listener = what, "listener task ended abnormally: {join}"),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// A sender that stops the server when `true` is sent.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+fn local_addr(what: &'static str, l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    l.local_addr().map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    async move {
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Binds every listener, then serves in background tasks.
+pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, ServeError> {
+    if !config.admin_listen.ip().is_loopback() {
+        return Err(ServeError::AdminNotLoopback(config.admin_listen));
+    }
+    let authorizer_listener = bind("authorizer", config.listen).await?;
+    let admin_listener = bind("admin", config.admin_listen).await?;
+    let health_listener = match config.health_listen {
+        Some(addr) => Some((bind("health", addr).await?, addr)),
+        None => None,
+    };
+    let authorizer_addr = local_addr("authorizer", &authorizer_listener, config.listen)?;
+    let admin_addr = local_addr("admin", &admin_listener, config.admin_listen)?;
+    let health_addr = match &health_listener {
+        Some((l, addr)) => Some(local_addr("health", l, *addr)?),
+        None => None,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AuthorizerServer<AuthorizerService>>().await;
+    health_reporter.set_serving::<AdminServer<AdminService>>().await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = || reflection().build_v1().map_err(ServeError::Reflection);
+    let reflection_v1alpha = || reflection().build_v1alpha().map_err(ServeError::Reflection);
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let authorizer = AuthorizerServer::new(AuthorizerService::new(engine.clone()))
+        .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
+    let router = Server::builder()
+        .add_service(authorizer)
+        .add_service(health_service.clone())
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
+    let incoming = TcpIncoming::from(authorizer_listener).with_nodelay(Some(true));
+    tasks.push((
+        "authorizer",
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))),
+    ));
+
+    let admin = AdminServer::new(AdminService::new(engine.clone()))
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE);
+    let router = Server::builder()
+        .add_service(admin)
+        .add_service(health_service.clone())
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
+    let incoming = TcpIncoming::from(admin_listener).with_nodelay(Some(true));
+    tasks.push((
+        "admin",
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))),
+    ));
+
+    if let Some((listener, _)) = health_listener {
+        let router = Server::builder().add_service(health_service);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tasks.push((
+            "health",
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx))),
+        ));
+    }
+
+    Ok(Running { authorizer_addr, admin_addr, health_addr, stop, tasks })
+}

@@ -1,0 +1,303 @@
+//! Compilation: a validated [`Tenant`] becomes the immutable, indexed form
+//! the engine decides on.
+//!
+//! Every scope the snapshot mentions is interned as a node with a link to
+//! its nearest interned ancestor, so any request scope reduces to one node
+//! (the deepest interned scope at or above it) and ancestry becomes a walk
+//! up parent links. Principals are interned too, with their transitive
+//! groups, and assignments are indexed by the principal they name.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use foldhash::fast::RandomState;
+
+use crate::model::tenant::{management_group_scope_key, subscription_scope_key};
+use crate::model::{is_guid, principal_key, Scope, Tenant};
+
+/// Index of an interned scope. The root `/` is always node 0.
+pub type NodeId = u32;
+pub const ROOT_NODE: NodeId = 0;
+
+/// An interned scope.
+#[derive(Debug, Clone)]
+pub struct ScopeNode {
+    /// The scope as first written in the snapshot.
+    pub text: Box<str>,
+    /// Nearest interned ancestor; `None` only for the root.
+    pub parent: Option<NodeId>,
+}
+
+/// Where a request's scope lands: the deepest interned scope at or above it,
+/// and whether it is that scope exactly (deny assignments with
+/// `doNotApplyToChildScopes` care).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Anchor {
+    pub node: NodeId,
+    pub exact: bool,
+}
+
+/// Facts about where a snapshot came from.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    pub revision: String,
+    /// A file path, or `embedded:demo`.
+    pub source: String,
+    pub content_sha256: String,
+    pub loaded_at: SystemTime,
+}
+
+/// The immutable, indexed snapshot. Indices (`u32`) point into the
+/// tenant's vectors of the same name.
+pub struct CompiledSnapshot {
+    pub tenant: Tenant,
+    pub info: SnapshotInfo,
+    pub nodes: Vec<ScopeNode>,
+    node_by_key: HashMap<Box<str>, NodeId, RandomState>,
+    principal_by_key: HashMap<Box<str>, u32, RandomState>,
+    access_key_by_id: HashMap<Box<str>, u32, RandomState>,
+    /// Transitive groups of each principal, itself excluded.
+    pub groups: Vec<Box<[u32]>>,
+    /// Role assignments made directly to each principal.
+    pub assignments_of: Vec<Box<[u32]>>,
+    pub assignment_node: Box<[NodeId]>,
+    /// Deny assignments that list each principal (or group) directly.
+    pub denies_of: Vec<Box<[u32]>>,
+    pub everyone_denies: Box<[u32]>,
+    pub deny_node: Box<[NodeId]>,
+    /// The agent whose identity each principal is, if any.
+    pub agent_of: Vec<Option<u32>>,
+    pub agent_managed_nodes: Vec<Box<[NodeId]>>,
+    pub access_key_node: Box<[NodeId]>,
+    /// Declared resources by node.
+    pub resource_at: HashMap<NodeId, u32, RandomState>,
+}
+
+impl CompiledSnapshot {
+    pub fn compile(tenant: Tenant, info: SnapshotInfo) -> CompiledSnapshot {
+        let mut interner = Interner::default();
+        interner.intern_key("/".into(), "/");
+        let h = &tenant.hierarchy;
+        for mg in &h.management_groups {
+            let text = format!("/providers/Microsoft.Management/managementGroups/{}", mg.id);
+            interner.intern_key(management_group_scope_key(&mg.id), &text);
+        }
+        for sub in &h.subscriptions {
+            interner.intern_key(subscription_scope_key(&sub.id), &format!("/subscriptions/{}", sub.id));
+        }
+        let assignment_node: Box<[NodeId]> = tenant
+            .role_assignments
+            .iter()
+            .map(|a| interner.intern(&a.scope))
+            .collect();
+        let deny_node: Box<[NodeId]> = tenant
+            .deny_assignments
+            .iter()
+            .map(|d| interner.intern(&d.scope))
+            .collect();
+        let agent_managed_nodes: Vec<Box<[NodeId]>> = tenant
+            .agents
+            .iter()
+            .map(|a| {
+                interner.intern(&a.resource);
+                a.managed_scopes.iter().map(|s| interner.intern(s)).collect()
+            })
+            .collect();
+        let access_key_node: Box<[NodeId]> = tenant
+            .access_keys
+            .iter()
+            .map(|k| interner.intern(&k.resource))
+            .collect();
+        let resource_at = tenant
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (interner.intern(&r.scope), i as u32))
+            .collect();
+        let nodes = interner.link(&tenant);
+
+        let principal_by_key = tenant
+            .principals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (principal_key(&p.id).into_owned().into_boxed_str(), i as u32))
+            .collect();
+        let access_key_by_id = tenant
+            .access_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (principal_key(&k.id).into_owned().into_boxed_str(), i as u32))
+            .collect();
+
+        let n = tenant.principals.len();
+        let groups = transitive_groups(&tenant);
+        let mut assignments_of = vec![Vec::new(); n];
+        for (i, a) in tenant.role_assignments.iter().enumerate() {
+            assignments_of[a.principal].push(i as u32);
+        }
+        let mut denies_of = vec![Vec::new(); n];
+        let mut everyone_denies = Vec::new();
+        for (i, d) in tenant.deny_assignments.iter().enumerate() {
+            if d.everyone {
+                everyone_denies.push(i as u32);
+            }
+            for &p in &d.principals {
+                denies_of[p].push(i as u32);
+            }
+        }
+        let mut agent_of = vec![None; n];
+        for (i, a) in tenant.agents.iter().enumerate() {
+            agent_of[a.principal] = Some(i as u32);
+        }
+
+        CompiledSnapshot {
+            nodes,
+            node_by_key: interner.by_key,
+            principal_by_key,
+            access_key_by_id,
+            groups,
+            assignments_of: assignments_of.into_iter().map(Vec::into_boxed_slice).collect(),
+            assignment_node,
+            denies_of: denies_of.into_iter().map(Vec::into_boxed_slice).collect(),
+            everyone_denies: everyone_denies.into_boxed_slice(),
+            deny_node,
+            agent_of,
+            agent_managed_nodes,
+            access_key_node,
+            resource_at,
+            tenant,
+            info,
+        }
+    }
+
+    /// The principal with this id (GUIDs in any case), without allocating.
+    #[inline]
+    pub fn principal(&self, id: &str) -> Option<u32> {
+        lookup_id(&self.principal_by_key, id)
+    }
+
+    /// The access key with this id, without allocating.
+    #[inline]
+    pub fn access_key(&self, id: &str) -> Option<u32> {
+        if self.access_key_by_id.is_empty() {
+            return None;
+        }
+        lookup_id(&self.access_key_by_id, id)
+    }
+
+    /// The deepest interned scope at or above `scope`.
+    pub fn anchor(&self, scope: &Scope) -> Anchor {
+        if let Some(&node) = self.node_by_key.get(scope.key()) {
+            return Anchor { node, exact: true };
+        }
+        let node = scope
+            .structural_ancestor_keys()
+            .find_map(|k| self.node_by_key.get(k).copied())
+            .unwrap_or(ROOT_NODE);
+        Anchor { node, exact: false }
+    }
+
+    /// `node` and its ancestors up to the root, nearest first.
+    pub fn chain(&self, node: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        let mut next = Some(node);
+        std::iter::from_fn(move || {
+            let current = next?;
+            next = self.nodes[current as usize].parent;
+            Some(current)
+        })
+    }
+
+    /// The node of a scope the snapshot mentions.
+    pub fn node(&self, scope_key: &str) -> Option<NodeId> {
+        self.node_by_key.get(scope_key).copied()
+    }
+}
+
+/// Looks up an id by the principal-key rule: GUIDs are folded to lowercase
+/// in a stack buffer, other ids are looked up as given.
+#[inline]
+fn lookup_id(map: &HashMap<Box<str>, u32, RandomState>, id: &str) -> Option<u32> {
+    if is_guid(id) {
+        let mut buf = [0u8; crate::model::principal::GUID_LEN];
+        buf.copy_from_slice(id.as_bytes());
+        buf.make_ascii_lowercase();
+        let folded = std::str::from_utf8(&buf).ok()?;
+        map.get(folded).copied()
+    } else {
+        map.get(id).copied()
+    }
+}
+
+#[derive(Default)]
+struct Interner {
+    by_key: HashMap<Box<str>, NodeId, RandomState>,
+    texts: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern_key(&mut self, key: String, text: &str) -> NodeId {
+        if let Some(&n) = self.by_key.get(key.as_str()) {
+            return n;
+        }
+        let n = self.texts.len() as NodeId;
+        self.texts.push(text.into());
+        self.by_key.insert(key.into_boxed_str(), n);
+        n
+    }
+
+    fn intern(&mut self, scope: &Scope) -> NodeId {
+        self.intern_key(scope.key().to_owned(), scope.as_str())
+    }
+
+    /// Links every node to its nearest interned ancestor: a structural
+    /// prefix, else the management group above its subscription or group.
+    fn link(&self, tenant: &Tenant) -> Vec<ScopeNode> {
+        let h = &tenant.hierarchy;
+        self.texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                if i as NodeId == ROOT_NODE {
+                    return ScopeNode { text: text.clone(), parent: None };
+                }
+                let parent = Scope::parse(text).ok().map_or(ROOT_NODE, |scope| {
+                    scope
+                        .structural_ancestor_keys()
+                        .find_map(|k| self.by_key.get(k).copied())
+                        .or_else(|| {
+                            h.hierarchy_parents(&scope).find_map(|mg| {
+                                let key = management_group_scope_key(&h.management_groups[mg].id);
+                                self.by_key.get(key.as_str()).copied()
+                            })
+                        })
+                        .unwrap_or(ROOT_NODE)
+                });
+                ScopeNode { text: text.clone(), parent: Some(parent) }
+            })
+            .collect()
+    }
+}
+
+/// Transitive group closure per principal. Validation has rejected cycles;
+/// the visited set keeps this finite regardless.
+fn transitive_groups(tenant: &Tenant) -> Vec<Box<[u32]>> {
+    let principals = &tenant.principals;
+    let mut out = Vec::with_capacity(principals.len());
+    let mut seen = vec![usize::MAX; principals.len()];
+    for (i, p) in principals.iter().enumerate() {
+        let mut groups = Vec::new();
+        let mut stack: Vec<usize> = p.member_of.clone();
+        seen[i] = i;
+        while let Some(g) = stack.pop() {
+            if seen[g] == i {
+                continue;
+            }
+            seen[g] = i;
+            groups.push(g as u32);
+            stack.extend(&principals[g].member_of);
+        }
+        groups.sort_unstable();
+        out.push(groups.into_boxed_slice());
+    }
+    out
+}
