@@ -232,14 +232,14 @@ pub fn tenant(
     let mut role_assignments = Vec::with_capacity(file.role_assignments.len());
     let mut assignment_ids = HashSet::new();
     for (i, entry) in file.role_assignments.iter().enumerate() {
+        if let Some(id) = &entry.id {
+            if !assignment_ids.insert(id.to_ascii_lowercase()) {
+                problems.push(format!("roleAssignments[{i}]"), Some(id), format!("duplicate role assignment id '{id}'"));
+            }
+        }
         if let Some(a) = role_assignment(entry, i, &hierarchy, &roles, &role_index, &lookup_principal, &mut problems) {
-            if !assignment_ids.insert(a.id.to_ascii_lowercase()) {
-                let message = if entry.id.is_some() {
-                    format!("duplicate role assignment id '{}'", a.id)
-                } else {
-                    "the same principal, role and scope are assigned twice".to_owned()
-                };
-                problems.push(format!("roleAssignments[{i}]"), Some(&a.id), message);
+            if entry.id.is_none() && !assignment_ids.insert(a.id.to_ascii_lowercase()) {
+                problems.push(format!("roleAssignments[{i}]"), Some(&a.id), "the same principal, role and scope are assigned twice");
             }
             role_assignments.push(a);
         }
@@ -330,7 +330,10 @@ pub fn tenant(
     }
 
     if !problems.is_empty() {
-        return Err(problems.into_vec());
+        let mut list = problems.into_vec();
+        // In file order; problems without a position (none today) last.
+        list.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
+        return Err(list);
     }
     Ok(Tenant {
         revision: file.revision.unwrap_or(default_revision),

@@ -1,0 +1,121 @@
+//! The binary's offline commands: `validate` reports every problem with
+//! its line and id; `check` decides and explains; `serve` refuses a bad
+//! snapshot and says why.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn rampart() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[test]
+fn validate_reports_every_problem_with_line_and_id() {
+    let out = rampart().arg("validate").arg(fixture("broken.yaml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stderr);
+    let expected = [
+        (5, "managementGroups[0].parent (a): unknown parent management group 'b'"),
+        (6, "managementGroups[1].id (A): duplicate management group id 'A'"),
+        (11, "principals[3].id (alice): duplicate principal id 'alice'"),
+        (13, "roleDefinitions[0].id (acdd72a7-3385-48ef-bd42-f606fba81ae7): id acdd72a7-3385-48ef-bd42-f606fba81ae7 is the built-in role 'Reader' and may not be redefined"),
+        (23, "roleAssignments[0].principal (ra-1): unknown principal 'nobody'"),
+        (28, "roleAssignments[1].role (ra-2): unknown role 'Nope'"),
+        (33, "roleAssignments[2].scope (ra-3): scope '/subscriptions/s1/resourceGroups' has 'resourceGroups' without a resource group name"),
+        (37, "roleAssignments[3].scope (ra-4): role 'Narrow' is not assignable at '/subscriptions/s2'"),
+        (38, "roleAssignments[4] (ra-4): duplicate role assignment id 'ra-4'"),
+        (46, "roleAssignments[5].condition (ra-6): condition does not parse: at column 25"),
+        (51, "agents[0].managedScopes[0] (ag): managed scopes are resource groups; '/subscriptions/s1' is a subscription"),
+    ];
+    for (line, text) in expected {
+        let found = report.lines().any(|l| l.contains(&format!("broken.yaml:{line}:")) && l.contains(text));
+        assert!(found, "missing line {line}: {text}\n--- report ---\n{report}");
+    }
+    assert!(report.contains("group membership forms a cycle: g1 -> g2 -> g1"), "{report}");
+    assert!(report.contains("(12 problems)"), "{report}");
+}
+
+#[test]
+fn validate_accepts_a_good_file_and_a_json_one() {
+    let out = rampart().arg("validate").arg(fixture("rules.yaml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid: revision rules-1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json");
+    std::fs::write(&json, r#"{"principals": [{"id": "p", "type": "User"}], "roleAssignments": [{"principal": "p", "role": "reader", "scope": "/"}]}"#).unwrap();
+    let out = rampart().arg("validate").arg(&json).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn validate_reports_yaml_syntax_and_unknown_keys_with_a_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(&typo, "roleDefinitions:\n  - id: 11111111-0000-4000-8000-000000000001\n    roleName: x\n    permissions: [{ actions: ['*'], notAction: ['*/delete'] }]\n").unwrap();
+    let out = rampart().arg("validate").arg(&typo).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("typo.yaml:4:"), "{report}");
+    assert!(report.contains("unknown field `notAction`"), "{report}");
+
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = rampart().arg("validate").arg(&empty).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the snapshot is empty"));
+}
+
+#[test]
+fn serve_refuses_an_invalid_snapshot_and_says_why() {
+    let out = rampart()
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--snapshot"])
+        .arg(fixture("broken.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to start"), "{err}");
+    assert!(err.contains("unknown role 'Nope'"), "{err}");
+}
+
+#[test]
+fn check_explains_an_offline_decision() {
+    let out = rampart()
+        .args(["check", "--snapshot"])
+        .arg(fixture("rules.yaml"))
+        .args([
+            "--principal", "frank",
+            "--action", "Microsoft.Compute/virtualMachines/delete",
+            "--scope", "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-app",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("decision:  ALLOW"), "{text}");
+    assert!(text.contains("reason:    ROLE_ASSIGNMENT"), "{text}");
+    assert!(text.contains("role assignment ra-dept-contributor: Contributor (b24988ac-6180-42a0-ab88-20f7382dd24c)"), "{text}");
+    assert!(text.contains("via group dept"), "{text}");
+
+    let data = rampart()
+        .args(["check", "--principal", "developer", "--data", "--action"])
+        .arg("Microsoft.CognitiveServices/accounts/AIServices/agents/write")
+        .arg("--scope")
+        .arg("/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-ai/providers/Microsoft.CognitiveServices/accounts/foundry-contoso/projects/proj-chat")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&data.stdout);
+    assert!(text.contains("decision:  ALLOW"), "demo developer builds in the project: {text}");
+
+    let bad = rampart()
+        .args(["check", "--principal", "x", "--action", "a/*/read", "--scope", "/"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid action"));
+}
