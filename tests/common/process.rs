@@ -1,0 +1,67 @@
+//! Runs the built `rampart` binary as a server and learns its addresses
+//! from its start-up log line.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ServerProcess {
+    child: Child,
+    pub authorizer: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ServerProcess {
+    pub fn start(extra: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rampart");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let field = |line: &str, key: &str| -> Option<SocketAddr> {
+            let start = line.find(&format!("{key}="))? + key.len() + 1;
+            line[start..].split_whitespace().next()?.parse().ok()
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("rampart did not report its addresses");
+            });
+            if line.contains("rampart serving") {
+                let authorizer = field(&line, "authorizer").expect("authorizer address");
+                let admin = field(&line, "admin").expect("admin address");
+                return ServerProcess { child, authorizer, admin };
+            }
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The grpcurl binary: `$GRPCURL`, else the first on `PATH`.
+pub fn grpcurl() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("GRPCURL") {
+        return Some(p.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("grpcurl"))
+        .find(|p| p.is_file())
+}
