@@ -66,7 +66,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     // Tokio sizes its worker pool from TOKIO_WORKER_THREADS when set.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rampart: cannot start the runtime: {e}");

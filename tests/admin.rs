@@ -15,7 +15,13 @@ use tonic_health::pb::HealthCheckRequest;
 #[tokio::test]
 async fn snapshot_status_reports_revision_source_and_counts() {
     let s = TestServer::rules().await;
-    let status = s.admin.clone().get_snapshot_status(GetSnapshotStatusRequest {}).await.unwrap().into_inner();
+    let status = s
+        .admin
+        .clone()
+        .get_snapshot_status(GetSnapshotStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.revision, "rules-1");
     assert_eq!(status.source, "test");
     assert_eq!(status.content_sha256.len(), 64);
@@ -36,11 +42,15 @@ async fn snapshot_status_reports_revision_source_and_counts() {
 #[tokio::test]
 async fn effective_permissions_list_assignments_with_their_origin() {
     let s = TestServer::rules().await;
-    let scope = format!("{SUB1}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm1");
+    let scope =
+        format!("{SUB1}/resourceGroups/rg-app/providers/Microsoft.Compute/virtualMachines/vm1");
     let e = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest { principal_id: "frank".into(), scope: scope.clone() })
+        .get_effective_permissions(GetEffectivePermissionsRequest {
+            principal_id: "frank".into(),
+            scope: scope.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -50,15 +60,28 @@ async fn effective_permissions_list_assignments_with_their_origin() {
     assert_eq!(groups, vec!["dept", "team"]);
     assert_eq!(e.assignments.len(), 1);
     let a = &e.assignments[0];
-    assert_eq!((a.assignment_id.as_str(), a.via_group.as_str(), a.role_name.as_str()), ("ra-dept-contributor", "dept", "Contributor"));
+    assert_eq!(
+        (
+            a.assignment_id.as_str(),
+            a.via_group.as_str(),
+            a.role_name.as_str()
+        ),
+        ("ra-dept-contributor", "dept", "Contributor")
+    );
     assert_eq!(a.permissions[0].actions, vec!["*"]);
-    assert!(a.permissions[0].not_actions.iter().any(|n| n == "Microsoft.Authorization/*/Delete"));
+    assert!(a.permissions[0]
+        .not_actions
+        .iter()
+        .any(|n| n == "Microsoft.Authorization/*/Delete"));
 
     let prod = format!("{SUB1}/resourceGroups/rg-prod");
     let denied = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest { principal_id: "owner-denied".into(), scope: prod })
+        .get_effective_permissions(GetEffectivePermissionsRequest {
+            principal_id: "owner-denied".into(),
+            scope: prod,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -68,14 +91,20 @@ async fn effective_permissions_list_assignments_with_their_origin() {
     let unknown = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest { principal_id: "ghost".into(), scope })
+        .get_effective_permissions(GetEffectivePermissionsRequest {
+            principal_id: "ghost".into(),
+            scope,
+        })
         .await
         .expect_err("unknown principal");
     assert_eq!(unknown.code(), Code::NotFound);
     let bad = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest { principal_id: "frank".into(), scope: "nope".into() })
+        .get_effective_permissions(GetEffectivePermissionsRequest {
+            principal_id: "frank".into(),
+            scope: "nope".into(),
+        })
         .await
         .expect_err("bad scope");
     assert_eq!(bad.code(), Code::InvalidArgument);
@@ -107,13 +136,23 @@ async fn check_access_always_explains() {
 async fn health_is_serving_on_all_three_listeners() {
     let s = TestServer::rules().await;
     let running = s.running.as_ref().unwrap();
-    let addrs = [running.authorizer_addr, running.admin_addr, running.health_addr.unwrap()];
+    let addrs = [
+        running.authorizer_addr,
+        running.admin_addr,
+        running.health_addr.unwrap(),
+    ];
     for addr in addrs {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut health = HealthClient::new(channel);
         for service in ["", "rampart.v1.Authorizer"] {
             let r = health
-                .check(HealthCheckRequest { service: service.into() })
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .unwrap_or_else(|e| panic!("{addr} {service}: {e}"))
                 .into_inner();
@@ -127,15 +166,35 @@ async fn health_is_serving_on_all_three_listeners() {
 async fn a_swapped_snapshot_answers_with_its_own_revision_and_cache() {
     let s = TestServer::rules().await;
     let scope = format!("{SUB1}/resourceGroups/rg-app");
-    let before = s.authorize("mg-reader", "Microsoft.Compute/virtualMachines/read", &scope, false).await;
+    let before = s
+        .authorize(
+            "mg-reader",
+            "Microsoft.Compute/virtualMachines/read",
+            &scope,
+            false,
+        )
+        .await;
     assert_eq!(decision(&before), (Decision::Allow, Reason::RoleAssignment));
     let without = common::RULES
         .replace("revision: rules-1", "revision: rules-2")
-        .replace("principal: mg-reader\n    role: Reader", "principal: mg-reader\n    role: VM Restarter");
+        .replace(
+            "principal: mg-reader\n    role: Reader",
+            "principal: mg-reader\n    role: VM Restarter",
+        );
     let next = rampart::snapshot::load_str(&without, "test-2").unwrap_or_else(|e| panic!("{e}"));
     s.engine.swap(next);
-    let after = s.authorize("mg-reader", "Microsoft.Compute/virtualMachines/read", &scope, false).await;
+    let after = s
+        .authorize(
+            "mg-reader",
+            "Microsoft.Compute/virtualMachines/read",
+            &scope,
+            false,
+        )
+        .await;
     assert_eq!(after.snapshot_revision, "rules-2");
-    assert_eq!(decision(&after), (Decision::Deny, Reason::NoMatchingAssignment));
+    assert_eq!(
+        decision(&after),
+        (Decision::Deny, Reason::NoMatchingAssignment)
+    );
     s.stop().await;
 }

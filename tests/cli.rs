@@ -10,12 +10,18 @@ fn rampart() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[test]
 fn validate_reports_every_problem_with_line_and_id() {
-    let out = rampart().arg("validate").arg(fixture("broken.yaml")).output().unwrap();
+    let out = rampart()
+        .arg("validate")
+        .arg(fixture("broken.yaml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let report = String::from_utf8_lossy(&out.stderr);
     let expected = [
@@ -32,24 +38,44 @@ fn validate_reports_every_problem_with_line_and_id() {
         (51, "agents[0].managedScopes[0] (ag): managed scopes are resource groups; '/subscriptions/s1' is a subscription"),
     ];
     for (line, text) in expected {
-        let found = report.lines().any(|l| l.contains(&format!("broken.yaml:{line}:")) && l.contains(text));
-        assert!(found, "missing line {line}: {text}\n--- report ---\n{report}");
+        let found = report
+            .lines()
+            .any(|l| l.contains(&format!("broken.yaml:{line}:")) && l.contains(text));
+        assert!(
+            found,
+            "missing line {line}: {text}\n--- report ---\n{report}"
+        );
     }
-    assert!(report.contains("group membership forms a cycle: g1 -> g2 -> g1"), "{report}");
+    assert!(
+        report.contains("group membership forms a cycle: g1 -> g2 -> g1"),
+        "{report}"
+    );
     assert!(report.contains("(12 problems)"), "{report}");
 }
 
 #[test]
 fn validate_accepts_a_good_file_and_a_json_one() {
-    let out = rampart().arg("validate").arg(fixture("rules.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rampart()
+        .arg("validate")
+        .arg(fixture("rules.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is valid: revision rules-1"));
 
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("s.json");
     std::fs::write(&json, r#"{"principals": [{"id": "p", "type": "User"}], "roleAssignments": [{"principal": "p", "role": "reader", "scope": "/"}]}"#).unwrap();
     let out = rampart().arg("validate").arg(&json).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -73,7 +99,14 @@ fn validate_reports_yaml_syntax_and_unknown_keys_with_a_location() {
 #[test]
 fn serve_refuses_an_invalid_snapshot_and_says_why() {
     let out = rampart()
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--snapshot"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--snapshot",
+        ])
         .arg(fixture("broken.yaml"))
         .output()
         .unwrap();
@@ -89,13 +122,20 @@ fn check_explains_an_offline_decision() {
         .args(["check", "--snapshot"])
         .arg(fixture("rules.yaml"))
         .args([
-            "--principal", "frank",
-            "--action", "Microsoft.Compute/virtualMachines/delete",
-            "--scope", "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-app",
+            "--principal",
+            "frank",
+            "--action",
+            "Microsoft.Compute/virtualMachines/delete",
+            "--scope",
+            "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-app",
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("decision:  ALLOW"), "{text}");
     assert!(text.contains("reason:    ROLE_ASSIGNMENT"), "{text}");
@@ -110,10 +150,21 @@ fn check_explains_an_offline_decision() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&data.stdout);
-    assert!(text.contains("decision:  ALLOW"), "demo developer builds in the project: {text}");
+    assert!(
+        text.contains("decision:  ALLOW"),
+        "demo developer builds in the project: {text}"
+    );
 
     let bad = rampart()
-        .args(["check", "--principal", "x", "--action", "a/*/read", "--scope", "/"])
+        .args([
+            "check",
+            "--principal",
+            "x",
+            "--action",
+            "a/*/read",
+            "--scope",
+            "/",
+        ])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));

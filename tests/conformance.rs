@@ -24,10 +24,13 @@ fn verdict_name(v: Verdict) -> &'static str {
 #[test]
 fn every_conformance_case_gets_the_specified_decision_and_reason() {
     let Some(dir) = shared_dir() else {
-        eprintln!("skipped: ../shared/conformance is not here (it exists only in the workspace and CI)");
+        eprintln!(
+            "skipped: ../shared/conformance is not here (it exists only in the workspace and CI)"
+        );
         return;
     };
-    let snapshot = snapshot::load_file(&dir.join("snapshot.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot =
+        snapshot::load_file(&dir.join("snapshot.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let loaded = Loaded::new(snapshot);
     let cases = std::fs::read_to_string(dir.join("cases.jsonl")).expect("cases.jsonl");
     let attributes: BTreeMap<String, String> = BTreeMap::new();
@@ -46,17 +49,31 @@ fn every_conformance_case_gets_the_specified_decision_and_reason() {
             explain: false,
         };
         let got = match loaded.decide(&request) {
-            Ok(d) => (verdict_name(d.verdict).to_owned(), d.reason.as_str().to_owned()),
+            Ok(d) => (
+                verdict_name(d.verdict).to_owned(),
+                d.reason.as_str().to_owned(),
+            ),
             Err(e) => ("INVALID_ARGUMENT".to_owned(), e.message),
         };
         let want = (s("expect_decision"), s("expect_reason"));
         if got != want {
             let detail = format!(
                 "{}: {} {} {} data={} -> got {}/{}, want {}/{}",
-                s("id"), s("principal_id"), s("action"), s("scope"), case["data_action"], got.0, got.1, want.0, want.1
+                s("id"),
+                s("principal_id"),
+                s("action"),
+                s("scope"),
+                case["data_action"],
+                got.0,
+                got.1,
+                want.0,
+                want.1
             );
             for tag in case["tags"].as_array().into_iter().flatten() {
-                failures.entry(tag.as_str().unwrap_or("?").to_owned()).or_default().push(detail.clone());
+                failures
+                    .entry(tag.as_str().unwrap_or("?").to_owned())
+                    .or_default()
+                    .push(detail.clone());
             }
             failures.entry("(all)".into()).or_default().push(detail);
         }

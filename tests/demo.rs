@@ -21,14 +21,33 @@ struct Demo(Loaded);
 
 impl Demo {
     fn new() -> Demo {
-        Demo(Loaded::new(snapshot::demo().unwrap_or_else(|e| panic!("{e}"))))
+        Demo(Loaded::new(
+            snapshot::demo().unwrap_or_else(|e| panic!("{e}")),
+        ))
     }
 
-    fn ask(&self, principal: &str, action: &str, scope: &str, data: bool, attrs: &[(&str, &str)]) -> (Verdict, Reason) {
-        let attributes: BTreeMap<String, String> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    fn ask(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &str,
+        data: bool,
+        attrs: &[(&str, &str)],
+    ) -> (Verdict, Reason) {
+        let attributes: BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let d = self
             .0
-            .decide(&Request { principal_id: principal, action, scope, data_action: data, attributes: &attributes, explain: false })
+            .decide(&Request {
+                principal_id: principal,
+                action,
+                scope,
+                data_action: data,
+                attributes: &attributes,
+                explain: false,
+            })
             .unwrap_or_else(|e| panic!("{e}"));
         (d.verdict, d.reason)
     }
@@ -45,16 +64,38 @@ fn each_persona_holds_exactly_the_assignments_of_the_table() {
     let mut held: Vec<(String, String, String)> = t
         .role_assignments
         .iter()
-        .map(|a| (t.principals[a.principal].id.clone(), t.role_definitions[a.role].role_name.clone(), a.scope.to_string()))
+        .map(|a| {
+            (
+                t.principals[a.principal].id.clone(),
+                t.role_definitions[a.role].role_name.clone(),
+                a.scope.to_string(),
+            )
+        })
         .collect();
     held.sort();
     let mut want = vec![
         ("it-admin".to_owned(), "Owner".to_owned(), SUB.to_owned()),
-        ("manager".into(), "Foundry Account Owner".into(), ACCOUNT.into()),
-        ("lead-dev".into(), "Foundry Project Manager".into(), ACCOUNT.into()),
-        ("developer".into(), "Foundry User".into(), project("proj-chat")),
+        (
+            "manager".into(),
+            "Foundry Account Owner".into(),
+            ACCOUNT.into(),
+        ),
+        (
+            "lead-dev".into(),
+            "Foundry Project Manager".into(),
+            ACCOUNT.into(),
+        ),
+        (
+            "developer".into(),
+            "Foundry User".into(),
+            project("proj-chat"),
+        ),
         ("developer".into(), "Reader".into(), ACCOUNT.into()),
-        ("agent-consumer".into(), "Foundry Agent Consumer".into(), project("proj-chat")),
+        (
+            "agent-consumer".into(),
+            "Foundry Agent Consumer".into(),
+            project("proj-chat"),
+        ),
     ];
     want.sort();
     assert_eq!(held, want);
@@ -65,38 +106,122 @@ fn each_persona_holds_exactly_the_assignments_of_the_table() {
 #[test]
 fn it_admin_owns_the_subscription_but_not_the_protected_account_delete() {
     let d = Demo::new();
-    assert!(d.allows("it-admin", "Microsoft.Compute/virtualMachines/write", &format!("{SUB}/resourceGroups/rg-app"), false));
-    assert!(d.allows("it-admin", "Microsoft.Authorization/roleAssignments/write", ACCOUNT, false));
+    assert!(d.allows(
+        "it-admin",
+        "Microsoft.Compute/virtualMachines/write",
+        &format!("{SUB}/resourceGroups/rg-app"),
+        false
+    ));
+    assert!(d.allows(
+        "it-admin",
+        "Microsoft.Authorization/roleAssignments/write",
+        ACCOUNT,
+        false
+    ));
     assert_eq!(
-        d.ask("it-admin", "Microsoft.CognitiveServices/accounts/delete", ACCOUNT, false, &[]),
+        d.ask(
+            "it-admin",
+            "Microsoft.CognitiveServices/accounts/delete",
+            ACCOUNT,
+            false,
+            &[]
+        ),
         (Verdict::Deny, Reason::DenyAssignment)
     );
     // Owner holds no data actions.
-    assert!(!d.allows("it-admin", "Microsoft.CognitiveServices/accounts/AIServices/agents/write", &project("proj-chat"), true));
+    assert!(!d.allows(
+        "it-admin",
+        "Microsoft.CognitiveServices/accounts/AIServices/agents/write",
+        &project("proj-chat"),
+        true
+    ));
     // The second subscription is not the IT admin's.
-    assert!(!d.allows("it-admin", "Microsoft.Storage/storageAccounts/read", "/subscriptions/22222222-2222-2222-2222-222222222222", false));
+    assert!(!d.allows(
+        "it-admin",
+        "Microsoft.Storage/storageAccounts/read",
+        "/subscriptions/22222222-2222-2222-2222-222222222222",
+        false
+    ));
 }
 
 #[test]
 fn manager_manages_the_account_but_cannot_build_and_delegates_only_foundry_user() {
     let d = Demo::new();
-    assert!(d.allows("manager", "Microsoft.CognitiveServices/accounts/projects/write", &project("proj-new"), false));
-    assert!(d.allows("manager", "Microsoft.CognitiveServices/accounts/deployments/write", ACCOUNT, false));
-    assert!(!d.allows("manager", "Microsoft.CognitiveServices/accounts/AIServices/agents/write", &project("proj-chat"), true));
+    assert!(d.allows(
+        "manager",
+        "Microsoft.CognitiveServices/accounts/projects/write",
+        &project("proj-new"),
+        false
+    ));
+    assert!(d.allows(
+        "manager",
+        "Microsoft.CognitiveServices/accounts/deployments/write",
+        ACCOUNT,
+        false
+    ));
+    assert!(!d.allows(
+        "manager",
+        "Microsoft.CognitiveServices/accounts/AIServices/agents/write",
+        &project("proj-chat"),
+        true
+    ));
     let write = "Microsoft.Authorization/roleAssignments/write";
-    assert_eq!(d.ask("manager", write, ACCOUNT, false, &[(ROLE_KEY, FOUNDRY_USER)]), (Verdict::Allow, Reason::RoleAssignment));
-    assert_eq!(d.ask("manager", write, ACCOUNT, false, &[(ROLE_KEY, OWNER)]), (Verdict::Deny, Reason::NoMatchingAssignment));
-    assert_eq!(d.ask("manager", write, ACCOUNT, false, &[]), (Verdict::Deny, Reason::NoMatchingAssignment));
+    assert_eq!(
+        d.ask(
+            "manager",
+            write,
+            ACCOUNT,
+            false,
+            &[(ROLE_KEY, FOUNDRY_USER)]
+        ),
+        (Verdict::Allow, Reason::RoleAssignment)
+    );
+    assert_eq!(
+        d.ask("manager", write, ACCOUNT, false, &[(ROLE_KEY, OWNER)]),
+        (Verdict::Deny, Reason::NoMatchingAssignment)
+    );
+    assert_eq!(
+        d.ask("manager", write, ACCOUNT, false, &[]),
+        (Verdict::Deny, Reason::NoMatchingAssignment)
+    );
 }
 
 #[test]
 fn lead_developer_builds_in_projects_and_assigns_only_foundry_user() {
     let d = Demo::new();
-    assert!(d.allows("lead-dev", "Microsoft.CognitiveServices/accounts/AIServices/agents/write", &project("proj-search"), true));
-    assert!(d.allows("lead-dev", "Microsoft.CognitiveServices/accounts/projects/read", &project("proj-search"), false));
+    assert!(d.allows(
+        "lead-dev",
+        "Microsoft.CognitiveServices/accounts/AIServices/agents/write",
+        &project("proj-search"),
+        true
+    ));
+    assert!(d.allows(
+        "lead-dev",
+        "Microsoft.CognitiveServices/accounts/projects/read",
+        &project("proj-search"),
+        false
+    ));
     let write = "Microsoft.Authorization/roleAssignments/write";
-    assert!(d.ask("lead-dev", write, &project("proj-chat"), false, &[(ROLE_KEY, FOUNDRY_USER)]).0 == Verdict::Allow);
-    assert!(d.ask("lead-dev", write, &project("proj-chat"), false, &[(ROLE_KEY, OWNER)]).0 == Verdict::Deny);
+    assert!(
+        d.ask(
+            "lead-dev",
+            write,
+            &project("proj-chat"),
+            false,
+            &[(ROLE_KEY, FOUNDRY_USER)]
+        )
+        .0 == Verdict::Allow
+    );
+    assert!(
+        d.ask(
+            "lead-dev",
+            write,
+            &project("proj-chat"),
+            false,
+            &[(ROLE_KEY, OWNER)]
+        )
+        .0 == Verdict::Deny
+    );
 }
 
 #[test]
@@ -105,9 +230,24 @@ fn developer_builds_in_their_project_only_and_reads_the_account() {
     let build = "Microsoft.CognitiveServices/accounts/AIServices/agents/write";
     assert!(d.allows("developer", build, &project("proj-chat"), true));
     assert!(!d.allows("developer", build, &project("proj-search"), true));
-    assert!(d.allows("developer", "Microsoft.CognitiveServices/accounts/read", ACCOUNT, false));
-    assert!(!d.allows("developer", "Microsoft.CognitiveServices/accounts/write", ACCOUNT, false));
-    assert!(!d.allows("developer", "Microsoft.Authorization/roleAssignments/write", &project("proj-chat"), false));
+    assert!(d.allows(
+        "developer",
+        "Microsoft.CognitiveServices/accounts/read",
+        ACCOUNT,
+        false
+    ));
+    assert!(!d.allows(
+        "developer",
+        "Microsoft.CognitiveServices/accounts/write",
+        ACCOUNT,
+        false
+    ));
+    assert!(!d.allows(
+        "developer",
+        "Microsoft.Authorization/roleAssignments/write",
+        &project("proj-chat"),
+        false
+    ));
 }
 
 #[test]
@@ -116,6 +256,16 @@ fn agent_consumer_only_interacts_with_agent_endpoints_of_its_project() {
     let interact = "Microsoft.CognitiveServices/accounts/AIServices/endpoints/interact/action";
     assert!(d.allows("agent-consumer", interact, &project("proj-chat"), true));
     assert!(!d.allows("agent-consumer", interact, &project("proj-search"), true));
-    assert!(!d.allows("agent-consumer", "Microsoft.CognitiveServices/accounts/AIServices/agents/write", &project("proj-chat"), true));
-    assert!(!d.allows("agent-consumer", "Microsoft.CognitiveServices/accounts/read", ACCOUNT, false));
+    assert!(!d.allows(
+        "agent-consumer",
+        "Microsoft.CognitiveServices/accounts/AIServices/agents/write",
+        &project("proj-chat"),
+        true
+    ));
+    assert!(!d.allows(
+        "agent-consumer",
+        "Microsoft.CognitiveServices/accounts/read",
+        ACCOUNT,
+        false
+    ));
 }

@@ -67,7 +67,11 @@ fn runtime_and_server() -> (&'static tokio::runtime::Runtime, &'static TestServe
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     let rt = RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
     });
     let server = SERVER.get_or_init(|| rt.block_on(TestServer::rules()));
     (rt, server)

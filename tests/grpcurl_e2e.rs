@@ -13,7 +13,10 @@ use process::{grpcurl, ServerProcess};
 const FOUNDRY: &str = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-ai/providers/Microsoft.CognitiveServices/accounts/foundry-contoso";
 
 fn run(grpcurl: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(grpcurl).args(args).output().expect("run grpcurl");
+    let out = Command::new(grpcurl)
+        .args(args)
+        .output()
+        .expect("run grpcurl");
     assert!(
         out.status.success(),
         "grpcurl {args:?} failed: {}{}",
@@ -24,7 +27,16 @@ fn run(grpcurl: &std::path::Path, args: &[&str]) -> String {
 }
 
 fn authorize(grpcurl: &std::path::Path, addr: &str, body: &str) -> serde_json::Value {
-    let out = run(grpcurl, &["-plaintext", "-d", body, addr, "rampart.v1.Authorizer/Authorize"]);
+    let out = run(
+        grpcurl,
+        &[
+            "-plaintext",
+            "-d",
+            body,
+            addr,
+            "rampart.v1.Authorizer/Authorize",
+        ],
+    );
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
@@ -38,43 +50,87 @@ fn grpcurl_lists_describes_and_authorizes_against_the_demo() {
     let addr = server.authorizer.to_string();
 
     let services = run(&grpcurl, &["-plaintext", &addr, "list"]);
-    for service in ["rampart.v1.Authorizer", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
-        assert!(services.lines().any(|l| l == service), "{service} missing from:\n{services}");
+    for service in [
+        "rampart.v1.Authorizer",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            services.lines().any(|l| l == service),
+            "{service} missing from:\n{services}"
+        );
     }
     let admin_services = run(&grpcurl, &["-plaintext", &server.admin.to_string(), "list"]);
-    assert!(admin_services.lines().any(|l| l == "rampart.v1.Admin"), "{admin_services}");
+    assert!(
+        admin_services.lines().any(|l| l == "rampart.v1.Admin"),
+        "{admin_services}"
+    );
 
-    let described = run(&grpcurl, &["-plaintext", &addr, "describe", "rampart.v1.Authorizer"]);
+    let described = run(
+        &grpcurl,
+        &["-plaintext", &addr, "describe", "rampart.v1.Authorizer"],
+    );
     assert!(described.contains("rpc Authorize ( .rampart.v1.AuthorizeRequest ) returns ( .rampart.v1.AuthorizeResponse )"), "{described}");
     assert!(described.contains("rpc AuthorizeBatch"), "{described}");
-    let message = run(&grpcurl, &["-plaintext", &addr, "describe", "rampart.v1.AuthorizeRequest"]);
+    let message = run(
+        &grpcurl,
+        &[
+            "-plaintext",
+            &addr,
+            "describe",
+            "rampart.v1.AuthorizeRequest",
+        ],
+    );
     assert!(message.contains("string principal_id = 1;"), "{message}");
 
     // The IT admin (Owner on the subscription) may read the Foundry account.
-    let allowed = authorize(&grpcurl, &addr, &format!(
-        r#"{{"principal_id": "it-admin", "action": "Microsoft.CognitiveServices/accounts/read", "scope": "{FOUNDRY}", "explain": true}}"#
-    ));
+    let allowed = authorize(
+        &grpcurl,
+        &addr,
+        &format!(
+            r#"{{"principal_id": "it-admin", "action": "Microsoft.CognitiveServices/accounts/read", "scope": "{FOUNDRY}", "explain": true}}"#
+        ),
+    );
     assert_eq!(allowed["decision"], "ALLOW", "{allowed}");
     assert_eq!(allowed["reason"], "ROLE_ASSIGNMENT", "{allowed}");
     assert_eq!(allowed["snapshotRevision"], "demo-1", "{allowed}");
-    assert_eq!(allowed["matches"][0]["id"], "ra-it-admin-owner", "{allowed}");
+    assert_eq!(
+        allowed["matches"][0]["id"], "ra-it-admin-owner",
+        "{allowed}"
+    );
 
     // A deny assignment stops even the Owner from deleting the account.
-    let denied = authorize(&grpcurl, &addr, &format!(
-        r#"{{"principal_id": "it-admin", "action": "Microsoft.CognitiveServices/accounts/delete", "scope": "{FOUNDRY}"}}"#
-    ));
+    let denied = authorize(
+        &grpcurl,
+        &addr,
+        &format!(
+            r#"{{"principal_id": "it-admin", "action": "Microsoft.CognitiveServices/accounts/delete", "scope": "{FOUNDRY}"}}"#
+        ),
+    );
     assert_eq!(denied["decision"], "DENY", "{denied}");
     assert_eq!(denied["reason"], "DENY_ASSIGNMENT", "{denied}");
 
     // A malformed request is INVALID_ARGUMENT naming the field.
     let out = Command::new(&grpcurl)
-        .args(["-plaintext", "-d", r#"{"principal_id": "it-admin", "action": "Microsoft.Compute/*", "scope": "/"}"#, &addr, "rampart.v1.Authorizer/Authorize"])
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"principal_id": "it-admin", "action": "Microsoft.Compute/*", "scope": "/"}"#,
+            &addr,
+            "rampart.v1.Authorizer/Authorize",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("InvalidArgument") && err.contains("action"), "{err}");
+    assert!(
+        err.contains("InvalidArgument") && err.contains("action"),
+        "{err}"
+    );
 
-    let health = run(&grpcurl, &["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+    let health = run(
+        &grpcurl,
+        &["-plaintext", &addr, "grpc.health.v1.Health/Check"],
+    );
     assert!(health.contains("SERVING"), "{health}");
 }

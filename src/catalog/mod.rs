@@ -19,16 +19,21 @@ const CATALOG_SOURCE: &str = "embedded:builtin-roles.json";
 /// The built-in roles, parsed and validated once per process.
 pub fn builtin_roles() -> Result<&'static [RoleDefinition], &'static SnapshotError> {
     static CATALOG: OnceLock<Result<Vec<RoleDefinition>, SnapshotError>> = OnceLock::new();
-    CATALOG
-        .get_or_init(load)
-        .as_ref()
-        .map(Vec::as_slice)
+    CATALOG.get_or_init(load).as_ref().map(Vec::as_slice)
 }
 
 fn load() -> Result<Vec<RoleDefinition>, SnapshotError> {
-    let fail = |problems| SnapshotError { source_name: CATALOG_SOURCE.into(), problems };
+    let fail = |problems| SnapshotError {
+        source_name: CATALOG_SOURCE.into(),
+        problems,
+    };
     let entries: Vec<RoleDefinitionEntry> = serde_json::from_str(CATALOG_JSON).map_err(|e| {
-        fail(vec![Problem { path: String::new(), id: None, message: e.to_string(), location: None }])
+        fail(vec![Problem {
+            path: String::new(),
+            id: None,
+            message: e.to_string(),
+            location: None,
+        }])
     })?;
     let map = SourceMap::default();
     let mut problems = Problems::new(&map);
@@ -66,17 +71,36 @@ mod tests {
             ("Owner", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"),
             ("Contributor", "b24988ac-6180-42a0-ab88-20f7382dd24c"),
             ("Reader", "acdd72a7-3385-48ef-bd42-f606fba81ae7"),
-            ("User Access Administrator", "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"),
-            ("Role Based Access Control Administrator", "f58310d9-a9f6-439a-9e8d-f62e7b41a168"),
+            (
+                "User Access Administrator",
+                "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+            ),
+            (
+                "Role Based Access Control Administrator",
+                "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+            ),
             ("Foundry User", "53ca6127-db72-4b80-b1b0-d745d6d5456d"),
             ("Azure AI User", "53ca6127-db72-4b80-b1b0-d745d6d5456d"),
-            ("Foundry Project Manager", "eadc314b-1a2d-4efa-be10-5d325db5065e"),
-            ("Foundry Account Owner", "e47c6f54-e4a2-4754-9501-8e0985b135e1"),
+            (
+                "Foundry Project Manager",
+                "eadc314b-1a2d-4efa-be10-5d325db5065e",
+            ),
+            (
+                "Foundry Account Owner",
+                "e47c6f54-e4a2-4754-9501-8e0985b135e1",
+            ),
             ("Foundry Owner", "c883944f-8b7b-4483-af10-35834be79c4a"),
-            ("Foundry Agent Consumer", "eed3b665-ab3a-47b6-8f48-c9382fb1dad6"),
+            (
+                "Foundry Agent Consumer",
+                "eed3b665-ab3a-47b6-8f48-c9382fb1dad6",
+            ),
         ] {
             assert_eq!(find(name).map(|r| r.id.as_str()), Some(id), "{name}");
-            assert_eq!(find(&name.to_uppercase()).map(|r| r.id.as_str()), Some(id), "{name}");
+            assert_eq!(
+                find(&name.to_uppercase()).map(|r| r.id.as_str()),
+                Some(id),
+                "{name}"
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -98,7 +98,7 @@ pub fn load_snapshot(path: Option<&PathBuf>) -> Result<CompiledSnapshot, Snapsho
 }
 
 /// `rampart validate FILE`: the report and whether the file is valid.
-pub fn validate(file: &PathBuf) -> (String, bool) {
+pub fn validate(file: &Path) -> (String, bool) {
     match snapshot::load_file(file) {
         Ok(s) => {
             let t = &s.tenant;
@@ -137,7 +137,9 @@ pub fn check(args: &CheckArgs) -> Result<String, String> {
         attributes: &attributes,
         explain: true,
     };
-    let decision = loaded.decide(&request).map_err(|e| format!("invalid {}: {e}", e.field))?;
+    let decision = loaded
+        .decide(&request)
+        .map_err(|e| format!("invalid {}: {e}", e.field))?;
     Ok(render(&decision))
 }
 
@@ -150,7 +152,12 @@ pub fn render(d: &Decision<'_>) -> String {
     };
     let mut out = String::new();
     let _ = writeln!(out, "decision:  {verdict}");
-    let _ = writeln!(out, "reason:    {} ({})", d.reason.as_str(), d.reason.message());
+    let _ = writeln!(
+        out,
+        "reason:    {} ({})",
+        d.reason.as_str(),
+        d.reason.message()
+    );
     let _ = writeln!(out, "read-only: {}", if d.read_only { "yes" } else { "no" });
     let _ = writeln!(out, "snapshot:  {}", d.snapshot_revision);
     if !d.matches.is_empty() {
@@ -159,7 +166,10 @@ pub fn render(d: &Decision<'_>) -> String {
     for m in &d.matches {
         let line = match m.kind {
             MatchKind::RoleAssignment => {
-                let mut s = format!("role assignment {}: {} ({}) at {}", m.id, m.role_name, m.role_id, m.scope);
+                let mut s = format!(
+                    "role assignment {}: {} ({}) at {}",
+                    m.id, m.role_name, m.role_id, m.scope
+                );
                 if let Some(g) = &m.via_group {
                     let _ = write!(s, " via group {g}");
                 }

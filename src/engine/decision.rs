@@ -62,10 +62,14 @@ impl Reason {
             Reason::RoleAssignment => "allowed by a role assignment",
             Reason::ElevationGrant => "allowed by an active elevation grant",
             Reason::KeyAccess => "allowed by an access key for this resource",
-            Reason::NoMatchingAssignment => "no role assignment grants this operation at this scope",
+            Reason::NoMatchingAssignment => {
+                "no role assignment grants this operation at this scope"
+            }
             Reason::DenyAssignment => "a deny assignment blocks this operation",
             Reason::OutOfAgentScope => "the scope is outside the agent's managed scopes",
-            Reason::ReviewModeWrite => "the agent holds this write, but in Review mode a human must approve it",
+            Reason::ReviewModeWrite => {
+                "the agent holds this write, but in Review mode a human must approve it"
+            }
             Reason::NeedsElevation => "the agent lacks this permission; request elevation",
             Reason::UnknownPrincipal => "the principal is not in the snapshot",
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
@@ -132,7 +136,10 @@ pub struct RequestError {
 
 impl RequestError {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        RequestError { field, message: message.into() }
+        RequestError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -209,7 +216,10 @@ mod tests {
             let handles: Vec<_> = (0..4)
                 .map(|_| s.spawn(|| (0..1000).map(|_| DecisionId::next()).collect::<Vec<_>>()))
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
         });
         let unique: HashSet<_> = ids.iter().map(|d| d.to_string()).collect();
         assert_eq!(unique.len(), 4000);

@@ -70,12 +70,16 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
     for g in &grantors {
         let assignment = &tenant.role_assignments[g.assignment as usize];
         let role = &tenant.role_definitions[assignment.role];
-        if assignment.condition.is_some() || role.permissions.iter().any(|b| b.condition.is_some()) {
+        if assignment.condition.is_some() || role.permissions.iter().any(|b| b.condition.is_some())
+        {
             conditional.push(*g);
             continue;
         }
         for (b, block) in role.permissions.iter().enumerate() {
-            let r = BlockRef { role: assignment.role as u32, block: b as u32 };
+            let r = BlockRef {
+                role: assignment.role as u32,
+                block: b as u32,
+            };
             if !block.actions.is_empty() && !control_blocks.contains(&r) {
                 control_blocks.push(r);
             }

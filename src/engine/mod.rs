@@ -21,12 +21,12 @@ use dashmap::mapref::one::Ref;
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
-pub use decision::{Decision, DecisionId, Match, MatchKind, Reason, Request, RequestError, Verdict};
+pub use decision::{
+    Decision, DecisionId, Match, MatchKind, Reason, Request, RequestError, Verdict,
+};
 pub use effective::{AgentPosition, BlockRef, Effective, Grantor};
 
-use crate::model::{
-    check_operation, check_principal_id, ConditionInput, ExecutionMode, Scope,
-};
+use crate::model::{check_operation, check_principal_id, ConditionInput, ExecutionMode, Scope};
 use crate::snapshot::{Anchor, CompiledSnapshot};
 
 /// Bounds on the caches, so hostile or wide traffic cannot grow memory
@@ -39,7 +39,10 @@ pub struct CacheLimits {
 
 impl Default for CacheLimits {
     fn default() -> Self {
-        CacheLimits { scopes: 200_000, effective: 1_000_000 }
+        CacheLimits {
+            scopes: 200_000,
+            effective: 1_000_000,
+        }
     }
 }
 
@@ -51,16 +54,17 @@ pub struct Loaded {
     anchor_count: AtomicUsize,
     effective: DashMap<u64, Effective, RandomState>,
     effective_count: AtomicUsize,
-    hits: AtomicU64,
     misses: AtomicU64,
 }
 
-/// Cache statistics, for status and metrics.
+/// Cache statistics, for status and metrics. Hits are not counted on the
+/// hot path (a shared counter would bounce between cores); the hit ratio is
+/// `1 - misses / decisions`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CacheStats {
     pub effective_entries: usize,
     pub scope_entries: usize,
-    pub hits: u64,
+    /// Effective-permission resolutions (cache misses).
     pub misses: u64,
 }
 
@@ -92,7 +96,6 @@ impl Loaded {
             anchor_count: AtomicUsize::new(0),
             effective: DashMap::with_hasher(RandomState::default()),
             effective_count: AtomicUsize::new(0),
-            hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
@@ -101,7 +104,6 @@ impl Loaded {
         CacheStats {
             effective_entries: self.effective_count.load(Ordering::Relaxed),
             scope_entries: self.anchor_count.load(Ordering::Relaxed),
-            hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
     }
@@ -125,9 +127,9 @@ impl Loaded {
 
     /// The effective permissions of `principal` at `anchor`, resolved once.
     fn effective(&self, principal: u32, anchor: Anchor) -> EffectiveRef<'_> {
-        let key = (u64::from(principal) << 33) | (u64::from(anchor.node) << 1) | u64::from(anchor.exact);
+        let key =
+            (u64::from(principal) << 33) | (u64::from(anchor.node) << 1) | u64::from(anchor.exact);
         if let Some(hit) = self.effective.get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
             return EffectiveRef::Cached(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -149,14 +151,23 @@ impl Loaded {
 
     /// Decides one request (SPEC §1.9).
     pub fn decide(&self, req: &Request<'_>) -> Result<Decision<'_>, RequestError> {
-        // 1. Malformed input.
-        check_principal_id(req.principal_id).map_err(|e| {
-            RequestError::new("principal_id", format!("principal_id '{}' {e}", printable(req.principal_id)))
-        })?;
-        let operation = check_operation(req.action)
-            .map_err(|e| RequestError::new("action", format!("action '{}' {e}", printable(req.action))))?;
-        let anchor = self.anchor(req.scope)?;
+        // 1. Malformed input. A principal found in the snapshot passed the
+        // same id check when the snapshot was validated, so only ids that
+        // are not found are checked here.
         let snapshot = &self.snapshot;
+        let principal = snapshot.principal(req.principal_id);
+        if principal.is_none() {
+            check_principal_id(req.principal_id).map_err(|e| {
+                RequestError::new(
+                    "principal_id",
+                    format!("principal_id '{}' {e}", printable(req.principal_id)),
+                )
+            })?;
+        }
+        let operation = check_operation(req.action).map_err(|e| {
+            RequestError::new("action", format!("action '{}' {e}", printable(req.action)))
+        })?;
+        let anchor = self.anchor(req.scope)?;
         let mut decision = Decision {
             verdict: Verdict::Deny,
             reason: Reason::NoMatchingAssignment,
@@ -166,26 +177,36 @@ impl Loaded {
             matches: Vec::new(),
         };
 
-        // 2. Access keys.
-        if let Some(key) = snapshot.access_key(req.principal_id) {
-            self.decide_key(key, anchor, req, &mut decision);
-            return Ok(decision);
+        // 2. Access keys (validation keeps key ids and principal ids apart).
+        if principal.is_none() {
+            if let Some(key) = snapshot.access_key(req.principal_id) {
+                self.decide_key(key, anchor, req, &mut decision);
+                return Ok(decision);
+            }
         }
 
         // 3. Unknown principal.
-        let Some(principal) = snapshot.principal(req.principal_id) else {
+        let Some(principal) = principal else {
             decision.reason = Reason::UnknownPrincipal;
             return Ok(decision);
         };
         let effective = self.effective(principal, anchor);
 
         // 4. An agent outside its managed scopes.
-        if let Some(AgentPosition { agent, in_scope: false }) = effective.agent {
+        if let Some(AgentPosition {
+            agent,
+            in_scope: false,
+        }) = effective.agent
+        {
             decision.reason = Reason::OutOfAgentScope;
             if req.explain {
                 let agent = &snapshot.tenant.agents[agent as usize];
                 for scope in &agent.managed_scopes {
-                    decision.matches.push(Match::new(MatchKind::AgentScope, &agent.id, scope.as_str()));
+                    decision.matches.push(Match::new(
+                        MatchKind::AgentScope,
+                        &agent.id,
+                        scope.as_str(),
+                    ));
                 }
             }
             return Ok(decision);
@@ -201,7 +222,11 @@ impl Loaded {
                 if !req.explain {
                     break;
                 }
-                decision.matches.push(Match::new(MatchKind::DenyAssignment, &deny.id, deny.scope.as_str()));
+                decision.matches.push(Match::new(
+                    MatchKind::DenyAssignment,
+                    &deny.id,
+                    deny.scope.as_str(),
+                ));
             }
         }
         if denied {
@@ -256,7 +281,11 @@ impl Loaded {
         decision.verdict = verdict;
         decision.reason = reason;
         if req.explain && reason != Reason::NoMatchingAssignment {
-            decision.matches.push(Match::new(MatchKind::AccessKey, &access_key.id, access_key.resource.as_str()));
+            decision.matches.push(Match::new(
+                MatchKind::AccessKey,
+                &access_key.id,
+                access_key.resource.as_str(),
+            ));
         }
         tracing::warn!(
             key_id = %access_key.id,
@@ -273,9 +302,14 @@ impl Loaded {
     #[inline]
     fn allowed_by_roles(&self, effective: &Effective, principal: u32, req: &Request<'_>) -> bool {
         let roles = &self.snapshot.tenant.role_definitions;
-        let blocks = if req.data_action { &effective.data_blocks } else { &effective.control_blocks };
+        let blocks = if req.data_action {
+            &effective.data_blocks
+        } else {
+            &effective.control_blocks
+        };
         for r in blocks.iter() {
-            let (allow, subtract) = roles[r.role as usize].permissions[r.block as usize].plane(req.data_action);
+            let (allow, subtract) =
+                roles[r.role as usize].permissions[r.block as usize].plane(req.data_action);
             if allow.matches(req.action) && !subtract.matches(req.action) {
                 return true;
             }
@@ -288,7 +322,12 @@ impl Loaded {
 
     /// The blocks of a grantor's role that grant the request, with the
     /// pattern that matched; conditions evaluated.
-    fn granting_blocks(&self, grantor: &Grantor, principal: u32, req: &Request<'_>) -> Vec<(usize, String)> {
+    fn granting_blocks(
+        &self,
+        grantor: &Grantor,
+        principal: u32,
+        req: &Request<'_>,
+    ) -> Vec<(usize, String)> {
         let tenant = &self.snapshot.tenant;
         let assignment = &tenant.role_assignments[grantor.assignment as usize];
         let role = &tenant.role_definitions[assignment.role];
@@ -296,7 +335,9 @@ impl Loaded {
         let mut assignment_condition: Option<bool> = None;
         for (b, block) in role.permissions.iter().enumerate() {
             let (allow, subtract) = block.plane(req.data_action);
-            let Some(pattern) = allow.first_match(req.action) else { continue };
+            let Some(pattern) = allow.first_match(req.action) else {
+                continue;
+            };
             if subtract.matches(req.action) {
                 continue;
             }
@@ -340,7 +381,13 @@ impl Loaded {
         }
     }
 
-    fn explain_grants(&self, effective: &Effective, principal: u32, req: &Request<'_>, out: &mut Vec<Match>) {
+    fn explain_grants(
+        &self,
+        effective: &Effective,
+        principal: u32,
+        req: &Request<'_>,
+        out: &mut Vec<Match>,
+    ) {
         let tenant = &self.snapshot.tenant;
         for g in effective.grantors.iter() {
             if let Some((_, pattern)) = self.granting_blocks(g, principal, req).into_iter().next() {
@@ -367,7 +414,11 @@ impl Loaded {
 /// characters escaped, so a hostile value cannot flood or forge log lines.
 fn printable(text: &str) -> String {
     const MAX: usize = 120;
-    let mut out: String = text.chars().take(MAX).flat_map(char::escape_debug).collect();
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
     if text.chars().count() > MAX {
         out.push('…');
     }
@@ -398,13 +449,19 @@ impl Engine {
 
     /// Records a failed load; the serving snapshot is untouched.
     pub fn record_failure(&self, message: String) {
-        let failure = LoadFailure { message, at: SystemTime::now() };
+        let failure = LoadFailure {
+            message,
+            at: SystemTime::now(),
+        };
         *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(failure);
     }
 
     /// The most recent failed load, if the latest attempt failed.
     pub fn last_failure(&self) -> Option<LoadFailure> {
-        self.last_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The snapshot serving now; hold it for the length of one decision.

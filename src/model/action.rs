@@ -31,6 +31,32 @@ pub enum OperationError {
 /// read-only (its last segment is `read`).
 pub fn check_operation(operation: &str) -> Result<OperationInfo, OperationError> {
     let bytes = operation.as_bytes();
+    // Fast path: one branch-free pass the compiler can vectorise; anything
+    // suspicious falls through to the precise checks below.
+    let suspicious = bytes.iter().fold(false, |bad, &b| {
+        bad | (b <= b' ') | (b == 0x7f) | (b == b'*')
+    });
+    let doubled = bytes
+        .windows(2)
+        .fold(false, |bad, w| bad | ((w[0] == b'/') & (w[1] == b'/')));
+    let slashes = bytes.iter().filter(|&&b| b == b'/').count();
+    if !suspicious
+        && !doubled
+        && slashes >= 2
+        && bytes.len() <= MAX_OPERATION_LEN
+        && bytes[0] != b'/'
+        && bytes[bytes.len() - 1] != b'/'
+    {
+        let last = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        return Ok(OperationInfo {
+            read_only: bytes[last..].eq_ignore_ascii_case(b"read"),
+        });
+    }
+    check_operation_precisely(bytes)
+}
+
+#[cold]
+fn check_operation_precisely(bytes: &[u8]) -> Result<OperationInfo, OperationError> {
     if bytes.is_empty() {
         return Err(OperationError::Empty);
     }
@@ -206,7 +232,12 @@ fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Glob with `*` only: pin the ends, then take each middle piece at its
 /// leftmost occurrence, which is optimal when the only wildcard is `*`.
-fn match_general(op: &[u8], pieces: &[Box<[u8]>], anchored_start: bool, anchored_end: bool) -> bool {
+fn match_general(
+    op: &[u8],
+    pieces: &[Box<[u8]>],
+    anchored_start: bool,
+    anchored_end: bool,
+) -> bool {
     let mut rest = op;
     let mut middle = pieces;
     if anchored_start {
@@ -273,7 +304,10 @@ impl PatternSet {
     }
 
     pub fn sources(&self) -> Vec<String> {
-        self.patterns.iter().map(|p| p.as_str().to_owned()).collect()
+        self.patterns
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect()
     }
 }
 
@@ -290,11 +324,26 @@ mod tests {
         assert!(m("*", "Microsoft.Compute/virtualMachines/read"));
         assert!(m("*/read", "Microsoft.Compute/virtualMachines/read"));
         assert!(!m("*/read", "Microsoft.Compute/virtualMachines/write"));
-        assert!(m("Microsoft.Storage/*", "Microsoft.Storage/storageAccounts/blobServices/read"));
-        assert!(m("Microsoft.Authorization/*/Write", "microsoft.authorization/roleAssignments/write"));
-        assert!(!m("Microsoft.Authorization/*/Write", "Microsoft.Authorization/write"));
-        assert!(m("Microsoft.Network/virtualNetworks*", "Microsoft.Network/virtualNetworks/subnets/join/action"));
-        assert!(m("Microsoft.Network/virtualNetworks*", "Microsoft.Network/virtualNetworks"));
+        assert!(m(
+            "Microsoft.Storage/*",
+            "Microsoft.Storage/storageAccounts/blobServices/read"
+        ));
+        assert!(m(
+            "Microsoft.Authorization/*/Write",
+            "microsoft.authorization/roleAssignments/write"
+        ));
+        assert!(!m(
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/write"
+        ));
+        assert!(m(
+            "Microsoft.Network/virtualNetworks*",
+            "Microsoft.Network/virtualNetworks/subnets/join/action"
+        ));
+        assert!(m(
+            "Microsoft.Network/virtualNetworks*",
+            "Microsoft.Network/virtualNetworks"
+        ));
         assert!(m("a*b*c", "abc"));
         assert!(m("a*b*c", "aXXbYYc"));
         assert!(!m("a*b*c", "aXXcYYb"));
@@ -307,9 +356,18 @@ mod tests {
 
     #[test]
     fn matching_ignores_case_on_both_sides() {
-        assert!(m("MICROSOFT.AUTHORIZATION/*", "microsoft.authorization/locks/write"));
-        assert!(m("microsoft.compute/virtualmachines/READ", "Microsoft.Compute/VirtualMachines/read"));
-        assert!(!m("Microsoft.Compute/virtualMachines/read", "Microsoft.Compute/virtualMachines/rea"));
+        assert!(m(
+            "MICROSOFT.AUTHORIZATION/*",
+            "microsoft.authorization/locks/write"
+        ));
+        assert!(m(
+            "microsoft.compute/virtualmachines/READ",
+            "Microsoft.Compute/VirtualMachines/read"
+        ));
+        assert!(!m(
+            "Microsoft.Compute/virtualMachines/read",
+            "Microsoft.Compute/virtualMachines/rea"
+        ));
     }
 
     #[test]
@@ -323,11 +381,26 @@ mod tests {
             Ok(OperationInfo { read_only: false })
         );
         assert_eq!(check_operation(""), Err(OperationError::Empty));
-        assert_eq!(check_operation("Microsoft.Compute/*/read"), Err(OperationError::Wildcard(18)));
-        assert_eq!(check_operation("a//b"), Err(OperationError::EmptySegment(2)));
-        assert_eq!(check_operation("a/b/"), Err(OperationError::EmptySegment(4)));
-        assert_eq!(check_operation("a/b c/d"), Err(OperationError::BadCharacter(3)));
-        assert_eq!(check_operation("Microsoft.Compute/read"), Err(OperationError::TooFewSegments));
+        assert_eq!(
+            check_operation("Microsoft.Compute/*/read"),
+            Err(OperationError::Wildcard(18))
+        );
+        assert_eq!(
+            check_operation("a//b"),
+            Err(OperationError::EmptySegment(2))
+        );
+        assert_eq!(
+            check_operation("a/b/"),
+            Err(OperationError::EmptySegment(4))
+        );
+        assert_eq!(
+            check_operation("a/b c/d"),
+            Err(OperationError::BadCharacter(3))
+        );
+        assert_eq!(
+            check_operation("Microsoft.Compute/read"),
+            Err(OperationError::TooFewSegments)
+        );
         assert_eq!(
             check_operation(&"a/".repeat(300)),
             Err(OperationError::TooLong(600))
@@ -340,7 +413,11 @@ mod tests {
             ActionPattern::parse("Microsoft.Web/*").unwrap(),
             ActionPattern::parse("*/read").unwrap(),
         ]);
-        assert_eq!(set.first_match("Microsoft.Sql/servers/read").map(|p| p.as_str()), Some("*/read"));
+        assert_eq!(
+            set.first_match("Microsoft.Sql/servers/read")
+                .map(|p| p.as_str()),
+            Some("*/read")
+        );
         assert!(set.first_match("Microsoft.Sql/servers/write").is_none());
     }
 }
@@ -396,6 +473,11 @@ mod properties {
         #[test]
         fn operation_checker_never_panics(op in "\\PC{0,64}") {
             let _ = check_operation(&op);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_the_precise_checks(op in "[a/* .R]{0,12}(read|Read)?") {
+            prop_assert_eq!(check_operation(&op), check_operation_precisely(op.as_bytes()));
         }
     }
 }

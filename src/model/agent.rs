@@ -79,7 +79,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             'm' => 60,
             'h' => 3600,
             'd' => 86_400,
-            _ => return Err(format!("has unknown unit '{c}' (use s, m, h or d, e.g. 15m)")),
+            _ => {
+                return Err(format!(
+                    "has unknown unit '{c}' (use s, m, h or d, e.g. 15m)"
+                ))
+            }
         };
         let n = number.take().ok_or("has a unit without a number")?;
         total = n

@@ -117,13 +117,22 @@ impl Operator {
         ("StringEquals", Operator::StringEquals),
         ("StringNotEquals", Operator::StringNotEquals),
         ("StringEqualsIgnoreCase", Operator::StringEqualsIgnoreCase),
-        ("StringNotEqualsIgnoreCase", Operator::StringNotEqualsIgnoreCase),
+        (
+            "StringNotEqualsIgnoreCase",
+            Operator::StringNotEqualsIgnoreCase,
+        ),
         ("StringLike", Operator::StringLike),
         ("StringNotLike", Operator::StringNotLike),
         ("StringStartsWith", Operator::StringStartsWith),
         ("StringNotStartsWith", Operator::StringNotStartsWith),
-        ("StringStartsWithIgnoreCase", Operator::StringStartsWithIgnoreCase),
-        ("StringNotStartsWithIgnoreCase", Operator::StringNotStartsWithIgnoreCase),
+        (
+            "StringStartsWithIgnoreCase",
+            Operator::StringStartsWithIgnoreCase,
+        ),
+        (
+            "StringNotStartsWithIgnoreCase",
+            Operator::StringNotStartsWithIgnoreCase,
+        ),
         ("GuidEquals", Operator::GuidEquals),
         ("GuidNotEquals", Operator::GuidNotEquals),
         ("NumericEquals", Operator::NumericEquals),
@@ -131,11 +140,17 @@ impl Operator {
         ("NumericLessThan", Operator::NumericLessThan),
         ("NumericLessThanEquals", Operator::NumericLessThanEquals),
         ("NumericGreaterThan", Operator::NumericGreaterThan),
-        ("NumericGreaterThanEquals", Operator::NumericGreaterThanEquals),
+        (
+            "NumericGreaterThanEquals",
+            Operator::NumericGreaterThanEquals,
+        ),
         ("DateTimeEquals", Operator::DateTimeEquals),
         ("DateTimeNotEquals", Operator::DateTimeNotEquals),
         ("DateTimeGreaterThan", Operator::DateTimeGreaterThan),
-        ("DateTimeGreaterThanEquals", Operator::DateTimeGreaterThanEquals),
+        (
+            "DateTimeGreaterThanEquals",
+            Operator::DateTimeGreaterThanEquals,
+        ),
         ("DateTimeLessThan", Operator::DateTimeLessThan),
         ("DateTimeLessThanEquals", Operator::DateTimeLessThanEquals),
         ("BoolEquals", Operator::BoolEquals),
@@ -164,20 +179,30 @@ impl Operator {
             StringStartsWith => left.starts_with(right),
             StringNotStartsWith => !left.starts_with(right),
             StringStartsWithIgnoreCase => left.to_lowercase().starts_with(&right.to_lowercase()),
-            StringNotStartsWithIgnoreCase => !left.to_lowercase().starts_with(&right.to_lowercase()),
+            StringNotStartsWithIgnoreCase => {
+                !left.to_lowercase().starts_with(&right.to_lowercase())
+            }
             GuidEquals | GuidNotEquals => match (guid(left), guid(right)) {
                 (Some(l), Some(r)) => (l == r) == (self == GuidEquals),
                 _ => false,
             },
-            NumericEquals | NumericNotEquals | NumericLessThan | NumericLessThanEquals
-            | NumericGreaterThan | NumericGreaterThanEquals => {
+            NumericEquals
+            | NumericNotEquals
+            | NumericLessThan
+            | NumericLessThanEquals
+            | NumericGreaterThan
+            | NumericGreaterThanEquals => {
                 match (left.trim().parse::<f64>(), right.trim().parse::<f64>()) {
                     (Ok(l), Ok(r)) => ordered(self, l.partial_cmp(&r)),
                     _ => false,
                 }
             }
-            DateTimeEquals | DateTimeNotEquals | DateTimeGreaterThan | DateTimeGreaterThanEquals
-            | DateTimeLessThan | DateTimeLessThanEquals => match (datetime(left), datetime(right)) {
+            DateTimeEquals
+            | DateTimeNotEquals
+            | DateTimeGreaterThan
+            | DateTimeGreaterThanEquals
+            | DateTimeLessThan
+            | DateTimeLessThanEquals => match (datetime(left), datetime(right)) {
                 (Some(l), Some(r)) => ordered(self, Some(l.cmp(&r))),
                 _ => false,
             },
@@ -339,12 +364,14 @@ impl ConditionInput<'_> {
     fn attribute(&self, attribute: &Attribute) -> Option<String> {
         let name = attribute.name.as_str();
         match attribute.source {
-            AttributeSource::Request => self
-                .request_attributes
-                .attribute(name)
+            AttributeSource::Request => self.request_attributes.attribute(name).map(str::to_owned),
+            AttributeSource::Resource => self
+                .resource_tags
+                .and_then(|t| lookup(t, name))
                 .map(str::to_owned),
-            AttributeSource::Resource => self.resource_tags.and_then(|t| lookup(t, name)).map(str::to_owned),
-            AttributeSource::Principal => lookup(self.principal_attributes, name).map(str::to_owned),
+            AttributeSource::Principal => {
+                lookup(self.principal_attributes, name).map(str::to_owned)
+            }
             AttributeSource::Environment => {
                 if name.eq_ignore_ascii_case("UtcNow") {
                     Some(chrono::Utc::now().to_rfc3339())
@@ -381,10 +408,18 @@ fn eval(expr: &Expr, input: &ConditionInput<'_>) -> bool {
             let op = c.operator;
             match c.quantifier {
                 None => left.len() == 1 && right.len() == 1 && op.holds(&left[0], &right[0]),
-                Some(Quantifier::AnyOfAny) => left.iter().any(|l| right.iter().any(|r| op.holds(l, r))),
-                Some(Quantifier::AllOfAny) => left.iter().all(|l| right.iter().any(|r| op.holds(l, r))),
-                Some(Quantifier::AnyOfAll) => left.iter().any(|l| right.iter().all(|r| op.holds(l, r))),
-                Some(Quantifier::AllOfAll) => left.iter().all(|l| right.iter().all(|r| op.holds(l, r))),
+                Some(Quantifier::AnyOfAny) => {
+                    left.iter().any(|l| right.iter().any(|r| op.holds(l, r)))
+                }
+                Some(Quantifier::AllOfAny) => {
+                    left.iter().all(|l| right.iter().any(|r| op.holds(l, r)))
+                }
+                Some(Quantifier::AnyOfAll) => {
+                    left.iter().any(|l| right.iter().all(|r| op.holds(l, r)))
+                }
+                Some(Quantifier::AllOfAll) => {
+                    left.iter().all(|l| right.iter().all(|r| op.holds(l, r)))
+                }
             }
         }
     }
@@ -397,7 +432,12 @@ mod tests {
     const DELEGATION: &str = "((!(ActionMatches{'Microsoft.Authorization/roleAssignments/write'})) OR (@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {53ca6127-db72-4b80-b1b0-d745d6d5456d}))";
     const ROLE_KEY: &str = "Microsoft.Authorization/roleAssignments:RoleDefinitionId";
 
-    fn eval_with(condition: &str, action: &str, attrs: &[(&str, &str)], tags: Option<&BTreeMap<String, String>>) -> bool {
+    fn eval_with(
+        condition: &str,
+        action: &str,
+        attrs: &[(&str, &str)],
+        tags: Option<&BTreeMap<String, String>>,
+    ) -> bool {
         let principal_attributes = BTreeMap::from([("department".to_owned(), "sre".to_owned())]);
         Condition::parse(condition)
             .unwrap_or_else(|e| panic!("{condition}: {e}"))
@@ -414,35 +454,74 @@ mod tests {
     }
 
     fn eval_attrs(condition: &str, attrs: &[(&str, &str)]) -> bool {
-        eval_with(condition, "Microsoft.Storage/storageAccounts/read", attrs, None)
+        eval_with(
+            condition,
+            "Microsoft.Storage/storageAccounts/read",
+            attrs,
+            None,
+        )
     }
 
     #[test]
     fn delegation_condition_lets_other_actions_through() {
-        assert!(eval_with(DELEGATION, "Microsoft.Compute/virtualMachines/read", &[], None));
+        assert!(eval_with(
+            DELEGATION,
+            "Microsoft.Compute/virtualMachines/read",
+            &[],
+            None
+        ));
     }
 
     #[test]
     fn delegation_condition_checks_the_role_being_assigned() {
         let write = "Microsoft.Authorization/roleAssignments/write";
-        assert!(eval_with(DELEGATION, write, &[(ROLE_KEY, "53CA6127-DB72-4B80-B1B0-D745D6D5456D")], None));
-        assert!(!eval_with(DELEGATION, write, &[(ROLE_KEY, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635")], None));
-        assert!(!eval_with(DELEGATION, write, &[], None), "a missing attribute fails the comparison");
+        assert!(eval_with(
+            DELEGATION,
+            write,
+            &[(ROLE_KEY, "53CA6127-DB72-4B80-B1B0-D745D6D5456D")],
+            None
+        ));
+        assert!(!eval_with(
+            DELEGATION,
+            write,
+            &[(ROLE_KEY, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635")],
+            None
+        ));
+        assert!(
+            !eval_with(DELEGATION, write, &[], None),
+            "a missing attribute fails the comparison"
+        );
     }
 
     #[test]
     fn action_matches_ignores_case_and_takes_wildcards() {
         let owner = [(ROLE_KEY, "8e3af657-a8ff-443c-a75c-2fe8c4bcb635")];
-        assert!(!eval_with(DELEGATION, "MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE", &owner, None));
-        assert!(eval_with("ActionMatches{'Microsoft.Storage/*/read'}", "microsoft.storage/storageAccounts/blobServices/read", &[], None));
+        assert!(!eval_with(
+            DELEGATION,
+            "MICROSOFT.AUTHORIZATION/ROLEASSIGNMENTS/WRITE",
+            &owner,
+            None
+        ));
+        assert!(eval_with(
+            "ActionMatches{'Microsoft.Storage/*/read'}",
+            "microsoft.storage/storageAccounts/blobServices/read",
+            &[],
+            None
+        ));
     }
 
     #[test]
     fn guids_compare_in_plain_and_dashed_forms() {
         let c = "@Request[r] ForAnyOfAnyValues:GuidEquals{4bad4d9e2a13488894bbc8432f6f3040}";
-        assert!(eval_attrs(c, &[("r", "4BAD4D9E-2A13-4888-94BB-C8432F6F3040")]));
+        assert!(eval_attrs(
+            c,
+            &[("r", "4BAD4D9E-2A13-4888-94BB-C8432F6F3040")]
+        ));
         assert!(!eval_attrs(c, &[("r", "not-a-guid")]));
-        assert!(eval_attrs("@Request[r] GuidNotEquals 4bad4d9e-2a13-4888-94bb-c8432f6f3040", &[("r", "00000000-0000-0000-0000-000000000000")]));
+        assert!(eval_attrs(
+            "@Request[r] GuidNotEquals 4bad4d9e-2a13-4888-94bb-c8432f6f3040",
+            &[("r", "00000000-0000-0000-0000-000000000000")]
+        ));
     }
 
     #[test]
@@ -450,7 +529,10 @@ mod tests {
         let a = [("x", "Alpha-01")];
         assert!(eval_attrs("@Request[x] StringEquals 'Alpha-01'", &a));
         assert!(!eval_attrs("@Request[x] StringEquals 'alpha-01'", &a));
-        assert!(eval_attrs("@Request[x] StringEqualsIgnoreCase 'alpha-01'", &a));
+        assert!(eval_attrs(
+            "@Request[x] StringEqualsIgnoreCase 'alpha-01'",
+            &a
+        ));
         assert!(eval_attrs("@Request[x] StringNotEquals 'beta'", &a));
         assert!(eval_attrs("@Request[x] StringLike 'Al*-0?'", &a));
         assert!(!eval_attrs("@Request[x] StringLike 'al*'", &a));
@@ -466,21 +548,48 @@ mod tests {
         assert!(eval_attrs("@Request[n] NumericLessThan 43.5", &a));
         assert!(eval_attrs("@Request[n] NumericGreaterThan 41", &a));
         assert!(!eval_attrs("@Request[n] NumericGreaterThan 42", &a));
-        assert!(!eval_attrs("@Request[t] NumericGreaterThan 1", &a), "a non-number is false");
-        assert!(eval_attrs("@Request[t] DateTimeGreaterThan '2025-12-31T23:59:59.0Z'", &a));
-        assert!(eval_attrs("@Request[t] DateTimeLessThan '2026-01-01T00:00:01Z'", &a));
+        assert!(
+            !eval_attrs("@Request[t] NumericGreaterThan 1", &a),
+            "a non-number is false"
+        );
+        assert!(eval_attrs(
+            "@Request[t] DateTimeGreaterThan '2025-12-31T23:59:59.0Z'",
+            &a
+        ));
+        assert!(eval_attrs(
+            "@Request[t] DateTimeLessThan '2026-01-01T00:00:01Z'",
+            &a
+        ));
         assert!(eval_attrs("@Request[b] BoolEquals true", &a));
-        assert!(eval_attrs("@Environment[UtcNow] DateTimeGreaterThan '2020-01-01T00:00:00.0Z'", &[]));
+        assert!(eval_attrs(
+            "@Environment[UtcNow] DateTimeGreaterThan '2020-01-01T00:00:00.0Z'",
+            &[]
+        ));
     }
 
     #[test]
     fn quantifiers_over_sets() {
         let a = [("r", "b")];
-        assert!(eval_attrs("@Request[r] ForAnyOfAnyValues:StringEquals {'a', 'b'}", &a));
-        assert!(eval_attrs("@Request[r] ForAllOfAnyValues:StringEquals {'a', 'b'}", &a));
-        assert!(!eval_attrs("@Request[r] ForAnyOfAllValues:StringEquals {'a', 'b'}", &a));
-        assert!(!eval_attrs("@Request[r] ForAllOfAllValues:StringEquals {'a', 'b'}", &a));
-        assert!(eval_attrs("@Request[r] ForAllOfAllValues:StringNotEquals {'a', 'c'}", &a));
+        assert!(eval_attrs(
+            "@Request[r] ForAnyOfAnyValues:StringEquals {'a', 'b'}",
+            &a
+        ));
+        assert!(eval_attrs(
+            "@Request[r] ForAllOfAnyValues:StringEquals {'a', 'b'}",
+            &a
+        ));
+        assert!(!eval_attrs(
+            "@Request[r] ForAnyOfAllValues:StringEquals {'a', 'b'}",
+            &a
+        ));
+        assert!(!eval_attrs(
+            "@Request[r] ForAllOfAllValues:StringEquals {'a', 'b'}",
+            &a
+        ));
+        assert!(eval_attrs(
+            "@Request[r] ForAllOfAllValues:StringNotEquals {'a', 'c'}",
+            &a
+        ));
     }
 
     #[test]
@@ -501,8 +610,14 @@ mod tests {
     #[test]
     fn logic_operators_and_parentheses() {
         let a = [("x", "1")];
-        assert!(eval_attrs("(@Request[x] StringEquals '1') && (@Request[x] StringEquals '1')", &a));
-        assert!(eval_attrs("(@Request[x] StringEquals '2') || (@Request[x] StringEquals '1')", &a));
+        assert!(eval_attrs(
+            "(@Request[x] StringEquals '1') && (@Request[x] StringEquals '1')",
+            &a
+        ));
+        assert!(eval_attrs(
+            "(@Request[x] StringEquals '2') || (@Request[x] StringEquals '1')",
+            &a
+        ));
         assert!(eval_attrs("!(@Request[x] StringEquals '2')", &a));
         assert!(eval_attrs("((@Request[x] StringEquals '2') OR (@Request[x] StringEquals '3')) OR (@Request[x] StringEquals '1')", &a));
     }

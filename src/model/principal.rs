@@ -89,11 +89,18 @@ pub fn check_principal_id(id: &str) -> Result<(), PrincipalIdError> {
     if id.len() > MAX_PRINCIPAL_ID_LEN {
         return Err(PrincipalIdError::TooLong(id.len()));
     }
-    if let Some((at, _)) = id
-        .char_indices()
-        .find(|(_, c)| c.is_whitespace() || c.is_control())
-    {
+    // ASCII ids (all of Azure's) are checked byte by byte; only ids with
+    // other characters pay for Unicode classification.
+    if let Some(at) = id.bytes().position(|b| b <= b' ' || b == 0x7f) {
         return Err(PrincipalIdError::BadCharacter(at));
+    }
+    if !id.is_ascii() {
+        if let Some((at, _)) = id
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() || c.is_control())
+        {
+            return Err(PrincipalIdError::BadCharacter(at));
+        }
     }
     Ok(())
 }
@@ -123,8 +130,14 @@ mod tests {
     #[test]
     fn principal_ids_are_checked() {
         assert_eq!(check_principal_id(""), Err(PrincipalIdError::Empty));
-        assert_eq!(check_principal_id("a b"), Err(PrincipalIdError::BadCharacter(1)));
-        assert_eq!(check_principal_id("a\u{0}"), Err(PrincipalIdError::BadCharacter(1)));
+        assert_eq!(
+            check_principal_id("a b"),
+            Err(PrincipalIdError::BadCharacter(1))
+        );
+        assert_eq!(
+            check_principal_id("a\u{0}"),
+            Err(PrincipalIdError::BadCharacter(1))
+        );
         assert!(check_principal_id("alice@contoso.com").is_ok());
         assert!(matches!(
             check_principal_id(&"x".repeat(300)),

@@ -170,7 +170,8 @@ impl Scope {
         if other.kind == ScopeKind::Root || self.key == other.key {
             return true;
         }
-        self.structural_ancestor_keys().any(|key| key == &*other.key)
+        self.structural_ancestor_keys()
+            .any(|key| key == &*other.key)
     }
 }
 
@@ -399,7 +400,9 @@ mod tests {
         assert_eq!(
             ancestors(&s),
             vec![
-                format!("{sub}/resourcegroups/rg/providers/microsoft.cognitiveservices/accounts/acct"),
+                format!(
+                    "{sub}/resourcegroups/rg/providers/microsoft.cognitiveservices/accounts/acct"
+                ),
                 format!("{sub}/resourcegroups/rg"),
                 sub.clone(),
             ]
@@ -428,7 +431,9 @@ mod tests {
 
     #[test]
     fn reserved_words_are_names_in_name_position() {
-        let s = format!("{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/providers");
+        let s = format!(
+            "{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/providers"
+        );
         assert_eq!(Scope::parse(&s).unwrap().kind(), ScopeKind::Resource);
     }
 
@@ -450,16 +455,34 @@ mod tests {
             ("".into(), ScopeError::Empty),
             ("subscriptions/x".into(), ScopeError::NotAbsolute),
             (format!("{SUB}/"), ScopeError::TrailingSlash),
-            (format!("{SUB}//resourceGroups/rg"), ScopeError::EmptySegment(52)),
-            (format!("{SUB}/resourceGroups/r\ng"), ScopeError::ControlCharacter(68)),
-            ("/tenants/x".into(), ScopeError::UnknownRoot("tenants".into())),
+            (
+                format!("{SUB}//resourceGroups/rg"),
+                ScopeError::EmptySegment(52),
+            ),
+            (
+                format!("{SUB}/resourceGroups/r\ng"),
+                ScopeError::ControlCharacter(68),
+            ),
+            (
+                "/tenants/x".into(),
+                ScopeError::UnknownRoot("tenants".into()),
+            ),
             ("/subscriptions".into(), ScopeError::MissingSubscriptionId),
-            (format!("{SUB}/resourceGroups"), ScopeError::MissingResourceGroupName),
+            (
+                format!("{SUB}/resourceGroups"),
+                ScopeError::MissingResourceGroupName,
+            ),
             (
                 format!("{SUB}/resourcegroups/rg/vm"),
-                ScopeError::ExpectedProviders { index: 4, found: "vm".into() },
+                ScopeError::ExpectedProviders {
+                    index: 4,
+                    found: "vm".into(),
+                },
             ),
-            (format!("{SUB}/resourceGroups/rg/providers"), ScopeError::MissingNamespace),
+            (
+                format!("{SUB}/resourceGroups/rg/providers"),
+                ScopeError::MissingNamespace,
+            ),
             (
                 format!("{SUB}/resourceGroups/rg/providers/Microsoft.Compute"),
                 ScopeError::MissingResourceType("Microsoft.Compute".into()),
@@ -472,7 +495,10 @@ mod tests {
                 "/providers/Microsoft.Management/managementGroups".into(),
                 ScopeError::MissingManagementGroupId,
             ),
-            (format!("{SUB}/foo/bar"), ScopeError::UnexpectedAfterSubscription("foo".into())),
+            (
+                format!("{SUB}/foo/bar"),
+                ScopeError::UnexpectedAfterSubscription("foo".into()),
+            ),
             (long.clone(), ScopeError::TooLong(long.len())),
         ];
         for (text, want) in cases {

@@ -100,9 +100,10 @@ impl Hierarchy {
         }
         keys.push(scope.key().to_owned());
         keys.extend(scope.structural_ancestor_keys().map(str::to_owned));
-        keys.extend(self.hierarchy_parents(scope).map(|mg| {
-            management_group_scope_key(&self.management_groups[mg].id)
-        }));
+        keys.extend(
+            self.hierarchy_parents(scope)
+                .map(|mg| management_group_scope_key(&self.management_groups[mg].id)),
+        );
         keys.push("/".to_owned());
         keys
     }
@@ -156,17 +157,32 @@ mod tests {
     fn hierarchy() -> Hierarchy {
         Hierarchy::new(
             vec![
-                ManagementGroup { id: "root".into(), parent: None, display_name: None },
-                ManagementGroup { id: "Platform".into(), parent: Some(0), display_name: None },
+                ManagementGroup {
+                    id: "root".into(),
+                    parent: None,
+                    display_name: None,
+                },
+                ManagementGroup {
+                    id: "Platform".into(),
+                    parent: Some(0),
+                    display_name: None,
+                },
             ],
-            vec![Subscription { id: "S1".into(), management_group: Some(1), display_name: None }],
+            vec![Subscription {
+                id: "S1".into(),
+                management_group: Some(1),
+                display_name: None,
+            }],
         )
     }
 
     #[test]
     fn ancestry_runs_through_management_groups_to_root() {
         let h = hierarchy();
-        let vm = Scope::parse("/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm").unwrap();
+        let vm = Scope::parse(
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm",
+        )
+        .unwrap();
         assert_eq!(
             h.ancestor_keys(&vm),
             vec![
@@ -187,8 +203,12 @@ mod tests {
         let h = hierarchy();
         let s = Scope::parse("/subscriptions/other").unwrap();
         assert_eq!(h.ancestor_keys(&s), vec!["/subscriptions/other", "/"]);
-        let root_mg = Scope::parse("/providers/Microsoft.Management/managementGroups/root").unwrap();
-        assert!(h.contains(&root_mg, &Scope::parse("/subscriptions/S1/resourceGroups/x").unwrap()));
+        let root_mg =
+            Scope::parse("/providers/Microsoft.Management/managementGroups/root").unwrap();
+        assert!(h.contains(
+            &root_mg,
+            &Scope::parse("/subscriptions/S1/resourceGroups/x").unwrap()
+        ));
         assert!(!h.contains(&root_mg, &s));
     }
 }

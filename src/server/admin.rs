@@ -58,7 +58,10 @@ impl Admin for AdminService {
                 agents: n(t.agents.len()),
                 scopes: n(s.nodes.len()),
             }),
-            last_error: failure.as_ref().map(|f| f.message.clone()).unwrap_or_default(),
+            last_error: failure
+                .as_ref()
+                .map(|f| f.message.clone())
+                .unwrap_or_default(),
             last_error_at: failure.map(|f| timestamp(f.at)),
             cache_entries: loaded.cache_stats().effective_entries as u64,
         }))
@@ -71,14 +74,18 @@ impl Admin for AdminService {
         let req = request.into_inner();
         check_principal_id(&req.principal_id)
             .map_err(|e| Status::invalid_argument(format!("principal_id {e}")))?;
-        let scope = Scope::parse(&req.scope)
-            .map_err(|e| Status::invalid_argument(format!("scope '{}' {e}", req.scope.escape_debug())))?;
+        let scope = Scope::parse(&req.scope).map_err(|e| {
+            Status::invalid_argument(format!("scope '{}' {e}", req.scope.escape_debug()))
+        })?;
         let loaded = self.engine.current();
         let s = &loaded.snapshot;
         let t = &s.tenant;
-        let principal = s
-            .principal(&req.principal_id)
-            .ok_or_else(|| Status::not_found(format!("principal_id '{}' is not in the snapshot", req.principal_id)))?;
+        let principal = s.principal(&req.principal_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "principal_id '{}' is not in the snapshot",
+                req.principal_id
+            ))
+        })?;
         let p = &t.principals[principal as usize];
         let effective = loaded.effective_permissions(principal, &scope);
         let assignments = effective
@@ -92,8 +99,14 @@ impl Admin for AdminService {
                     role_id: role.id.clone(),
                     role_name: role.role_name.clone(),
                     scope: a.scope.as_str().to_owned(),
-                    via_group: g.via.map(|v| t.principals[v as usize].id.clone()).unwrap_or_default(),
-                    derived_from_agent: a.derived_from_agent.map(|i| t.agents[i].id.clone()).unwrap_or_default(),
+                    via_group: g
+                        .via
+                        .map(|v| t.principals[v as usize].id.clone())
+                        .unwrap_or_default(),
+                    derived_from_agent: a
+                        .derived_from_agent
+                        .map(|i| t.agents[i].id.clone())
+                        .unwrap_or_default(),
                     permissions: role
                         .permissions
                         .iter()
@@ -102,10 +115,18 @@ impl Admin for AdminService {
                             not_actions: strings(b.not_actions.iter()),
                             data_actions: strings(b.data_actions.iter()),
                             not_data_actions: strings(b.not_data_actions.iter()),
-                            condition: b.condition.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                            condition: b
+                                .condition
+                                .as_ref()
+                                .map(|c| c.as_str().to_owned())
+                                .unwrap_or_default(),
                         })
                         .collect(),
-                    condition: a.condition.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+                    condition: a
+                        .condition
+                        .as_ref()
+                        .map(|c| c.as_str().to_owned())
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -117,7 +138,11 @@ impl Admin for AdminService {
                 let via = deny
                     .principals
                     .iter()
-                    .find(|&&x| s.groups[principal as usize].binary_search(&(x as u32)).is_ok())
+                    .find(|&&x| {
+                        s.groups[principal as usize]
+                            .binary_search(&(x as u32))
+                            .is_ok()
+                    })
                     .map(|&x| t.principals[x].id.clone());
                 pb::EffectiveDeny {
                     deny_assignment_id: deny.id.clone(),
@@ -136,8 +161,14 @@ impl Admin for AdminService {
             principal_id: p.id.clone(),
             principal_type: p.kind.as_str().to_owned(),
             display_name: p.display_name.clone().unwrap_or_default(),
-            groups: s.groups[principal as usize].iter().map(|&g| t.principals[g as usize].id.clone()).collect(),
-            agent_id: effective.agent.map(|a| t.agents[a.agent as usize].id.clone()).unwrap_or_default(),
+            groups: s.groups[principal as usize]
+                .iter()
+                .map(|&g| t.principals[g as usize].id.clone())
+                .collect(),
+            agent_id: effective
+                .agent
+                .map(|a| t.agents[a.agent as usize].id.clone())
+                .unwrap_or_default(),
             in_agent_scope: effective.agent.is_some_and(|a| a.in_scope),
             assignments,
             deny_assignments,
@@ -153,7 +184,9 @@ impl Admin for AdminService {
         req.explain = true;
         convert::check_attributes(&req).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
-        let decision = loaded.decide(&convert::request(&req)).map_err(convert::invalid_argument)?;
+        let decision = loaded
+            .decide(&convert::request(&req))
+            .map_err(convert::invalid_argument)?;
         Ok(Response::new(convert::response(decision)))
     }
 }

@@ -31,7 +31,9 @@ impl Authorizer for AuthorizerService {
         let req = request.into_inner();
         convert::check_attributes(&req).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
-        let decision = loaded.decide(&convert::request(&req)).map_err(convert::invalid_argument)?;
+        let decision = loaded
+            .decide(&convert::request(&req))
+            .map_err(convert::invalid_argument)?;
         Ok(Response::new(convert::response(decision)))
     }
 
@@ -55,14 +57,18 @@ impl Authorizer for AuthorizerService {
                 let outcome = convert::check_attributes(req)
                     .and_then(|()| loaded.decide(&convert::request(req)));
                 let result = match outcome {
-                    Ok(decision) => pb::authorize_batch_result::Result::Response(convert::response(decision)),
+                    Ok(decision) => {
+                        pb::authorize_batch_result::Result::Response(convert::response(decision))
+                    }
                     Err(e) => pb::authorize_batch_result::Result::Error(pb::ItemError {
                         code: tonic::Code::InvalidArgument as i32,
                         message: e.message,
                         field: e.field.to_owned(),
                     }),
                 };
-                pb::AuthorizeBatchResult { result: Some(result) }
+                pb::AuthorizeBatchResult {
+                    result: Some(result),
+                }
             })
             .collect();
         Ok(Response::new(pb::AuthorizeBatchResponse { results }))

@@ -15,7 +15,10 @@ pub fn check_attributes(req: &pb::AuthorizeRequest) -> Result<(), RequestError> 
     if req.attributes.len() > MAX_ATTRIBUTES {
         return Err(RequestError::new(
             "attributes",
-            format!("attributes has {} entries; the limit is {MAX_ATTRIBUTES}", req.attributes.len()),
+            format!(
+                "attributes has {} entries; the limit is {MAX_ATTRIBUTES}",
+                req.attributes.len()
+            ),
         ));
     }
     for (k, v) in &req.attributes {

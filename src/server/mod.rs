@@ -8,7 +8,6 @@ pub mod admin;
 pub mod authorizer;
 pub mod convert;
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,7 +63,10 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub health_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    tasks: Vec<(&'static str, JoinHandle<Result<(), tonic::transport::Error>>)>,
+    tasks: Vec<(
+        &'static str,
+        JoinHandle<Result<(), tonic::transport::Error>>,
+    )>,
 }
 
 impl Running {
@@ -83,7 +85,9 @@ impl Running {
                 Ok(Err(source)) => {
                     first_error.get_or_insert(ServeError::Transport { what, source });
                 }
-                Err(join) => tracing::error!(listener = what, "listener task ended abnormally: {join}"),
+                Err(join) => {
+                    tracing::error!(listener = what, "listener task ended abnormally: {join}")
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -101,16 +105,19 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-fn local_addr(what: &'static str, l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, ServeError> {
-    l.local_addr().map_err(|source| ServeError::Bind { what, addr, source })
+fn local_addr(
+    what: &'static str,
+    l: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, ServeError> {
+    l.local_addr()
+        .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
-    async move {
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -134,8 +141,12 @@ pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, 
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<AuthorizerServer<AuthorizerService>>().await;
-    health_reporter.set_serving::<AdminServer<AdminService>>().await;
+    health_reporter
+        .set_serving::<AuthorizerServer<AuthorizerService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
@@ -186,5 +197,11 @@ pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, 
         ));
     }
 
-    Ok(Running { authorizer_addr, admin_addr, health_addr, stop, tasks })
+    Ok(Running {
+        authorizer_addr,
+        admin_addr,
+        health_addr,
+        stop,
+        tasks,
+    })
 }

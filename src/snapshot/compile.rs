@@ -83,7 +83,10 @@ impl CompiledSnapshot {
             interner.intern_key(management_group_scope_key(&mg.id), &text);
         }
         for sub in &h.subscriptions {
-            interner.intern_key(subscription_scope_key(&sub.id), &format!("/subscriptions/{}", sub.id));
+            interner.intern_key(
+                subscription_scope_key(&sub.id),
+                &format!("/subscriptions/{}", sub.id),
+            );
         }
         let assignment_node: Box<[NodeId]> = tenant
             .role_assignments
@@ -100,7 +103,10 @@ impl CompiledSnapshot {
             .iter()
             .map(|a| {
                 interner.intern(&a.resource);
-                a.managed_scopes.iter().map(|s| interner.intern(s)).collect()
+                a.managed_scopes
+                    .iter()
+                    .map(|s| interner.intern(s))
+                    .collect()
             })
             .collect();
         let access_key_node: Box<[NodeId]> = tenant
@@ -156,7 +162,10 @@ impl CompiledSnapshot {
             principal_by_key,
             access_key_by_id,
             groups,
-            assignments_of: assignments_of.into_iter().map(Vec::into_boxed_slice).collect(),
+            assignments_of: assignments_of
+                .into_iter()
+                .map(Vec::into_boxed_slice)
+                .collect(),
             assignment_node,
             denies_of: denies_of.into_iter().map(Vec::into_boxed_slice).collect(),
             everyone_denies: everyone_denies.into_boxed_slice(),
@@ -258,7 +267,10 @@ impl Interner {
             .enumerate()
             .map(|(i, text)| {
                 if i as NodeId == ROOT_NODE {
-                    return ScopeNode { text: text.clone(), parent: None };
+                    return ScopeNode {
+                        text: text.clone(),
+                        parent: None,
+                    };
                 }
                 let parent = Scope::parse(text).ok().map_or(ROOT_NODE, |scope| {
                     scope
@@ -272,7 +284,10 @@ impl Interner {
                         })
                         .unwrap_or(ROOT_NODE)
                 });
-                ScopeNode { text: text.clone(), parent: Some(parent) }
+                ScopeNode {
+                    text: text.clone(),
+                    parent: Some(parent),
+                }
             })
             .collect()
     }

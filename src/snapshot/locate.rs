@@ -114,12 +114,14 @@ impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         match event {
             Event::Scalar(value, ..) => {
-                if self.value_starts(mark, Some(&value)) {
+                let is_value = self.value_starts(mark, Some(&value));
+                if is_value {
                     self.value_ends();
                 }
             }
             Event::Alias(_) => {
-                if self.value_starts(mark, Some("*alias")) {
+                let is_value = self.value_starts(mark, Some("*alias"));
+                if is_value {
                     self.value_ends();
                 }
             }
@@ -149,15 +151,30 @@ mod tests {
         let text = "revision: r1\nroleAssignments:\n  - id: a\n    role: Reader\n  - id: b\n    role: Nope\n    scope: /\n";
         let map = SourceMap::build(text);
         assert_eq!(map.get("roleAssignments[0]").map(|l| l.line), Some(3));
-        assert_eq!(map.get("roleAssignments[1].role"), Some(Location { line: 6, column: 11 }));
-        assert_eq!(map.get("roleAssignments[1].scope"), Some(Location { line: 7, column: 12 }));
+        assert_eq!(
+            map.get("roleAssignments[1].role"),
+            Some(Location {
+                line: 6,
+                column: 11
+            })
+        );
+        assert_eq!(
+            map.get("roleAssignments[1].scope"),
+            Some(Location {
+                line: 7,
+                column: 12
+            })
+        );
     }
 
     #[test]
     fn flow_sequences_and_json_are_located() {
         let text = "{\"agents\": [{\"id\": \"x\", \"managedScopes\": [\"/a\", \"/b\"]}]}";
         let map = SourceMap::build(text);
-        assert_eq!(map.get("agents[0].managedScopes[1]").map(|l| l.line), Some(1));
+        assert_eq!(
+            map.get("agents[0].managedScopes[1]").map(|l| l.line),
+            Some(1)
+        );
         assert!(map.get("agents[0].managedScopes[1]").unwrap().column > 40);
     }
 

@@ -31,16 +31,24 @@ pub fn load_file(path: &Path) -> Result<CompiledSnapshot, SnapshotError> {
     let name = path.display().to_string();
     let fail = |message: String| SnapshotError {
         source_name: name.clone(),
-        problems: vec![Problem { path: String::new(), id: None, message, location: None }],
+        problems: vec![Problem {
+            path: String::new(),
+            id: None,
+            message,
+            location: None,
+        }],
     };
     let size = std::fs::metadata(path)
         .map_err(|e| fail(format!("cannot read the snapshot: {e}")))?
         .len();
     if size > MAX_SNAPSHOT_BYTES {
-        return Err(fail(format!("the snapshot is {size} bytes; the limit is {MAX_SNAPSHOT_BYTES}")));
+        return Err(fail(format!(
+            "the snapshot is {size} bytes; the limit is {MAX_SNAPSHOT_BYTES}"
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the snapshot: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| fail(format!("the snapshot is not UTF-8: {e}")))?;
+    let text =
+        String::from_utf8(bytes).map_err(|e| fail(format!("the snapshot is not UTF-8: {e}")))?;
     load_str(&text, &name)
 }
 
@@ -51,7 +59,10 @@ pub fn demo() -> Result<CompiledSnapshot, SnapshotError> {
 
 /// Validates and compiles snapshot text; `source_name` names it in errors.
 pub fn load_str(text: &str, source_name: &str) -> Result<CompiledSnapshot, SnapshotError> {
-    let fail = |problems: Vec<Problem>| SnapshotError { source_name: source_name.to_owned(), problems };
+    let fail = |problems: Vec<Problem>| SnapshotError {
+        source_name: source_name.to_owned(),
+        problems,
+    };
     let content_sha256 = hex(&Sha256::digest(text.as_bytes()));
     if text.trim().is_empty() {
         return Err(fail(vec![Problem {
@@ -66,7 +77,10 @@ pub fn load_str(text: &str, source_name: &str) -> Result<CompiledSnapshot, Snaps
             path: String::new(),
             id: None,
             message: e.to_string(),
-            location: e.location().map(|l| locate::Location { line: l.line(), column: l.column() }),
+            location: e.location().map(|l| locate::Location {
+                line: l.line(),
+                column: l.column(),
+            }),
         }])
     })?;
     let builtin = crate::catalog::builtin_roles().map_err(|e| e.clone())?;
@@ -84,8 +98,10 @@ pub fn load_str(text: &str, source_name: &str) -> Result<CompiledSnapshot, Snaps
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -95,7 +95,11 @@ pub fn role_definitions(
         let id = Some(entry.id.as_str());
         let before = problems.list.len();
         if !is_guid(&entry.id) {
-            problems.push(format!("{path}.id"), id, "a role definition id must be a GUID");
+            problems.push(
+                format!("{path}.id"),
+                id,
+                "a role definition id must be a GUID",
+            );
         }
         if entry.role_name.trim().is_empty() {
             problems.push(format!("{path}.roleName"), id, "roleName is empty");
@@ -105,27 +109,42 @@ pub fn role_definitions(
                 problems.push(
                     format!("{path}.roleType"),
                     id,
-                    format!("roleType is '{declared}' but roles here are {}", role_type.as_str()),
+                    format!(
+                        "roleType is '{declared}' but roles here are {}",
+                        role_type.as_str()
+                    ),
                 );
             }
         }
         if entry.permissions.is_empty() {
-            problems.push(format!("{path}.permissions"), id, "a role needs at least one permission block");
+            problems.push(
+                format!("{path}.permissions"),
+                id,
+                "a role needs at least one permission block",
+            );
         }
         let permissions: Vec<PermissionBlock> = entry
             .permissions
             .iter()
             .enumerate()
-            .map(|(b, block)| permission_block(block, &format!("{path}.permissions[{b}]"), id, problems))
+            .map(|(b, block)| {
+                permission_block(block, &format!("{path}.permissions[{b}]"), id, problems)
+            })
             .collect();
         if entry.assignable_scopes.is_empty() {
-            problems.push(format!("{path}.assignableScopes"), id, "a role needs at least one assignable scope");
+            problems.push(
+                format!("{path}.assignableScopes"),
+                id,
+                "a role needs at least one assignable scope",
+            );
         }
         let assignable_scopes = entry
             .assignable_scopes
             .iter()
             .enumerate()
-            .filter_map(|(s, text)| scope(text, &format!("{path}.assignableScopes[{s}]"), id, problems))
+            .filter_map(|(s, text)| {
+                scope(text, &format!("{path}.assignableScopes[{s}]"), id, problems)
+            })
             .collect();
         if problems.list.len() == before {
             out.push(RoleDefinition {
@@ -157,14 +176,34 @@ fn permission_block(
     );
     PermissionBlock {
         actions: patterns(&block.actions, &format!("{path}.actions"), id, problems),
-        not_actions: patterns(&block.not_actions, &format!("{path}.notActions"), id, problems),
-        data_actions: patterns(&block.data_actions, &format!("{path}.dataActions"), id, problems),
-        not_data_actions: patterns(&block.not_data_actions, &format!("{path}.notDataActions"), id, problems),
+        not_actions: patterns(
+            &block.not_actions,
+            &format!("{path}.notActions"),
+            id,
+            problems,
+        ),
+        data_actions: patterns(
+            &block.data_actions,
+            &format!("{path}.dataActions"),
+            id,
+            problems,
+        ),
+        not_data_actions: patterns(
+            &block.not_data_actions,
+            &format!("{path}.notDataActions"),
+            id,
+            problems,
+        ),
         condition,
     }
 }
 
-fn patterns(list: &[String], path: &str, id: Option<&str>, problems: &mut Problems<'_>) -> PatternSet {
+fn patterns(
+    list: &[String],
+    path: &str,
+    id: Option<&str>,
+    problems: &mut Problems<'_>,
+) -> PatternSet {
     let mut out = Vec::with_capacity(list.len());
     for (i, text) in list.iter().enumerate() {
         match ActionPattern::parse(text) {
@@ -195,7 +234,11 @@ fn condition(
     match Condition::parse(text) {
         Ok(c) => Some(c),
         Err(e) => {
-            problems.push(format!("{path}.condition"), id, format!("condition does not parse: {e}"));
+            problems.push(
+                format!("{path}.condition"),
+                id,
+                format!("condition does not parse: {e}"),
+            );
             None
         }
     }
@@ -224,8 +267,19 @@ pub fn tenant(
 
     let mut roles: Vec<RoleDefinition> = builtin_roles.to_vec();
     let builtin_role_count = roles.len();
-    let custom = role_definitions(&file.role_definitions, RoleType::CustomRole, "roleDefinitions", &mut problems);
-    let role_index = role_index(&mut roles, custom, &file.role_definitions, builtin_role_count, &mut problems);
+    let custom = role_definitions(
+        &file.role_definitions,
+        RoleType::CustomRole,
+        "roleDefinitions",
+        &mut problems,
+    );
+    let role_index = role_index(
+        &mut roles,
+        custom,
+        &file.role_definitions,
+        builtin_role_count,
+        &mut problems,
+    );
 
     let lookup_principal = |id: &str| principal_index.get(principal_key(id).as_ref()).copied();
 
@@ -234,12 +288,28 @@ pub fn tenant(
     for (i, entry) in file.role_assignments.iter().enumerate() {
         if let Some(id) = &entry.id {
             if !assignment_ids.insert(id.to_ascii_lowercase()) {
-                problems.push(format!("roleAssignments[{i}]"), Some(id), format!("duplicate role assignment id '{id}'"));
+                problems.push(
+                    format!("roleAssignments[{i}]"),
+                    Some(id),
+                    format!("duplicate role assignment id '{id}'"),
+                );
             }
         }
-        if let Some(a) = role_assignment(entry, i, &hierarchy, &roles, &role_index, &lookup_principal, &mut problems) {
+        if let Some(a) = role_assignment(
+            entry,
+            i,
+            &hierarchy,
+            &roles,
+            &role_index,
+            &lookup_principal,
+            &mut problems,
+        ) {
             if entry.id.is_none() && !assignment_ids.insert(a.id.to_ascii_lowercase()) {
-                problems.push(format!("roleAssignments[{i}]"), Some(&a.id), "the same principal, role and scope are assigned twice");
+                problems.push(
+                    format!("roleAssignments[{i}]"),
+                    Some(&a.id),
+                    "the same principal, role and scope are assigned twice",
+                );
             }
             role_assignments.push(a);
         }
@@ -249,7 +319,11 @@ pub fn tenant(
     let mut deny_ids = HashSet::new();
     for (i, entry) in file.deny_assignments.iter().enumerate() {
         if !deny_ids.insert(entry.id.to_ascii_lowercase()) {
-            problems.push(format!("denyAssignments[{i}].id"), Some(&entry.id), format!("duplicate deny assignment id '{}'", entry.id));
+            problems.push(
+                format!("denyAssignments[{i}].id"),
+                Some(&entry.id),
+                format!("duplicate deny assignment id '{}'", entry.id),
+            );
         }
         if let Some(d) = deny_assignment(entry, i, &lookup_principal, &mut problems) {
             deny_assignments.push(d);
@@ -260,11 +334,21 @@ pub fn tenant(
     let mut resource_keys = HashSet::new();
     for (i, entry) in file.resources.iter().enumerate() {
         let path = format!("resources[{i}]");
-        let Some(s) = scope(&entry.scope, &format!("{path}.scope"), None, &mut problems) else { continue };
+        let Some(s) = scope(&entry.scope, &format!("{path}.scope"), None, &mut problems) else {
+            continue;
+        };
         if !resource_keys.insert(s.key().to_owned()) {
-            problems.push(format!("{path}.scope"), Some(&entry.scope), "this resource is declared twice");
+            problems.push(
+                format!("{path}.scope"),
+                Some(&entry.scope),
+                "this resource is declared twice",
+            );
         }
-        resources.push(Resource { scope: s, tags: entry.tags.clone(), disable_local_auth: entry.disable_local_auth });
+        resources.push(Resource {
+            scope: s,
+            tags: entry.tags.clone(),
+            disable_local_auth: entry.disable_local_auth,
+        });
     }
 
     let mut access_keys = Vec::with_capacity(file.access_keys.len());
@@ -276,16 +360,39 @@ pub fn tenant(
             problems.push(format!("{path}.id"), id, format!("id {e}"));
         }
         if !key_ids.insert(principal_key(&entry.id).into_owned()) {
-            problems.push(format!("{path}.id"), id, format!("duplicate access key id '{}'", entry.id));
+            problems.push(
+                format!("{path}.id"),
+                id,
+                format!("duplicate access key id '{}'", entry.id),
+            );
         }
         if lookup_principal(&entry.id).is_some() {
-            problems.push(format!("{path}.id"), id, "an access key id must not be a principal id too");
+            problems.push(
+                format!("{path}.id"),
+                id,
+                "an access key id must not be a principal id too",
+            );
         }
-        if let Some(s) = scope(&entry.resource, &format!("{path}.resource"), id, &mut problems) {
+        if let Some(s) = scope(
+            &entry.resource,
+            &format!("{path}.resource"),
+            id,
+            &mut problems,
+        ) {
             if !matches!(s.kind(), ScopeKind::Resource) {
-                problems.push(format!("{path}.resource"), id, format!("an access key is bound to a resource, not a {}", s.kind().as_str()));
+                problems.push(
+                    format!("{path}.resource"),
+                    id,
+                    format!(
+                        "an access key is bound to a resource, not a {}",
+                        s.kind().as_str()
+                    ),
+                );
             }
-            access_keys.push(AccessKey { id: entry.id.clone(), resource: s });
+            access_keys.push(AccessKey {
+                id: entry.id.clone(),
+                resource: s,
+            });
         }
     }
 
@@ -294,11 +401,29 @@ pub fn tenant(
     let mut agent_principals = HashMap::new();
     for (i, entry) in file.agents.iter().enumerate() {
         if !agent_ids.insert(entry.id.clone()) {
-            problems.push(format!("agents[{i}].id"), Some(&entry.id), format!("duplicate agent id '{}'", entry.id));
+            problems.push(
+                format!("agents[{i}].id"),
+                Some(&entry.id),
+                format!("duplicate agent id '{}'", entry.id),
+            );
         }
-        if let Some(agent) = agent(entry, i, &principals, &role_index, &lookup_principal, &mut problems) {
+        if let Some(agent) = agent(
+            entry,
+            i,
+            &principals,
+            &role_index,
+            &lookup_principal,
+            &mut problems,
+        ) {
             if let Some(other) = agent_principals.insert(agent.principal, agent.id.clone()) {
-                problems.push(format!("agents[{i}].principal"), Some(&entry.id), format!("principal '{}' is already the identity of agent '{other}'", entry.principal));
+                problems.push(
+                    format!("agents[{i}].principal"),
+                    Some(&entry.id),
+                    format!(
+                        "principal '{}' is already the identity of agent '{other}'",
+                        entry.principal
+                    ),
+                );
             }
             agents.push(agent);
         }
@@ -311,12 +436,23 @@ pub fn tenant(
             PermissionLevel::Privileged => Some(agent.elevation.privileged_role),
         };
         let Some(role) = role else {
-            problems.push(format!("agents[{a}]"), Some(&agent.id), "the Reader role is missing from the catalog");
+            problems.push(
+                format!("agents[{a}]"),
+                Some(&agent.id),
+                "the Reader role is missing from the catalog",
+            );
             continue;
         };
         for scope in &agent.managed_scopes {
             if !role_assignable_at(&roles[role], scope, &hierarchy) {
-                problems.push(format!("agents[{a}].managedScopes"), Some(&agent.id), format!("role '{}' is not assignable at managed scope '{scope}'", roles[role].role_name));
+                problems.push(
+                    format!("agents[{a}].managedScopes"),
+                    Some(&agent.id),
+                    format!(
+                        "role '{}' is not assignable at managed scope '{scope}'",
+                        roles[role].role_name
+                    ),
+                );
             }
             role_assignments.push(RoleAssignment {
                 id: format!("agent/{}/{}/{}", agent.id, roles[role].role_name, scope),
@@ -354,10 +490,18 @@ fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hierarchy {
     for (i, mg) in file.management_groups.iter().enumerate() {
         let path = format!("managementGroups[{i}].id");
         if mg.id.is_empty() || mg.id.contains(['/', ' ']) || mg.id.chars().any(char::is_control) {
-            problems.push(&path, Some(&mg.id), "a management group id must be non-empty without '/', spaces or control characters");
+            problems.push(
+                &path,
+                Some(&mg.id),
+                "a management group id must be non-empty without '/', spaces or control characters",
+            );
         }
         if mg_index.insert(mg.id.to_ascii_lowercase(), i).is_some() {
-            problems.push(&path, Some(&mg.id), format!("duplicate management group id '{}'", mg.id));
+            problems.push(
+                &path,
+                Some(&mg.id),
+                format!("duplicate management group id '{}'", mg.id),
+            );
         }
     }
     let mut groups = Vec::with_capacity(file.management_groups.len());
@@ -365,11 +509,19 @@ fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hierarchy {
         let parent = mg.parent.as_ref().and_then(|p| {
             let found = mg_index.get(&p.to_ascii_lowercase()).copied();
             if found.is_none() {
-                problems.push(format!("managementGroups[{i}].parent"), Some(&mg.id), format!("unknown parent management group '{p}'"));
+                problems.push(
+                    format!("managementGroups[{i}].parent"),
+                    Some(&mg.id),
+                    format!("unknown parent management group '{p}'"),
+                );
             }
             found
         });
-        groups.push(ManagementGroup { id: mg.id.clone(), parent, display_name: mg.display_name.clone() });
+        groups.push(ManagementGroup {
+            id: mg.id.clone(),
+            parent,
+            display_name: mg.display_name.clone(),
+        });
     }
     // Cycles: follow parents; more steps than groups means a loop.
     for (i, mg) in groups.iter().enumerate() {
@@ -377,7 +529,11 @@ fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hierarchy {
         let mut steps = 0;
         while let Some(p) = next {
             if p == i || steps > groups.len() {
-                problems.push(format!("managementGroups[{i}].parent"), Some(&mg.id), "management group parents form a cycle");
+                problems.push(
+                    format!("managementGroups[{i}].parent"),
+                    Some(&mg.id),
+                    "management group parents form a cycle",
+                );
                 break;
             }
             steps += 1;
@@ -388,25 +544,46 @@ fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hierarchy {
     let mut sub_ids = HashSet::new();
     for (i, s) in file.subscriptions.iter().enumerate() {
         let path = format!("subscriptions[{i}]");
-        if Scope::parse(&format!("/subscriptions/{}", s.id)).map(|sc| sc.kind()) != Ok(ScopeKind::Subscription) {
-            problems.push(format!("{path}.id"), Some(&s.id), "a subscription id must be a single non-empty segment");
+        if Scope::parse(&format!("/subscriptions/{}", s.id)).map(|sc| sc.kind())
+            != Ok(ScopeKind::Subscription)
+        {
+            problems.push(
+                format!("{path}.id"),
+                Some(&s.id),
+                "a subscription id must be a single non-empty segment",
+            );
         }
         if !sub_ids.insert(s.id.to_ascii_lowercase()) {
-            problems.push(format!("{path}.id"), Some(&s.id), format!("duplicate subscription id '{}'", s.id));
+            problems.push(
+                format!("{path}.id"),
+                Some(&s.id),
+                format!("duplicate subscription id '{}'", s.id),
+            );
         }
         let management_group = s.management_group.as_ref().and_then(|m| {
             let found = mg_index.get(&m.to_ascii_lowercase()).copied();
             if found.is_none() {
-                problems.push(format!("{path}.managementGroup"), Some(&s.id), format!("unknown management group '{m}'"));
+                problems.push(
+                    format!("{path}.managementGroup"),
+                    Some(&s.id),
+                    format!("unknown management group '{m}'"),
+                );
             }
             found
         });
-        subs.push(Subscription { id: s.id.clone(), management_group, display_name: s.display_name.clone() });
+        subs.push(Subscription {
+            id: s.id.clone(),
+            management_group,
+            display_name: s.display_name.clone(),
+        });
     }
     Hierarchy::new(groups, subs)
 }
 
-fn principals(file: &SnapshotFile, problems: &mut Problems<'_>) -> (Vec<Principal>, HashMap<String, usize>) {
+fn principals(
+    file: &SnapshotFile,
+    problems: &mut Problems<'_>,
+) -> (Vec<Principal>, HashMap<String, usize>) {
     let mut index = HashMap::with_capacity(file.principals.len());
     for (i, p) in file.principals.iter().enumerate() {
         let path = format!("principals[{i}].id");
@@ -414,7 +591,11 @@ fn principals(file: &SnapshotFile, problems: &mut Problems<'_>) -> (Vec<Principa
             problems.push(&path, Some(&p.id), format!("id {e}"));
         }
         if index.insert(principal_key(&p.id).into_owned(), i).is_some() {
-            problems.push(&path, Some(&p.id), format!("duplicate principal id '{}'", p.id));
+            problems.push(
+                &path,
+                Some(&p.id),
+                format!("duplicate principal id '{}'", p.id),
+            );
         }
     }
     let mut out = Vec::with_capacity(file.principals.len());
@@ -446,7 +627,11 @@ fn principals(file: &SnapshotFile, problems: &mut Problems<'_>) -> (Vec<Principa
         problems.push(
             format!("principals[{first}].memberOf"),
             Some(&out[first].id),
-            format!("group membership forms a cycle: {} -> {}", names.join(" -> "), names[0]),
+            format!(
+                "group membership forms a cycle: {} -> {}",
+                names.join(" -> "),
+                names[0]
+            ),
         );
     }
     (out, index)
@@ -517,11 +702,22 @@ fn role_index(
         let id = Some(role.id.as_str());
         match by_key.get(&role.id) {
             Some(&other) if other < builtin_count => {
-                problems.push(format!("{path}.id"), id, format!("id {} is the built-in role '{}' and may not be redefined", role.id, roles[other].role_name));
+                problems.push(
+                    format!("{path}.id"),
+                    id,
+                    format!(
+                        "id {} is the built-in role '{}' and may not be redefined",
+                        role.id, roles[other].role_name
+                    ),
+                );
                 continue;
             }
             Some(_) => {
-                problems.push(format!("{path}.id"), id, format!("duplicate role definition id '{}'", role.id));
+                problems.push(
+                    format!("{path}.id"),
+                    id,
+                    format!("duplicate role definition id '{}'", role.id),
+                );
                 continue;
             }
             None => {}
@@ -529,7 +725,14 @@ fn role_index(
         let index = roles.len();
         for name in std::iter::once(&role.role_name).chain(&role.aliases) {
             if let Some(&other) = by_key.get(&name.to_ascii_lowercase()) {
-                problems.push(format!("{path}.roleName"), id, format!("name '{name}' already names role {} ('{}')", roles[other].id, roles[other].role_name));
+                problems.push(
+                    format!("{path}.roleName"),
+                    id,
+                    format!(
+                        "name '{name}' already names role {} ('{}')",
+                        roles[other].id, roles[other].role_name
+                    ),
+                );
             }
         }
         by_key.insert(role.id.clone(), index);
@@ -542,15 +745,29 @@ fn role_index(
 }
 
 fn role_assignable_at(role: &RoleDefinition, scope: &Scope, hierarchy: &Hierarchy) -> bool {
-    role.assignable_scopes.iter().any(|a| hierarchy.contains(a, scope))
+    role.assignable_scopes
+        .iter()
+        .any(|a| hierarchy.contains(a, scope))
 }
 
 /// A deterministic id for an assignment written without one, so that
 /// explanations stay the same across reloads of the same content.
 fn generated_assignment_id(principal: &str, role: &str, scope: &Scope) -> String {
-    let digest = Sha256::digest(format!("{}\n{}\n{}", principal_key(principal), role, scope.key()));
+    let digest = Sha256::digest(format!(
+        "{}\n{}\n{}",
+        principal_key(principal),
+        role,
+        scope.key()
+    ));
     let h: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn role_assignment(
@@ -572,20 +789,48 @@ fn role_assignment(
     }
     let principal = lookup_principal(&entry.principal);
     if principal.is_none() {
-        problems.push(format!("{path}.principal"), id, format!("unknown principal '{}'", entry.principal));
+        problems.push(
+            format!("{path}.principal"),
+            id,
+            format!("unknown principal '{}'", entry.principal),
+        );
     }
     let role = role_index.resolve(&entry.role);
     if role.is_none() {
-        problems.push(format!("{path}.role"), id, format!("unknown role '{}' (give a role id, name or earlier name)", entry.role));
+        problems.push(
+            format!("{path}.role"),
+            id,
+            format!(
+                "unknown role '{}' (give a role id, name or earlier name)",
+                entry.role
+            ),
+        );
     }
     let scope = scope(&entry.scope, &format!("{path}.scope"), id, problems);
     if let (Some(r), Some(s)) = (role, &scope) {
         if !role_assignable_at(&roles[r], s, hierarchy) {
-            let allowed: Vec<&str> = roles[r].assignable_scopes.iter().map(Scope::as_str).collect();
-            problems.push(format!("{path}.scope"), id, format!("role '{}' is not assignable at '{s}'; its assignableScopes are {allowed:?}", roles[r].role_name));
+            let allowed: Vec<&str> = roles[r]
+                .assignable_scopes
+                .iter()
+                .map(Scope::as_str)
+                .collect();
+            problems.push(
+                format!("{path}.scope"),
+                id,
+                format!(
+                    "role '{}' is not assignable at '{s}'; its assignableScopes are {allowed:?}",
+                    roles[r].role_name
+                ),
+            );
         }
     }
-    let condition = condition(entry.condition.as_deref(), entry.condition_version.as_deref(), &path, id, problems);
+    let condition = condition(
+        entry.condition.as_deref(),
+        entry.condition_version.as_deref(),
+        &path,
+        id,
+        problems,
+    );
     if problems.list.len() != before {
         return None;
     }
@@ -621,7 +866,11 @@ fn deny_assignment(
             .filter_map(|(p, pid)| {
                 let found = lookup_principal(pid);
                 if found.is_none() {
-                    problems.push(format!("{path}.{field}[{p}]"), id, format!("unknown principal '{pid}'"));
+                    problems.push(
+                        format!("{path}.{field}[{p}]"),
+                        id,
+                        format!("unknown principal '{pid}'"),
+                    );
                 }
                 found
             })
@@ -630,19 +879,46 @@ fn deny_assignment(
     let principals = resolve_all(&entry.principals, "principals");
     let exclude_principals = resolve_all(&entry.exclude_principals, "excludePrincipals");
     if entry.everyone && !entry.principals.is_empty() {
-        problems.push(format!("{path}.principals"), id, "give either everyone: true or principals, not both");
+        problems.push(
+            format!("{path}.principals"),
+            id,
+            "give either everyone: true or principals, not both",
+        );
     }
     if !entry.everyone && entry.principals.is_empty() {
-        problems.push(format!("{path}.principals"), id, "a deny assignment needs principals or everyone: true");
+        problems.push(
+            format!("{path}.principals"),
+            id,
+            "a deny assignment needs principals or everyone: true",
+        );
     }
     if entry.actions.is_empty() && entry.data_actions.is_empty() {
-        problems.push(format!("{path}.actions"), id, "a deny assignment needs actions or dataActions");
+        problems.push(
+            format!("{path}.actions"),
+            id,
+            "a deny assignment needs actions or dataActions",
+        );
     }
     let scope = scope(&entry.scope, &format!("{path}.scope"), id, problems);
     let actions = patterns(&entry.actions, &format!("{path}.actions"), id, problems);
-    let not_actions = patterns(&entry.not_actions, &format!("{path}.notActions"), id, problems);
-    let data_actions = patterns(&entry.data_actions, &format!("{path}.dataActions"), id, problems);
-    let not_data_actions = patterns(&entry.not_data_actions, &format!("{path}.notDataActions"), id, problems);
+    let not_actions = patterns(
+        &entry.not_actions,
+        &format!("{path}.notActions"),
+        id,
+        problems,
+    );
+    let data_actions = patterns(
+        &entry.data_actions,
+        &format!("{path}.dataActions"),
+        id,
+        problems,
+    );
+    let not_data_actions = patterns(
+        &entry.not_data_actions,
+        &format!("{path}.notDataActions"),
+        id,
+        problems,
+    );
     if problems.list.len() != before {
         return None;
     }
@@ -681,82 +957,159 @@ fn agent(
     }
     let principal = lookup_principal(&entry.principal);
     match principal {
-        None => problems.push(format!("{path}.principal"), id, format!("unknown principal '{}'", entry.principal)),
-        Some(p) if principals[p].kind == PrincipalType::Group => {
-            problems.push(format!("{path}.principal"), id, "an agent's principal is its managed identity, not a Group")
-        }
+        None => problems.push(
+            format!("{path}.principal"),
+            id,
+            format!("unknown principal '{}'", entry.principal),
+        ),
+        Some(p) if principals[p].kind == PrincipalType::Group => problems.push(
+            format!("{path}.principal"),
+            id,
+            "an agent's principal is its managed identity, not a Group",
+        ),
         Some(_) => {}
     }
     let resource = scope(&entry.resource, &format!("{path}.resource"), id, problems);
     if entry.managed_scopes.is_empty() {
-        problems.push(format!("{path}.managedScopes"), id, "an agent needs at least one managed scope");
+        problems.push(
+            format!("{path}.managedScopes"),
+            id,
+            "an agent needs at least one managed scope",
+        );
     }
     let mut managed_scopes = Vec::with_capacity(entry.managed_scopes.len());
     for (m, text) in entry.managed_scopes.iter().enumerate() {
         let mpath = format!("{path}.managedScopes[{m}]");
         if let Some(s) = scope(text, &mpath, id, problems) {
             if s.kind() != ScopeKind::ResourceGroup {
-                problems.push(mpath, id, format!("managed scopes are resource groups; '{s}' is a {}", s.kind().as_str()));
+                problems.push(
+                    mpath,
+                    id,
+                    format!(
+                        "managed scopes are resource groups; '{s}' is a {}",
+                        s.kind().as_str()
+                    ),
+                );
             } else {
                 managed_scopes.push(s);
             }
         }
     }
     let e = &entry.elevation;
-    let duration = |field: &str, value: &Option<String>, default: u64, problems: &mut Problems<'_>| match value {
+    let duration = |field: &str,
+                    value: &Option<String>,
+                    default: u64,
+                    problems: &mut Problems<'_>| match value {
         None => std::time::Duration::from_secs(default),
         Some(text) => parse_duration(text).unwrap_or_else(|err| {
-            problems.push(format!("{path}.elevation.{field}"), id, format!("duration '{text}' {err}"));
+            problems.push(
+                format!("{path}.elevation.{field}"),
+                id,
+                format!("duration '{text}' {err}"),
+            );
             std::time::Duration::ZERO
         }),
     };
-    let default_duration = duration("defaultDuration", &e.default_duration, DEFAULT_DURATION_S, problems);
-    let max_duration = duration("maxDuration", &e.max_duration, DEFAULT_MAX_DURATION_S, problems);
+    let default_duration = duration(
+        "defaultDuration",
+        &e.default_duration,
+        DEFAULT_DURATION_S,
+        problems,
+    );
+    let max_duration = duration(
+        "maxDuration",
+        &e.max_duration,
+        DEFAULT_MAX_DURATION_S,
+        problems,
+    );
     let max_wait = duration("maxWait", &e.max_wait, DEFAULT_MAX_WAIT_S, problems);
     if default_duration > max_duration {
-        problems.push(format!("{path}.elevation.defaultDuration"), id, "defaultDuration is longer than maxDuration");
+        problems.push(
+            format!("{path}.elevation.defaultDuration"),
+            id,
+            "defaultDuration is longer than maxDuration",
+        );
     }
-    let interact_action = e.interact_action.clone().unwrap_or_else(|| DEFAULT_INTERACT_ACTION.to_owned());
+    let interact_action = e
+        .interact_action
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INTERACT_ACTION.to_owned());
     if let Err(err) = check_operation(&interact_action) {
-        problems.push(format!("{path}.elevation.interactAction"), id, format!("interactAction '{interact_action}' {err}"));
+        problems.push(
+            format!("{path}.elevation.interactAction"),
+            id,
+            format!("interactAction '{interact_action}' {err}"),
+        );
     }
     let privileged_name = e.privileged_role.as_deref().unwrap_or("Contributor");
     let privileged_role = role_index.resolve(privileged_name);
     if privileged_role.is_none() {
-        problems.push(format!("{path}.elevation.privilegedRole"), id, format!("unknown role '{privileged_name}'"));
+        problems.push(
+            format!("{path}.elevation.privilegedRole"),
+            id,
+            format!("unknown role '{privileged_name}'"),
+        );
     }
     let mut auto_approve = Vec::with_capacity(e.auto_approve.len());
     for (r, rule) in e.auto_approve.iter().enumerate() {
         let rpath = format!("{path}.elevation.autoApprove[{r}]");
         if rule.actions.is_empty() {
-            problems.push(format!("{rpath}.actions"), id, "an auto-approve rule needs at least one action pattern");
+            problems.push(
+                format!("{rpath}.actions"),
+                id,
+                "an auto-approve rule needs at least one action pattern",
+            );
         }
-        let actions: Vec<ActionPattern> = patterns(&rule.actions, &format!("{rpath}.actions"), id, problems).iter().cloned().collect();
+        let actions: Vec<ActionPattern> =
+            patterns(&rule.actions, &format!("{rpath}.actions"), id, problems)
+                .iter()
+                .cloned()
+                .collect();
         let mut scopes = Vec::with_capacity(rule.scopes.len());
         for (s, text) in rule.scopes.iter().enumerate() {
             let spath = format!("{rpath}.scopes[{s}]");
             if let Some(sc) = scope(text, &spath, id, problems) {
                 if !managed_scopes.iter().any(|m| sc.is_structurally_within(m)) {
-                    problems.push(spath, id, format!("scope '{sc}' is outside the agent's managed scopes"));
+                    problems.push(
+                        spath,
+                        id,
+                        format!("scope '{sc}' is outside the agent's managed scopes"),
+                    );
                 }
                 scopes.push(sc);
             }
         }
         let rule_max = rule.max_duration.as_ref().map(|text| {
             parse_duration(text).unwrap_or_else(|err| {
-                problems.push(format!("{rpath}.maxDuration"), id, format!("duration '{text}' {err}"));
+                problems.push(
+                    format!("{rpath}.maxDuration"),
+                    id,
+                    format!("duration '{text}' {err}"),
+                );
                 std::time::Duration::ZERO
             })
         });
         if rule_max.is_some_and(|m| m > max_duration) {
-            problems.push(format!("{rpath}.maxDuration"), id, "the rule's maxDuration is longer than the agent's");
+            problems.push(
+                format!("{rpath}.maxDuration"),
+                id,
+                "the rule's maxDuration is longer than the agent's",
+            );
         }
         let on_behalf_of = lookup_principal(&rule.on_behalf_of);
         if on_behalf_of.is_none() {
-            problems.push(format!("{rpath}.onBehalfOf"), id, format!("unknown principal '{}'", rule.on_behalf_of));
+            problems.push(
+                format!("{rpath}.onBehalfOf"),
+                id,
+                format!("unknown principal '{}'", rule.on_behalf_of),
+            );
         }
         if rule.max_per_hour == Some(0) {
-            problems.push(format!("{rpath}.maxPerHour"), id, "maxPerHour must be at least 1 (remove the rule to disable it)");
+            problems.push(
+                format!("{rpath}.maxPerHour"),
+                id,
+                "maxPerHour must be at least 1 (remove the rule to disable it)",
+            );
         }
         if let Some(on_behalf_of) = on_behalf_of {
             auto_approve.push(AutoApproveRule {

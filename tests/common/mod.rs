@@ -25,38 +25,65 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(snapshot_yaml: &str) -> TestServer {
-        let snapshot = rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
+        let snapshot =
+            rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
         let engine = Arc::new(Engine::new(snapshot));
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             health_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
-        let running = server::start(config, engine.clone()).await.expect("server starts");
+        let running = server::start(config, engine.clone())
+            .await
+            .expect("server starts");
         let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))
             .await
             .expect("connect to the authorizer");
         let admin = AdminClient::connect(format!("http://{}", running.admin_addr))
             .await
             .expect("connect to admin");
-        TestServer { running: Some(running), engine, authorizer, admin }
+        TestServer {
+            running: Some(running),
+            engine,
+            authorizer,
+            admin,
+        }
     }
 
     pub async fn rules() -> TestServer {
         TestServer::start(RULES).await
     }
 
-    pub async fn authorize(&self, principal: &str, action: &str, scope: &str, data: bool) -> AuthorizeResponse {
+    pub async fn authorize(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &str,
+        data: bool,
+    ) -> AuthorizeResponse {
         self.try_authorize(request(principal, action, scope, data))
             .await
             .unwrap_or_else(|s| panic!("{principal} {action} {scope}: {s}"))
     }
 
-    pub async fn try_authorize(&self, req: AuthorizeRequest) -> Result<AuthorizeResponse, tonic::Status> {
-        self.authorizer.clone().authorize(req).await.map(|r| r.into_inner())
+    pub async fn try_authorize(
+        &self,
+        req: AuthorizeRequest,
+    ) -> Result<AuthorizeResponse, tonic::Status> {
+        self.authorizer
+            .clone()
+            .authorize(req)
+            .await
+            .map(|r| r.into_inner())
     }
 
-    pub async fn explain(&self, principal: &str, action: &str, scope: &str, data: bool) -> AuthorizeResponse {
+    pub async fn explain(
+        &self,
+        principal: &str,
+        action: &str,
+        scope: &str,
+        data: bool,
+    ) -> AuthorizeResponse {
         let mut req = request(principal, action, scope, data);
         req.explain = true;
         self.try_authorize(req).await.expect("authorize")

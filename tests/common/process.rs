@@ -15,7 +15,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     pub fn start(extra: &[&str]) -> ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -38,12 +44,17 @@ impl ServerProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("rampart did not report its addresses");
             });
             if line.contains("rampart serving") {
                 let authorizer = field(&line, "authorizer").expect("authorizer address");
                 let admin = field(&line, "admin").expect("admin address");
-                return ServerProcess { child, authorizer, admin };
+                return ServerProcess {
+                    child,
+                    authorizer,
+                    admin,
+                };
             }
         }
     }

@@ -33,10 +33,17 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
     if text.len() > MAX_CONDITION_LEN {
         return Err(ParseError {
             column: 1,
-            message: format!("the condition is {} bytes long; the limit is {MAX_CONDITION_LEN}", text.len()),
+            message: format!(
+                "the condition is {} bytes long; the limit is {MAX_CONDITION_LEN}",
+                text.len()
+            ),
         });
     }
-    let mut p = Parser { text, pos: 0, depth: 0 };
+    let mut p = Parser {
+        text,
+        pos: 0,
+        depth: 0,
+    };
     p.skip_ws();
     if p.at_end() {
         return Err(p.error("the condition is empty"));
@@ -44,7 +51,10 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
     let expr = p.expr()?;
     p.skip_ws();
     if !p.at_end() {
-        return Err(p.error(format!("unexpected '{}' after the end of the condition", p.rest_preview())));
+        return Err(p.error(format!(
+            "unexpected '{}' after the end of the condition",
+            p.rest_preview()
+        )));
     }
     Ok(expr)
 }
@@ -194,7 +204,8 @@ impl<'a> Parser<'a> {
             return Ok(inner);
         }
         let w = self.peek_word();
-        if w.eq_ignore_ascii_case("ActionMatches") || w.eq_ignore_ascii_case("SubOperationMatches") {
+        if w.eq_ignore_ascii_case("ActionMatches") || w.eq_ignore_ascii_case("SubOperationMatches")
+        {
             self.word();
             self.expect('{', &format!("after {w}"))?;
             self.skip_ws();
@@ -227,7 +238,10 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let w = self.word();
         if w.is_empty() {
-            return Err(self.error(format!("expected an operator such as StringEquals, found '{}'", self.rest_preview())));
+            return Err(self.error(format!(
+                "expected an operator such as StringEquals, found '{}'",
+                self.rest_preview()
+            )));
         }
         let (quantifier, op_name) = match quantifier(w) {
             Some(q) => {
@@ -245,7 +259,12 @@ impl<'a> Parser<'a> {
         if quantifier.is_none() && matches!(right, Operand::Set(_)) {
             return Err(self.error(format!("{op_name} compares single values; use a quantifier such as ForAnyOfAnyValues:{op_name} with a set")));
         }
-        Ok(Expr::Compare(Comparison { left, quantifier, operator, right }))
+        Ok(Expr::Compare(Comparison {
+            left,
+            quantifier,
+            operator,
+            right,
+        }))
     }
 
     fn operand(&mut self) -> Result<Operand, ParseError> {
