@@ -161,8 +161,9 @@ impl DecisionId {
     }
 }
 
-/// High 64 bits: random per process, mixed with a thread sequence number;
-/// the low 64 bits count decisions within the thread.
+/// High 64 bits: random per process, mixed with a thread sequence number,
+/// so no two threads share them; the low 64 bits count decisions within the
+/// thread.
 fn thread_prefix() -> u128 {
     static PROCESS: OnceLock<u64> = OnceLock::new();
     static THREADS: AtomicU64 = AtomicU64::new(0);
@@ -180,7 +181,10 @@ fn thread_prefix() -> u128 {
     });
     let thread = THREADS.fetch_add(1, Ordering::Relaxed);
     let high = process ^ thread.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (u128::from(high)) << 64
+    // The counter starts at a scrambled point so ids do not read as a
+    // sequence; it has 2^64 steps before it could reach another thread's.
+    let low = high.rotate_left(29).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (u128::from(high) << 64) | u128::from(low)
 }
 
 impl fmt::Display for DecisionId {

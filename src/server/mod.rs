@@ -155,6 +155,11 @@ pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, 
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both reflection versions list both, so tools of either age see all.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
     let reflection_v1 = || reflection().build_v1().map_err(ServeError::Reflection);
     let reflection_v1alpha = || reflection().build_v1alpha().map_err(ServeError::Reflection);
