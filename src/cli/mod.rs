@@ -184,6 +184,14 @@ pub fn render(d: &Decision<'_>) -> String {
             MatchKind::DenyAssignment => format!("deny assignment {} at {}", m.id, m.scope),
             MatchKind::AccessKey => format!("access key {} for {}", m.id, m.scope),
             MatchKind::AgentScope => format!("agent {} manages {}", m.id, m.scope),
+            MatchKind::ConditionNotMet => format!(
+                "role assignment {}: {} ({}) at {} covers the operation, but its condition does not hold: {}",
+                m.id,
+                m.role_name,
+                m.role_id,
+                m.scope,
+                m.condition.as_deref().unwrap_or_default()
+            ),
         };
         let _ = writeln!(out, "  - {line}");
     }

@@ -83,6 +83,9 @@ pub enum MatchKind {
     DenyAssignment,
     AccessKey,
     AgentScope,
+    /// An assignment whose role covers the operation but whose condition
+    /// (on the assignment or on the role's block) does not hold.
+    ConditionNotMet,
 }
 
 /// One thing that took part in a decision.
@@ -97,6 +100,8 @@ pub struct Match {
     pub via_group: Option<String>,
     pub derived_from_agent: Option<String>,
     pub pattern: Option<String>,
+    /// For `ConditionNotMet`: the condition that did not hold.
+    pub condition: Option<String>,
 }
 
 impl Match {
@@ -110,6 +115,7 @@ impl Match {
             via_group: None,
             derived_from_agent: None,
             pattern: None,
+            condition: None,
         }
     }
 }

@@ -26,7 +26,10 @@ pub use decision::{
 };
 pub use effective::{AgentPosition, BlockRef, Effective, Grantor};
 
-use crate::model::{check_operation, check_principal_id, ConditionInput, ExecutionMode, Scope};
+use crate::model::{
+    check_operation, check_principal_id, ActionPattern, Condition, ConditionInput, ExecutionMode,
+    Scope,
+};
 use crate::snapshot::{Anchor, CompiledSnapshot};
 
 /// Bounds on the caches, so hostile or wide traffic cannot grow memory
@@ -235,9 +238,19 @@ impl Loaded {
         }
 
         // 6. What the roles allow.
-        let has = self.allowed_by_roles(&effective, principal, req);
-        if req.explain && has {
-            self.explain_grants(&effective, principal, req, &mut decision.matches);
+        let has = self.allowed_by_roles(&effective, principal, anchor, req);
+        if req.explain {
+            if has {
+                self.explain_grants(&effective, principal, anchor, req, &mut decision.matches);
+            } else {
+                self.explain_unmet_conditions(
+                    &effective,
+                    principal,
+                    anchor,
+                    req,
+                    &mut decision.matches,
+                );
+            }
         }
 
         // 7, 8. Plain RBAC, or the agent table of SPEC §2.
@@ -300,7 +313,13 @@ impl Loaded {
     /// SPEC §1.5: some block of some applicable assignment matches the
     /// operation in its allow list and not in its own subtract list.
     #[inline]
-    fn allowed_by_roles(&self, effective: &Effective, principal: u32, req: &Request<'_>) -> bool {
+    fn allowed_by_roles(
+        &self,
+        effective: &Effective,
+        principal: u32,
+        anchor: Anchor,
+        req: &Request<'_>,
+    ) -> bool {
         let roles = &self.snapshot.tenant.role_definitions;
         let blocks = if req.data_action {
             &effective.data_blocks
@@ -314,61 +333,64 @@ impl Loaded {
                 return true;
             }
         }
-        effective
-            .conditional
-            .iter()
-            .any(|g| !self.granting_blocks(g, principal, req).is_empty())
+        effective.conditional.iter().any(|g| {
+            self.evaluate_blocks(g, principal, anchor, req)
+                .any(|outcome| outcome.is_ok())
+        })
     }
 
-    /// The blocks of a grantor's role that grant the request, with the
-    /// pattern that matched; conditions evaluated.
-    fn granting_blocks(
-        &self,
+    /// The blocks of a grantor's role whose patterns take the request
+    /// (allowed and not subtracted), each evaluated: `Ok(pattern)` when it
+    /// grants, `Err(condition)` when a condition of the block or of the
+    /// assignment does not hold. Lazy, so a grant stops the evaluation.
+    fn evaluate_blocks<'s>(
+        &'s self,
         grantor: &Grantor,
         principal: u32,
-        req: &Request<'_>,
-    ) -> Vec<(usize, String)> {
+        anchor: Anchor,
+        req: &'s Request<'s>,
+    ) -> impl Iterator<Item = Result<&'s ActionPattern, &'s Condition>> + 's {
         let tenant = &self.snapshot.tenant;
         let assignment = &tenant.role_assignments[grantor.assignment as usize];
         let role = &tenant.role_definitions[assignment.role];
-        let mut out = Vec::new();
-        let mut assignment_condition: Option<bool> = None;
-        for (b, block) in role.permissions.iter().enumerate() {
+        let assignment_holds = std::cell::Cell::new(None::<bool>);
+        role.permissions.iter().filter_map(move |block| {
             let (allow, subtract) = block.plane(req.data_action);
-            let Some(pattern) = allow.first_match(req.action) else {
-                continue;
-            };
+            let pattern = allow.first_match(req.action)?;
             if subtract.matches(req.action) {
-                continue;
+                return None;
             }
             if let Some(condition) = &block.condition {
-                if !condition.evaluate(&self.condition_input(principal, req)) {
-                    continue;
+                if !condition.evaluate(&self.condition_input(principal, anchor, req)) {
+                    return Some(Err(condition));
                 }
             }
             if let Some(condition) = &assignment.condition {
-                let holds = *assignment_condition.get_or_insert_with(|| {
-                    condition.evaluate(&self.condition_input(principal, req))
+                let holds = assignment_holds.get().unwrap_or_else(|| {
+                    let holds = condition.evaluate(&self.condition_input(principal, anchor, req));
+                    assignment_holds.set(Some(holds));
+                    holds
                 });
                 if !holds {
-                    continue;
+                    return Some(Err(condition));
                 }
             }
-            out.push((b, pattern.as_str().to_owned()));
-        }
-        out
+            Some(Ok(pattern))
+        })
     }
 
-    fn condition_input<'r>(&'r self, principal: u32, req: &'r Request<'_>) -> ConditionInput<'r> {
+    fn condition_input<'r>(
+        &'r self,
+        principal: u32,
+        anchor: Anchor,
+        req: &'r Request<'_>,
+    ) -> ConditionInput<'r> {
         let snapshot = &self.snapshot;
         let p = &snapshot.tenant.principals[principal as usize];
-        let resource_tags = Scope::parse(req.scope).ok().and_then(|scope| {
-            let anchor = snapshot.anchor(&scope);
-            snapshot
-                .chain(anchor.node)
-                .find_map(|n| snapshot.resource_at.get(&n))
-                .map(|&r| &snapshot.tenant.resources[r as usize].tags)
-        });
+        let resource_tags = snapshot
+            .chain(anchor.node)
+            .find_map(|n| snapshot.resource_at.get(&n))
+            .map(|&r| &snapshot.tenant.resources[r as usize].tags);
         ConditionInput {
             action: req.action,
             data_action: req.data_action,
@@ -381,30 +403,66 @@ impl Loaded {
         }
     }
 
+    /// A role-assignment match for explanations.
+    fn assignment_match(&self, grantor: &Grantor, kind: MatchKind) -> Match {
+        let tenant = &self.snapshot.tenant;
+        let assignment = &tenant.role_assignments[grantor.assignment as usize];
+        let role = &tenant.role_definitions[assignment.role];
+        Match {
+            kind,
+            id: assignment.id.clone(),
+            role_id: role.id.clone(),
+            role_name: role.role_name.clone(),
+            scope: assignment.scope.as_str().to_owned(),
+            via_group: grantor
+                .via
+                .map(|v| tenant.principals[v as usize].id.clone()),
+            derived_from_agent: assignment
+                .derived_from_agent
+                .map(|a| tenant.agents[a].id.clone()),
+            pattern: None,
+            condition: None,
+        }
+    }
+
+    /// Explains a refusal by roles: the assignments whose patterns take the
+    /// operation but whose condition does not hold.
+    fn explain_unmet_conditions(
+        &self,
+        effective: &Effective,
+        principal: u32,
+        anchor: Anchor,
+        req: &Request<'_>,
+        out: &mut Vec<Match>,
+    ) {
+        for g in effective.conditional.iter() {
+            for outcome in self.evaluate_blocks(g, principal, anchor, req) {
+                if let Err(condition) = outcome {
+                    let mut m = self.assignment_match(g, MatchKind::ConditionNotMet);
+                    m.condition = Some(condition.as_str().to_owned());
+                    out.push(m);
+                    break;
+                }
+            }
+        }
+    }
+
     fn explain_grants(
         &self,
         effective: &Effective,
         principal: u32,
+        anchor: Anchor,
         req: &Request<'_>,
         out: &mut Vec<Match>,
     ) {
-        let tenant = &self.snapshot.tenant;
         for g in effective.grantors.iter() {
-            if let Some((_, pattern)) = self.granting_blocks(g, principal, req).into_iter().next() {
-                let assignment = &tenant.role_assignments[g.assignment as usize];
-                let role = &tenant.role_definitions[assignment.role];
-                out.push(Match {
-                    kind: MatchKind::RoleAssignment,
-                    id: assignment.id.clone(),
-                    role_id: role.id.clone(),
-                    role_name: role.role_name.clone(),
-                    scope: assignment.scope.as_str().to_owned(),
-                    via_group: g.via.map(|v| tenant.principals[v as usize].id.clone()),
-                    derived_from_agent: assignment
-                        .derived_from_agent
-                        .map(|a| tenant.agents[a].id.clone()),
-                    pattern: Some(pattern),
-                });
+            let granted = self
+                .evaluate_blocks(g, principal, anchor, req)
+                .find_map(Result::ok);
+            if let Some(pattern) = granted {
+                let mut m = self.assignment_match(g, MatchKind::RoleAssignment);
+                m.pattern = Some(pattern.as_str().to_owned());
+                out.push(m);
             }
         }
     }

@@ -12,6 +12,7 @@
 
 mod parser;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -360,38 +361,63 @@ fn lookup<'m>(map: &'m BTreeMap<String, String>, name: &str) -> Option<&'m str> 
     map.get(short).map(String::as_str)
 }
 
-impl ConditionInput<'_> {
-    fn attribute(&self, attribute: &Attribute) -> Option<String> {
+impl<'a> ConditionInput<'a> {
+    /// An attribute's value. `@Resource` reads the snapshot's tags first;
+    /// properties of the target that a snapshot cannot know (the role of a
+    /// role assignment being deleted, say) come from the request attribute
+    /// of the same name, and never override a tag.
+    fn attribute(&self, attribute: &Attribute) -> Option<Cow<'a, str>> {
         let name = attribute.name.as_str();
         match attribute.source {
-            AttributeSource::Request => self.request_attributes.attribute(name).map(str::to_owned),
+            AttributeSource::Request => self.request_attributes.attribute(name).map(Cow::Borrowed),
             AttributeSource::Resource => self
                 .resource_tags
                 .and_then(|t| lookup(t, name))
-                .map(str::to_owned),
+                .or_else(|| self.request_attributes.attribute(name))
+                .map(Cow::Borrowed),
             AttributeSource::Principal => {
-                lookup(self.principal_attributes, name).map(str::to_owned)
+                lookup(self.principal_attributes, name).map(Cow::Borrowed)
             }
-            AttributeSource::Environment => {
-                if name.eq_ignore_ascii_case("UtcNow") {
-                    Some(chrono::Utc::now().to_rfc3339())
-                } else {
-                    None
-                }
+            AttributeSource::Environment if name.eq_ignore_ascii_case("UtcNow") => {
+                Some(Cow::Owned(chrono::Utc::now().to_rfc3339()))
             }
-        }
-    }
-
-    fn values(&self, operand: &Operand) -> Option<Vec<String>> {
-        match operand {
-            Operand::Attribute(a) => self.attribute(a).map(|v| vec![v]),
-            Operand::Value(v) => Some(vec![v.clone()]),
-            Operand::Set(values) => Some(values.clone()),
+            AttributeSource::Environment => None,
         }
     }
 }
 
-fn eval(expr: &Expr, input: &ConditionInput<'_>) -> bool {
+/// The values of one side of a comparison, borrowed where possible.
+enum Values<'v> {
+    One(Cow<'v, str>),
+    Many(&'v [String]),
+}
+
+impl Values<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Values::One(_) => 1,
+            Values::Many(v) => v.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many): (Option<&str>, &[String]) = match self {
+            Values::One(v) => (Some(v.as_ref()), &[]),
+            Values::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+}
+
+fn values<'v>(input: &ConditionInput<'v>, operand: &'v Operand) -> Option<Values<'v>> {
+    match operand {
+        Operand::Attribute(a) => input.attribute(a).map(Values::One),
+        Operand::Value(v) => Some(Values::One(Cow::Borrowed(v))),
+        Operand::Set(v) => Some(Values::Many(v)),
+    }
+}
+
+fn eval<'v>(expr: &'v Expr, input: &ConditionInput<'v>) -> bool {
     match expr {
         Expr::And(a, b) => eval(a, input) && eval(b, input),
         Expr::Or(a, b) => eval(a, input) || eval(b, input),
@@ -402,12 +428,17 @@ fn eval(expr: &Expr, input: &ConditionInput<'_>) -> bool {
             .attribute("subOperation")
             .is_some_and(|s| s.eq_ignore_ascii_case(pattern)),
         Expr::Compare(c) => {
-            let (Some(left), Some(right)) = (input.values(&c.left), input.values(&c.right)) else {
+            let (Some(left), Some(right)) = (values(input, &c.left), values(input, &c.right))
+            else {
                 return false;
             };
             let op = c.operator;
             match c.quantifier {
-                None => left.len() == 1 && right.len() == 1 && op.holds(&left[0], &right[0]),
+                None => {
+                    left.len() == 1
+                        && right.len() == 1
+                        && left.iter().zip(right.iter()).all(|(l, r)| op.holds(l, r))
+                }
                 Some(Quantifier::AnyOfAny) => {
                     left.iter().any(|l| right.iter().any(|r| op.holds(l, r)))
                 }
@@ -604,6 +635,18 @@ mod tests {
         let c = "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags:Project<$key_case_sensitive$>] StringEquals 'Cascade'";
         assert!(eval_with(c, "a/b/read", &[], Some(&tags)));
         assert!(!eval_with(c, "a/b/read", &[], None));
+        // A tag the snapshot defines is never overridden by the request.
+        let forged = [("Microsoft.Storage/storageAccounts/blobServices/containers/blobs/tags:Project<$key_case_sensitive$>", "Cascade")];
+        let other = BTreeMap::from([("Project".to_owned(), "Other".to_owned())]);
+        assert!(!eval_with(c, "a/b/read", &forged, Some(&other)));
+        // A property the snapshot cannot know comes from the request.
+        let delete = "@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId] ForAnyOfAnyValues:GuidEquals {53ca6127-db72-4b80-b1b0-d745d6d5456d}";
+        assert!(eval_with(
+            delete,
+            "a/b/delete",
+            &[(ROLE_KEY, "53ca6127-db72-4b80-b1b0-d745d6d5456d")],
+            None
+        ));
         assert!(eval_attrs("@Principal[Microsoft.Directory/CustomSecurityAttributes/Id:department] StringEquals 'sre'", &[]));
     }
 

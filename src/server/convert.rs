@@ -90,6 +90,7 @@ fn match_(m: engine::Match) -> pb::Match {
             MatchKind::DenyAssignment => pb::MatchKind::MatchDenyAssignment,
             MatchKind::AccessKey => pb::MatchKind::MatchAccessKey,
             MatchKind::AgentScope => pb::MatchKind::MatchAgentScope,
+            MatchKind::ConditionNotMet => pb::MatchKind::MatchConditionNotMet,
         } as i32,
         id: m.id,
         role_id: m.role_id,
@@ -98,5 +99,6 @@ fn match_(m: engine::Match) -> pb::Match {
         via_group: m.via_group.unwrap_or_default(),
         derived_from_agent: m.derived_from_agent.unwrap_or_default(),
         pattern: m.pattern.unwrap_or_default(),
+        condition: m.condition.unwrap_or_default(),
     }
 }
