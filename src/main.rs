@@ -23,6 +23,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Some(Command::Import(args)) => match cli::import(&args) {
+            Ok((yaml, notes)) => {
+                for note in notes {
+                    eprintln!("note: {note}");
+                }
+                match &args.output {
+                    Some(path) => match std::fs::write(path, yaml) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("rampart import: cannot write {}: {e}", path.display());
+                            ExitCode::FAILURE
+                        }
+                    },
+                    None => {
+                        print!("{yaml}");
+                        ExitCode::SUCCESS
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("rampart import: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Role { reference }) => match cli::role(&reference) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rampart role: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Check(args)) => match cli::check(&args) {
             Ok(text) => {
                 print!("{text}");

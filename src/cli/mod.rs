@@ -36,6 +36,26 @@ pub enum Command {
     },
     /// Decide one request offline against a snapshot and explain it.
     Check(CheckArgs),
+    /// Write a snapshot from `az role definition list` and `az role assignment list --all` output.
+    Import(ImportArgs),
+    /// Show a built-in role by id, name or earlier name (any case).
+    Role {
+        /// A role id, name or earlier name, e.g. "Azure AI User".
+        reference: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// JSON printed by `az role definition list`.
+    #[arg(long)]
+    pub role_definitions: Option<PathBuf>,
+    /// JSON printed by `az role assignment list --all`.
+    #[arg(long)]
+    pub role_assignments: Option<PathBuf>,
+    /// Where to write the snapshot (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -196,4 +216,67 @@ pub fn render(d: &Decision<'_>) -> String {
         let _ = writeln!(out, "  - {line}");
     }
     out
+}
+
+/// `rampart import`: the snapshot text (already validated) and notes, or
+/// every problem found.
+pub fn import(args: &ImportArgs) -> Result<(String, Vec<String>), String> {
+    if args.role_definitions.is_none() && args.role_assignments.is_none() {
+        return Err("give --role-definitions, --role-assignments or both".into());
+    }
+    let read = |p: &Option<PathBuf>| -> Result<Option<String>, String> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let definitions = read(&args.role_definitions)?;
+    let assignments = read(&args.role_assignments)?;
+    let imported = snapshot::import::from_azure_cli(definitions.as_deref(), assignments.as_deref())
+        .map_err(|problems| {
+            let mut out = format!("cannot import ({} problems):", problems.len());
+            for p in problems {
+                let _ = write!(out, "\n  {p}");
+            }
+            out
+        })?;
+    // Refuse to write what rampart would refuse to load.
+    snapshot::load_str(&imported.yaml, "imported snapshot").map_err(|e| e.to_string())?;
+    Ok((imported.yaml, imported.notes))
+}
+
+/// `rampart role REF`: a built-in role, as its definition reads.
+pub fn role(reference: &str) -> Result<String, String> {
+    let role = crate::catalog::find(reference).ok_or_else(|| {
+        format!("no built-in role has the id, name or earlier name '{reference}'")
+    })?;
+    let mut out = String::new();
+    let _ = writeln!(out, "id:       {}", role.id);
+    let _ = writeln!(out, "roleName: {}", role.role_name);
+    if !role.aliases.is_empty() {
+        let _ = writeln!(out, "aliases:  {}", role.aliases.join(", "));
+    }
+    let scopes: Vec<&str> = role.assignable_scopes.iter().map(|s| s.as_str()).collect();
+    let _ = writeln!(out, "assignableScopes: {}", scopes.join(", "));
+    for (i, block) in role.permissions.iter().enumerate() {
+        let _ = writeln!(out, "permissions[{i}]:");
+        for (name, set) in [
+            ("actions", &block.actions),
+            ("notActions", &block.not_actions),
+            ("dataActions", &block.data_actions),
+            ("notDataActions", &block.not_data_actions),
+        ] {
+            if !set.is_empty() {
+                let _ = writeln!(out, "  {name}:");
+                for p in set.iter() {
+                    let _ = writeln!(out, "    - {p}");
+                }
+            }
+        }
+        if let Some(c) = &block.condition {
+            let _ = writeln!(out, "  condition: {}", c.as_str());
+        }
+    }
+    Ok(out)
 }

@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub mod error;
+pub mod import;
 pub mod locate;
 pub mod schema;
 pub mod validate;
