@@ -7,6 +7,10 @@
 //!   and caches its effective permissions.
 //! - `cold_new_scope`: as `cold`, at a resource name never seen before, so
 //!   the scope string is parsed too.
+//! - `conditions/*`: the same tenant with an ABAC condition on 10% of the
+//!   assignments (and the whole built-in catalog, as always): the warm mix,
+//!   the cold mix, and a decision whose only grant is conditioned, so the
+//!   condition is evaluated every time.
 //!
 //! Run with `cargo bench --bench decision`.
 
@@ -79,7 +83,10 @@ fn principal(i: usize) -> String {
     }
 }
 
-fn tenant_yaml(rng: &mut Rng) -> String {
+/// A tag-scoped condition, the common shape: restart only where env=test.
+const CONDITION: &str = "((!(ActionMatches{'Microsoft.Compute/virtualMachines/restart/action'})) OR (@Resource[env] StringEquals 'test'))";
+
+fn tenant_yaml(rng: &mut Rng, conditioned_percent: usize) -> String {
     let mut y = String::with_capacity(24 << 20);
     y.push_str("revision: bench\nmanagementGroups:\n  - id: root\n  - id: platform\n    parent: root\nsubscriptions:\n");
     for s in 0..SUBSCRIPTIONS {
@@ -116,16 +123,37 @@ fn tenant_yaml(rng: &mut Rng) -> String {
         "Owner",
         "Virtual Machine Contributor",
     ];
+    y.push_str("  - { id: conditioned-user, type: User }\n");
     y.push_str("roleAssignments:\n");
     for i in 0..ASSIGNMENTS {
         let p = rng.below(PRINCIPALS);
         let role = roles[rng.below(roles.len())];
         let scope = &scopes[rng.below(scopes.len())];
+        let condition = if rng.below(100) < conditioned_percent {
+            format!(", condition: \"{CONDITION}\"")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             y,
-            "  - {{ id: ra-{i}, principal: {}, role: {role}, scope: '{scope}' }}",
+            "  - {{ id: ra-{i}, principal: {}, role: {role}, scope: '{scope}'{condition} }}",
             principal(p)
         );
+    }
+    if conditioned_percent > 0 {
+        // A principal whose only grant carries the condition.
+        let _ = writeln!(
+            y,
+            "  - {{ id: ra-conditioned, principal: conditioned-user, role: Contributor, scope: '{}', condition: \"{CONDITION}\" }}",
+            rg(0, 0)
+        );
+    }
+    y.push_str("resources:\n");
+    for s in 0..SUBSCRIPTIONS {
+        for g in 0..GROUPS_PER_SUB {
+            let env = if g % 2 == 0 { "test" } else { "prod" };
+            let _ = writeln!(y, "  - {{ scope: '{}', tags: {{ env: {env} }} }}", rg(s, g));
+        }
     }
     y.push_str("denyAssignments:\n");
     for d in 0..20 {
@@ -143,8 +171,13 @@ const ACTIONS: [&str; 4] = [
 ];
 
 fn bench(c: &mut Criterion) {
+    run(c, "decision", 0);
+    run(c, "conditions", 10);
+}
+
+fn run(c: &mut Criterion, name: &str, conditioned_percent: usize) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let yaml = tenant_yaml(&mut rng);
+    let yaml = tenant_yaml(&mut rng, conditioned_percent);
     let started = Instant::now();
     let snapshot = rampart::snapshot::load_str(&yaml, "bench").unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
@@ -213,7 +246,7 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
 
-    let mut group = c.benchmark_group("decision");
+    let mut group = c.benchmark_group(name);
     let mut i = 0usize;
     group.bench_function("warm", |b| {
         b.iter(|| {
@@ -255,6 +288,18 @@ fn bench(c: &mut Criterion) {
             black_box(decide(p, ACTIONS[0], &fresh))
         })
     });
+    if conditioned_percent > 0 {
+        let (p, scope) = ("conditioned-user".to_owned(), vm(0, 0, 1));
+        let action = ACTIONS[1];
+        assert_eq!(
+            decide(&p, action, &scope),
+            Verdict::Allow,
+            "the conditioned grant applies"
+        );
+        group.bench_function("conditioned_grant", |b| {
+            b.iter(|| black_box(decide(black_box(&p), action, &scope)))
+        });
+    }
     group.finish();
     let stats = loaded.cache_stats();
     eprintln!(

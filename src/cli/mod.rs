@@ -257,6 +257,9 @@ pub fn role(reference: &str) -> Result<String, String> {
     if !role.aliases.is_empty() {
         let _ = writeln!(out, "aliases:  {}", role.aliases.join(", "));
     }
+    if !role.description.is_empty() {
+        let _ = writeln!(out, "description: {}", role.description);
+    }
     let scopes: Vec<&str> = role.assignable_scopes.iter().map(|s| s.as_str()).collect();
     let _ = writeln!(out, "assignableScopes: {}", scopes.join(", "));
     for (i, block) in role.permissions.iter().enumerate() {
