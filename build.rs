@@ -8,8 +8,11 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/rampart/v1/decision.proto",
         "proto/rampart/v1/authorizer.proto",
         "proto/rampart/v1/admin.proto",
+        "proto/rampart/v1/elevation.proto",
+        "proto/rampart/v1/approvals.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod cli;
+pub mod elevation;
 pub mod engine;
 pub mod model;
 pub mod proto;

@@ -5,8 +5,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use rampart::cli::{self, Cli, Command, LogFormat, ServeArgs};
+use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
-use rampart::server::{self, ServeConfig};
+use rampart::server::{self, ServeConfig, Tokens};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -93,12 +94,45 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(dir) = &args.state_dir {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("rampart: cannot create --state-dir {}: {e}", dir.display());
+    let store = match &args.state_dir {
+        Some(dir) => Store::open(dir),
+        None => {
+            tracing::warn!(
+                "no --state-dir: elevations, grants and the audit trail live in memory only"
+            );
+            Store::in_memory()
+        }
+    };
+    let store = match store {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rampart: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
+    let demo = args.snapshot.is_none();
+    let tokens = match &args.tokens {
+        Some(path) => match Tokens::load(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("rampart: --tokens {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None if demo && args.admin_listen.ip().is_loopback() => {
+            tracing::warn!(
+                "demo tokens (embedded demo snapshot on loopback only): 'demo-oncall' for oncall, 'demo-admin' for it-admin (admin)"
+            );
+            Tokens::from_plain(&[
+                ("demo-oncall", "oncall", false),
+                ("demo-admin", "it-admin", true),
+            ])
+        }
+        None => {
+            tracing::warn!("no --tokens: every Approvals and Admin call will be UNAUTHENTICATED");
+            Tokens::default()
+        }
+    };
     // Tokio sizes its worker pool from TOKIO_WORKER_THREADS when set.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,13 +146,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let info = snapshot.info.clone();
     let engine = Arc::new(Engine::new(snapshot));
+    let broker = match Broker::start(engine, store) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = ServeConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
         health_listen: args.health_listen,
+        tokens,
+        insecure: args.insecure,
     };
     runtime.block_on(async move {
-        let running = match server::start(config, engine).await {
+        let _sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(1));
+        let running = match server::start(config, broker).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");

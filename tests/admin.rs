@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{decision, TestServer, SUB1};
+use common::{authed, decision, TestServer, ADMIN_TOKEN, SUB1};
 use rampart::proto::{
     AuthorizeRequest, Decision, GetEffectivePermissionsRequest, GetSnapshotStatusRequest, Reason,
 };
@@ -18,7 +18,7 @@ async fn snapshot_status_reports_revision_source_and_counts() {
     let status = s
         .admin
         .clone()
-        .get_snapshot_status(GetSnapshotStatusRequest {})
+        .get_snapshot_status(authed(GetSnapshotStatusRequest {}, ADMIN_TOKEN))
         .await
         .unwrap()
         .into_inner();
@@ -47,10 +47,13 @@ async fn effective_permissions_list_assignments_with_their_origin() {
     let e = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest {
-            principal_id: "frank".into(),
-            scope: scope.clone(),
-        })
+        .get_effective_permissions(authed(
+            GetEffectivePermissionsRequest {
+                principal_id: "frank".into(),
+                scope: scope.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -78,10 +81,13 @@ async fn effective_permissions_list_assignments_with_their_origin() {
     let denied = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest {
-            principal_id: "owner-denied".into(),
-            scope: prod,
-        })
+        .get_effective_permissions(authed(
+            GetEffectivePermissionsRequest {
+                principal_id: "owner-denied".into(),
+                scope: prod,
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -91,20 +97,26 @@ async fn effective_permissions_list_assignments_with_their_origin() {
     let unknown = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest {
-            principal_id: "ghost".into(),
-            scope,
-        })
+        .get_effective_permissions(authed(
+            GetEffectivePermissionsRequest {
+                principal_id: "ghost".into(),
+                scope,
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect_err("unknown principal");
     assert_eq!(unknown.code(), Code::NotFound);
     let bad = s
         .admin
         .clone()
-        .get_effective_permissions(GetEffectivePermissionsRequest {
-            principal_id: "frank".into(),
-            scope: "nope".into(),
-        })
+        .get_effective_permissions(authed(
+            GetEffectivePermissionsRequest {
+                principal_id: "frank".into(),
+                scope: "nope".into(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect_err("bad scope");
     assert_eq!(bad.code(), Code::InvalidArgument);
@@ -117,12 +129,15 @@ async fn check_access_always_explains() {
     let r = s
         .admin
         .clone()
-        .check_access(AuthorizeRequest {
-            principal_id: "mg-reader".into(),
-            action: "Microsoft.Compute/virtualMachines/read".into(),
-            scope: SUB1.into(),
-            ..Default::default()
-        })
+        .check_access(authed(
+            AuthorizeRequest {
+                principal_id: "mg-reader".into(),
+                action: "Microsoft.Compute/virtualMachines/read".into(),
+                scope: SUB1.into(),
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -182,7 +197,7 @@ async fn a_swapped_snapshot_answers_with_its_own_revision_and_cache() {
             "principal: mg-reader\n    role: VM Restarter",
         );
     let next = rampart::snapshot::load_str(&without, "test-2").unwrap_or_else(|e| panic!("{e}"));
-    s.engine.swap(next);
+    s.broker.swap_snapshot(next);
     let after = s
         .authorize(
             "mg-reader",

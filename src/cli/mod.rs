@@ -73,15 +73,23 @@ pub struct ServeArgs {
     /// Address of the Authorizer listener.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Address of the Admin listener (loopback only for now).
+    /// Address of the admin listener (Approvals and Admin).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub admin_listen: SocketAddr,
     /// Address of a listener serving only grpc.health.v1, for kubelet probes.
     #[arg(long)]
     pub health_listen: Option<SocketAddr>,
-    /// Directory for durable state (created if missing).
+    /// Directory for durable state: elevations, grants, the audit trail
+    /// (created if missing). Without it, that state lives in memory only.
     #[arg(long, env = "RAMPART_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Bearer tokens for the admin listener: a YAML list of
+    /// `{sha256, principal, admin}`.
+    #[arg(long, env = "RAMPART_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Allow --admin-listen on a non-loopback address without TLS.
+    #[arg(long)]
+    pub insecure: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -204,6 +212,7 @@ pub fn render(d: &Decision<'_>) -> String {
             MatchKind::DenyAssignment => format!("deny assignment {} at {}", m.id, m.scope),
             MatchKind::AccessKey => format!("access key {} for {}", m.id, m.scope),
             MatchKind::AgentScope => format!("agent {} manages {}", m.id, m.scope),
+            MatchKind::Grant => format!("elevation grant {} for {} at {}", m.id, m.pattern.as_deref().unwrap_or_default(), m.scope),
             MatchKind::ConditionNotMet => format!(
                 "role assignment {}: {} ({}) at {} covers the operation, but its condition does not hold: {}",
                 m.id,

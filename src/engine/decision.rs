@@ -26,7 +26,7 @@ pub enum Verdict {
 }
 
 /// The step of SPEC §1.9 that decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     RoleAssignment,
     ElevationGrant,
@@ -86,6 +86,8 @@ pub enum MatchKind {
     /// An assignment whose role covers the operation but whose condition
     /// (on the assignment or on the role's block) does not hold.
     ConditionNotMet,
+    /// An active elevation grant.
+    Grant,
 }
 
 /// One thing that took part in a decision.

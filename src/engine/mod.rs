@@ -11,6 +11,7 @@
 
 pub mod decision;
 pub mod effective;
+pub mod grants;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use decision::{
     Decision, DecisionId, Match, MatchKind, Reason, Request, RequestError, Verdict,
 };
 pub use effective::{AgentPosition, BlockRef, Effective, Grantor};
+pub use grants::{ActiveGrant, GrantTable};
 
 use crate::model::{
     check_operation, check_principal_id, ActionPattern, Condition, ConditionInput, ExecutionMode,
@@ -154,6 +156,15 @@ impl Loaded {
 
     /// Decides one request (SPEC §1.9).
     pub fn decide(&self, req: &Request<'_>) -> Result<Decision<'_>, RequestError> {
+        self.decide_with(req, None)
+    }
+
+    /// Decides one request, counting active elevation grants (for agents).
+    pub fn decide_with(
+        &self,
+        req: &Request<'_>,
+        grants: Option<&GrantTable>,
+    ) -> Result<Decision<'_>, RequestError> {
         // 1. Malformed input. A principal found in the snapshot passed the
         // same id check when the snapshot was validated, so only ids that
         // are not found are checked here.
@@ -253,13 +264,15 @@ impl Loaded {
             }
         }
 
-        // 7, 8. Plain RBAC, or the agent table of SPEC §2.
+        // 7, 8. Plain RBAC, or the agent table of SPEC §2, where an active
+        // grant counts as `has` and, for a Review-mode write, is the
+        // approval to act.
         let (verdict, reason) = match effective.agent {
             None if has => (Verdict::Allow, Reason::RoleAssignment),
             None => (Verdict::Deny, Reason::NoMatchingAssignment),
             Some(position) => {
                 let mode = tenant.agents[position.agent as usize].execution_mode;
-                match (has, operation.read_only, mode) {
+                let by_roles = match (has, operation.read_only, mode) {
                     (false, _, _) => (Verdict::ApprovalRequired, Reason::NeedsElevation),
                     (true, true, _) | (true, false, ExecutionMode::Auto) => {
                         (Verdict::Allow, Reason::RoleAssignment)
@@ -267,6 +280,30 @@ impl Loaded {
                     (true, false, ExecutionMode::Review) => {
                         (Verdict::ApprovalRequired, Reason::ReviewModeWrite)
                     }
+                };
+                let grant = match (by_roles.0, grants) {
+                    (Verdict::ApprovalRequired, Some(table)) if !table.is_empty() => {
+                        let p = &tenant.principals[principal as usize];
+                        table.use_grant(
+                            &crate::model::principal_key(&p.id),
+                            req.action,
+                            req.scope,
+                            req.data_action,
+                            SystemTime::now(),
+                        )
+                    }
+                    _ => None,
+                };
+                match grant {
+                    Some(grant) => {
+                        if req.explain {
+                            let mut m = Match::new(MatchKind::Grant, &grant.id, &grant.scope_key);
+                            m.pattern = Some(grant.action.to_string());
+                            decision.matches.push(m);
+                        }
+                        (Verdict::Allow, Reason::ElevationGrant)
+                    }
+                    None => by_roles,
                 }
             }
         };
@@ -488,6 +525,8 @@ fn printable(text: &str) -> String {
 pub struct Engine {
     current: ArcSwap<Loaded>,
     last_failure: Mutex<Option<LoadFailure>>,
+    /// Active elevation grants; they outlive snapshot swaps.
+    pub grants: GrantTable,
 }
 
 /// A snapshot that failed to load while another kept serving.
@@ -502,6 +541,7 @@ impl Engine {
         Engine {
             current: ArcSwap::from_pointee(Loaded::new(snapshot)),
             last_failure: Mutex::new(None),
+            grants: GrantTable::default(),
         }
     }
 
@@ -526,6 +566,12 @@ impl Engine {
     #[inline]
     pub fn current(&self) -> Guard<Arc<Loaded>> {
         self.current.load()
+    }
+
+    /// The snapshot serving now, as an owned pointer that may be held across
+    /// awaits.
+    pub fn current_arc(&self) -> Arc<Loaded> {
+        self.current.load_full()
     }
 
     /// Swaps in a new snapshot, with empty caches of its own.

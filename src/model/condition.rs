@@ -324,11 +324,13 @@ pub struct ConditionInput<'a> {
 }
 
 /// The request's `attributes` map, in whatever container the caller has.
-pub trait RequestAttributes {
+pub trait RequestAttributes: Sync {
     fn attribute(&self, name: &str) -> Option<&str>;
 }
 
-impl<S: std::hash::BuildHasher> RequestAttributes for std::collections::HashMap<String, String, S> {
+impl<S: std::hash::BuildHasher + Sync> RequestAttributes
+    for std::collections::HashMap<String, String, S>
+{
     fn attribute(&self, name: &str) -> Option<&str> {
         self.get(name).map(String::as_str)
     }

@@ -1,10 +1,12 @@
 //! `rampart.v1.Authorizer`: the decision API for enforcement points.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::elevation::{Broker, ElevationRequest};
 use crate::engine::Engine;
 use crate::proto as pb;
 use crate::proto::authorizer_server::Authorizer;
@@ -14,12 +16,32 @@ pub const MAX_BATCH: usize = 1000;
 
 pub struct AuthorizerService {
     engine: Arc<Engine>,
+    broker: Arc<Broker>,
 }
 
 impl AuthorizerService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        AuthorizerService { engine }
+    pub fn new(broker: Arc<Broker>) -> Self {
+        AuthorizerService {
+            engine: broker.engine().clone(),
+            broker,
+        }
     }
+}
+
+/// The caller's deadline from the `grpc-timeout` header, if it sent one.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[tonic::async_trait]
@@ -32,9 +54,42 @@ impl Authorizer for AuthorizerService {
         convert::check_attributes(&req).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
         let decision = loaded
-            .decide(&convert::request(&req))
+            .decide_with(&convert::request(&req), Some(&self.engine.grants))
             .map_err(convert::invalid_argument)?;
         Ok(Response::new(convert::response(decision)))
+    }
+
+    async fn request_elevation(
+        &self,
+        request: Request<pb::RequestElevationRequest>,
+    ) -> Result<Response<pb::Elevation>, Status> {
+        let deadline = grpc_timeout(request.metadata());
+        let req = request.into_inner();
+        let requested_duration =
+            convert::std_duration(req.requested_duration.as_ref(), "requested_duration")
+                .map_err(convert::invalid_argument)?;
+        let wait_timeout = convert::std_duration(req.wait_timeout.as_ref(), "wait_timeout")
+            .map_err(convert::invalid_argument)?;
+        let ask = self.broker.request(ElevationRequest {
+            principal_id: &req.principal_id,
+            action: &req.action,
+            scope: &req.scope,
+            data_action: req.data_action,
+            justification: &req.justification,
+            requested_duration,
+            wait_timeout,
+            attributes: &req.attributes,
+        });
+        // A caller whose deadline passes has gone away: dropping the wait
+        // cancels the elevation (when no other caller waits on it).
+        let outcome = match deadline {
+            Some(d) => tokio::time::timeout(d, ask).await.map_err(|_| {
+                Status::deadline_exceeded("the caller's deadline passed before a decision")
+            })?,
+            None => ask.await,
+        };
+        let elevation = outcome.map_err(convert::elevation_error)?;
+        Ok(Response::new(convert::elevation(&elevation)))
     }
 
     async fn authorize_batch(
@@ -54,8 +109,9 @@ impl Authorizer for AuthorizerService {
             .requests
             .iter()
             .map(|req| {
-                let outcome = convert::check_attributes(req)
-                    .and_then(|()| loaded.decide(&convert::request(req)));
+                let outcome = convert::check_attributes(req).and_then(|()| {
+                    loaded.decide_with(&convert::request(req), Some(&self.engine.grants))
+                });
                 let result = match outcome {
                     Ok(decision) => {
                         pb::authorize_batch_result::Result::Response(convert::response(decision))

@@ -3,6 +3,7 @@
 
 use tonic::Status;
 
+use crate::elevation::{Elevation, ElevationError, ElevationState, Grant, GrantState};
 use crate::engine::{self, Decision, MatchKind, Reason, RequestError, Verdict};
 use crate::proto as pb;
 
@@ -91,6 +92,7 @@ fn match_(m: engine::Match) -> pb::Match {
             MatchKind::AccessKey => pb::MatchKind::MatchAccessKey,
             MatchKind::AgentScope => pb::MatchKind::MatchAgentScope,
             MatchKind::ConditionNotMet => pb::MatchKind::MatchConditionNotMet,
+            MatchKind::Grant => pb::MatchKind::MatchGrant,
         } as i32,
         id: m.id,
         role_id: m.role_id,
@@ -100,5 +102,102 @@ fn match_(m: engine::Match) -> pb::Match {
         derived_from_agent: m.derived_from_agent.unwrap_or_default(),
         pattern: m.pattern.unwrap_or_default(),
         condition: m.condition.unwrap_or_default(),
+    }
+}
+
+fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A protobuf duration as a std one; negative or absent is `None`.
+pub fn std_duration(
+    d: Option<&prost_types::Duration>,
+    field: &'static str,
+) -> Result<Option<std::time::Duration>, RequestError> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 => Err(RequestError::new(
+            field,
+            format!("{field} must not be negative"),
+        )),
+        Some(d) => Ok(Some(std::time::Duration::new(
+            d.seconds as u64,
+            d.nanos as u32,
+        ))),
+    }
+}
+
+pub fn elevation_state(s: ElevationState) -> pb::ElevationState {
+    match s {
+        ElevationState::Pending => pb::ElevationState::Pending,
+        ElevationState::Approved => pb::ElevationState::Approved,
+        ElevationState::Denied => pb::ElevationState::Denied,
+        ElevationState::Expired => pb::ElevationState::Expired,
+        ElevationState::Cancelled => pb::ElevationState::Cancelled,
+        ElevationState::NotNeeded => pb::ElevationState::NotNeeded,
+    }
+}
+
+pub fn elevation(e: &Elevation) -> pb::Elevation {
+    pb::Elevation {
+        id: e.id.clone(),
+        principal_id: e.principal_id.clone(),
+        agent_id: e.agent_id.clone(),
+        action: e.action.clone(),
+        scope: e.scope.clone(),
+        data_action: e.data_action,
+        read_only: e.read_only,
+        justification: e.justification.clone(),
+        reason: reason(e.reason) as i32,
+        requested_duration: Some(duration(e.requested_duration)),
+        state: elevation_state(e.state) as i32,
+        created_at: Some(timestamp(e.created_at)),
+        wait_deadline: Some(timestamp(e.wait_deadline)),
+        resolved_at: e.resolved_at.map(timestamp),
+        resolved_by: e.resolved_by.clone().unwrap_or_default(),
+        comment: e.comment.clone().unwrap_or_default(),
+        grant: e.grant.as_ref().map(grant),
+        waiters: e.waiters,
+    }
+}
+
+pub fn grant(g: &Grant) -> pb::Grant {
+    pb::Grant {
+        id: g.id.clone(),
+        elevation_id: g.elevation_id.clone(),
+        principal_id: g.principal_id.clone(),
+        agent_id: g.agent_id.clone(),
+        action: g.action.clone(),
+        scope: g.scope.clone(),
+        data_action: g.data_action,
+        on_behalf_of: g.on_behalf_of.clone(),
+        created_at: Some(timestamp(g.created_at)),
+        expires_at: Some(timestamp(g.expires_at)),
+        max_uses: g.max_uses,
+        uses: g.uses,
+        state: match g.state {
+            GrantState::Active => pb::GrantState::Active,
+            GrantState::Ended => pb::GrantState::Ended,
+        } as i32,
+        ended_reason: g.ended_reason.clone().unwrap_or_default(),
+        ended_at: g.ended_at.map(timestamp),
+    }
+}
+
+pub fn elevation_error(e: ElevationError) -> Status {
+    match e {
+        ElevationError::InvalidArgument { message, .. } => Status::invalid_argument(message),
+        ElevationError::FailedPrecondition(m) => Status::failed_precondition(m),
+        ElevationError::PermissionDenied(m) => Status::permission_denied(m),
+        ElevationError::NotFound(m) => Status::not_found(m),
+        ElevationError::ResourceExhausted(m) => Status::resource_exhausted(m),
+        ElevationError::Unavailable(m) => Status::unavailable(m),
     }
 }

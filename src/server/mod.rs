@@ -5,6 +5,8 @@
 //! always is once listening, since rampart refuses to start without one.
 
 pub mod admin;
+pub mod approvals;
+pub mod auth;
 pub mod authorizer;
 pub mod convert;
 
@@ -18,10 +20,15 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
-use crate::engine::Engine;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::elevation::Broker;
 use crate::proto::admin_server::AdminServer;
+use crate::proto::approvals_server::ApprovalsServer;
 use crate::proto::authorizer_server::AuthorizerServer;
 use admin::AdminService;
+use approvals::ApprovalsService;
+pub use auth::Tokens;
 use authorizer::AuthorizerService;
 
 /// The largest request message accepted on the Authorizer listener (a full
@@ -30,12 +37,16 @@ pub const MAX_AUTHORIZER_MESSAGE: usize = 1 << 20;
 /// The largest request message accepted on the admin listener.
 pub const MAX_ADMIN_MESSAGE: usize = 64 << 10;
 
-/// Where to listen.
+/// Where to listen, and who may call the admin listener.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub health_listen: Option<SocketAddr>,
+    /// Bearer tokens for the admin listener (Approvals and Admin).
+    pub tokens: Tokens,
+    /// Allow the admin listener on a non-loopback address without TLS.
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +57,7 @@ pub enum ServeError {
         addr: SocketAddr,
         source: io::Error,
     },
-    #[error("--admin-listen {0} is not a loopback address; the admin listener has no authentication yet, so it only binds to loopback")]
+    #[error("--admin-listen {0} is not a loopback address: bearer tokens would cross the network in the clear; bind it to loopback, or pass --insecure to accept that")]
     AdminNotLoopback(SocketAddr),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(tonic_reflection::server::Error),
@@ -123,8 +134,9 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Binds every listener, then serves in background tasks.
-pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, ServeError> {
-    if !config.admin_listen.ip().is_loopback() {
+pub async fn start(config: ServeConfig, broker: Arc<Broker>) -> Result<Running, ServeError> {
+    let engine = broker.engine().clone();
+    if !config.admin_listen.ip().is_loopback() && !config.insecure {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
     }
     let authorizer_listener = bind("authorizer", config.listen).await?;
@@ -167,7 +179,7 @@ pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let authorizer = AuthorizerServer::new(AuthorizerService::new(engine.clone()))
+    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone()))
         .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
     let router = Server::builder()
         .add_service(authorizer)
@@ -182,8 +194,13 @@ pub async fn start(config: ServeConfig, engine: Arc<Engine>) -> Result<Running, 
 
     let admin = AdminServer::new(AdminService::new(engine.clone()))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
+    let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
+    let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone()))
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE);
+    let approvals = InterceptedService::new(approvals, config.tokens.interceptor(false));
     let router = Server::builder()
         .add_service(admin)
+        .add_service(approvals)
         .add_service(health_service.clone())
         .add_service(reflection_v1()?)
         .add_service(reflection_v1alpha()?);

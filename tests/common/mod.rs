@@ -5,35 +5,84 @@
 
 use std::sync::Arc;
 
+use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
 use rampart::proto::admin_client::AdminClient;
+use rampart::proto::approvals_client::ApprovalsClient;
 use rampart::proto::authorizer_client::AuthorizerClient;
 use rampart::proto::{AuthorizeRequest, AuthorizeResponse};
-use rampart::server::{self, Running, ServeConfig};
+use rampart::server::{self, Running, ServeConfig, Tokens};
 use tonic::transport::Channel;
 
 pub const SUB1: &str = "/subscriptions/11111111-1111-1111-1111-111111111111";
 pub const SUB2: &str = "/subscriptions/22222222-2222-2222-2222-222222222222";
 pub const RULES: &str = include_str!("../fixtures/rules.yaml");
 
+/// Tokens every test server accepts: an admin, and one per principal
+/// named `token-<principal>` for the principals tests approve as.
+pub const ADMIN_TOKEN: &str = "test-admin";
+
 pub struct TestServer {
     pub running: Option<Running>,
     pub engine: Arc<Engine>,
+    pub broker: Arc<Broker>,
     pub authorizer: AuthorizerClient<Channel>,
     pub admin: AdminClient<Channel>,
+    pub approvals: ApprovalsClient<Channel>,
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+/// The token of a principal in test servers.
+pub fn token(principal: &str) -> String {
+    format!("token-{principal}")
 }
 
 impl TestServer {
     pub async fn start(snapshot_yaml: &str) -> TestServer {
+        TestServer::start_with_store(snapshot_yaml, Store::in_memory().expect("store")).await
+    }
+
+    pub async fn start_with_store(snapshot_yaml: &str, store: Store) -> TestServer {
         let snapshot =
             rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
+        let principals: Vec<String> = snapshot
+            .tenant
+            .principals
+            .iter()
+            .map(|p| p.id.clone())
+            .collect();
         let engine = Arc::new(Engine::new(snapshot));
+        let broker = Broker::start(engine.clone(), store).expect("broker starts");
+        let plain: Vec<(String, String, bool)> = principals
+            .iter()
+            .map(|p| (token(p), p.clone(), false))
+            .chain(std::iter::once((
+                ADMIN_TOKEN.to_owned(),
+                "admin".to_owned(),
+                true,
+            )))
+            .collect();
+        let borrowed: Vec<(&str, &str, bool)> = plain
+            .iter()
+            .map(|(t, p, a)| (t.as_str(), p.as_str(), *a))
+            .collect();
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             health_listen: Some("127.0.0.1:0".parse().unwrap()),
+            tokens: Tokens::from_plain(&borrowed),
+            insecure: false,
         };
-        let running = server::start(config, engine.clone())
+        let running = server::start(config, broker.clone())
             .await
             .expect("server starts");
         let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))
@@ -42,11 +91,16 @@ impl TestServer {
         let admin = AdminClient::connect(format!("http://{}", running.admin_addr))
             .await
             .expect("connect to admin");
+        let approvals = ApprovalsClient::connect(format!("http://{}", running.admin_addr))
+            .await
+            .expect("connect to approvals");
         TestServer {
             running: Some(running),
             engine,
+            broker,
             authorizer,
             admin,
+            approvals,
         }
     }
 

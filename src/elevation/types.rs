@@ -1,0 +1,98 @@
+//! Elevations and grants as the broker keeps them (SPEC §3).
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Reason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElevationState {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+    NotNeeded,
+}
+
+/// A request for approval and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Elevation {
+    pub id: String,
+    pub principal_id: String,
+    pub agent_id: String,
+    pub action: String,
+    pub scope: String,
+    pub data_action: bool,
+    pub read_only: bool,
+    pub justification: String,
+    /// Why approval was required (REVIEW_MODE_WRITE or NEEDS_ELEVATION).
+    pub reason: Reason,
+    pub requested_duration: Duration,
+    pub state: ElevationState,
+    pub created_at: SystemTime,
+    pub wait_deadline: SystemTime,
+    pub resolved_at: Option<SystemTime>,
+    pub resolved_by: Option<String>,
+    pub comment: Option<String>,
+    pub grant: Option<Grant>,
+    /// Callers waiting right now (not stored).
+    #[serde(skip)]
+    pub waiters: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantState {
+    Active,
+    Ended,
+}
+
+/// What an approval lends: the exact operation at a scope and below, for a
+/// bounded time and, optionally, a bounded number of uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub elevation_id: String,
+    pub principal_id: String,
+    pub agent_id: String,
+    pub action: String,
+    pub scope: String,
+    pub data_action: bool,
+    pub on_behalf_of: String,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+    /// 0 = unlimited.
+    pub max_uses: u32,
+    pub uses: u32,
+    pub state: GrantState,
+    pub ended_reason: Option<String>,
+    pub ended_at: Option<SystemTime>,
+}
+
+/// A new id: 128 random bits, UUID-shaped.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No entropy source: fall back to the clock and a counter, still
+        // unique within this process.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b[..8].copy_from_slice(&nanos.to_le_bytes());
+        b[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

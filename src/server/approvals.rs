@@ -1,0 +1,210 @@
+//! `rampart.v1.Approvals`: the approval channel for humans. Every call is
+//! authenticated; the caller is the token's principal. Lists and watches
+//! show only the elevations of agents the caller may interact with.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::auth::{caller, Caller};
+use super::convert;
+use crate::elevation::{Approval, Broker, Elevation};
+use crate::proto as pb;
+use crate::proto::approvals_server::Approvals;
+
+pub struct ApprovalsService {
+    broker: Arc<Broker>,
+}
+
+impl ApprovalsService {
+    pub fn new(broker: Arc<Broker>) -> Self {
+        ApprovalsService { broker }
+    }
+
+    /// Whether the caller may see (and act on) this agent's elevations:
+    /// rule (a), or an admin token.
+    fn visible(&self, caller: &Caller, agent_id: &str) -> bool {
+        if caller.admin {
+            return true;
+        }
+        let loaded = self.broker.engine().current();
+        loaded
+            .snapshot
+            .tenant
+            .agents
+            .iter()
+            .find(|a| a.id == agent_id)
+            .is_some_and(|agent| {
+                self.broker
+                    .may_interact(&loaded, &caller.principal_id, agent)
+            })
+    }
+}
+
+fn comment(text: &str) -> Option<&str> {
+    (!text.trim().is_empty()).then_some(text)
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ElevationEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Approvals for ApprovalsService {
+    async fn list_elevations(
+        &self,
+        request: Request<pb::ListElevationsRequest>,
+    ) -> Result<Response<pb::ListElevationsResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let state = req.state();
+        let elevations = self
+            .broker
+            .list()
+            .iter()
+            .filter(|e| {
+                state == pb::ElevationState::Unspecified
+                    || convert::elevation_state(e.state) == state
+            })
+            .filter(|e| req.principal_id.is_empty() || e.principal_id == req.principal_id)
+            .filter(|e| self.visible(&caller, &e.agent_id))
+            .map(convert::elevation)
+            .collect();
+        Ok(Response::new(pb::ListElevationsResponse { elevations }))
+    }
+
+    async fn get_elevation(
+        &self,
+        request: Request<pb::GetElevationRequest>,
+    ) -> Result<Response<pb::Elevation>, Status> {
+        let caller = caller(&request)?;
+        let id = request.into_inner().id;
+        match self.broker.get(&id) {
+            Some(e) if self.visible(&caller, &e.agent_id) => {
+                Ok(Response::new(convert::elevation(&e)))
+            }
+            // Not visible reads as absent, so ids do not leak.
+            _ => Err(Status::not_found(format!(
+                "no elevation {id} that you may see"
+            ))),
+        }
+    }
+
+    type WatchElevationsStream = EventStream;
+
+    async fn watch_elevations(
+        &self,
+        request: Request<pb::WatchElevationsRequest>,
+    ) -> Result<Response<Self::WatchElevationsStream>, Status> {
+        let caller = caller(&request)?;
+        // Subscribe first, so no change between the listing and the stream
+        // is lost (a change may then arrive twice, which is harmless).
+        let changes = self.broker.subscribe();
+        let initial: Vec<Result<pb::ElevationEvent, Status>> = self
+            .broker
+            .list()
+            .iter()
+            .filter(|e| e.state.is_pending() && self.visible(&caller, &e.agent_id))
+            .map(|e| {
+                Ok(pb::ElevationEvent {
+                    elevation: Some(convert::elevation(e)),
+                    initial: true,
+                })
+            })
+            .collect();
+        let broker = self.broker.clone();
+        let service = ApprovalsService { broker };
+        let live =
+            tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |change| {
+                match change {
+                    Ok(e) if service.visible(&caller, &e.agent_id) => {
+                        Some(Ok(pb::ElevationEvent {
+                            elevation: Some(convert::elevation(&e)),
+                            initial: false,
+                        }))
+                    }
+                    Ok(_) => None,
+                    Err(lagged) => Some(Err(Status::data_loss(format!(
+                        "the watch fell behind ({lagged}); list again and re-watch"
+                    )))),
+                }
+            });
+        Ok(Response::new(Box::pin(
+            tokio_stream::iter(initial).chain(live),
+        )))
+    }
+
+    async fn approve_elevation(
+        &self,
+        request: Request<pb::ApproveElevationRequest>,
+    ) -> Result<Response<pb::Elevation>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let duration = convert::std_duration(req.duration.as_ref(), "duration")
+            .map_err(convert::invalid_argument)?;
+        let elevation: Elevation = self
+            .broker
+            .approve(
+                &caller.principal_id,
+                &req.id,
+                Approval {
+                    duration,
+                    max_uses: req.max_uses,
+                    comment: comment(&req.comment),
+                },
+            )
+            .await
+            .map_err(convert::elevation_error)?;
+        Ok(Response::new(convert::elevation(&elevation)))
+    }
+
+    async fn deny_elevation(
+        &self,
+        request: Request<pb::DenyElevationRequest>,
+    ) -> Result<Response<pb::Elevation>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let elevation = self
+            .broker
+            .deny(&caller.principal_id, &req.id, comment(&req.comment))
+            .await
+            .map_err(convert::elevation_error)?;
+        Ok(Response::new(convert::elevation(&elevation)))
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let grants = self
+            .broker
+            .grants()
+            .iter()
+            .filter(|g| req.include_ended || g.state.is_active())
+            .filter(|g| req.principal_id.is_empty() || g.principal_id == req.principal_id)
+            .filter(|g| self.visible(&caller, &g.agent_id))
+            .map(convert::grant)
+            .collect();
+        Ok(Response::new(pb::ListGrantsResponse { grants }))
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let caller = caller(&request)?;
+        let req = request.into_inner();
+        let grant = self
+            .broker
+            .revoke(
+                &caller.principal_id,
+                caller.admin,
+                &req.id,
+                comment(&req.comment),
+            )
+            .map_err(convert::elevation_error)?;
+        Ok(Response::new(convert::grant(&grant)))
+    }
+}
