@@ -162,7 +162,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let _sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(1));
-        let running = match server::start(config, broker).await {
+        let running = match server::start(config, broker.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
@@ -179,12 +179,24 @@ fn serve(args: ServeArgs) -> ExitCode {
             "rampart serving"
         );
         let stop = running.stopper();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight calls");
-            let _ = stop.send(true);
-        });
-        match running.wait().await {
+        let wait = running.wait();
+        tokio::pin!(wait);
+        let result = tokio::select! {
+            result = &mut wait => result,
+            () = shutdown_signal() => {
+                tracing::info!("shutting down: cancelling pending elevations, finishing in-flight calls");
+                broker.cancel_all_pending("rampart is shutting down");
+                let _ = stop.send(true);
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut wait).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
@@ -193,6 +205,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     })
 }
+
+/// How long in-flight calls get after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -918,6 +918,17 @@ impl Broker {
         }
     }
 
+    /// Cancels every pending elevation durably (shutdown): their callers
+    /// get `CANCELLED` now instead of a dropped connection.
+    pub fn cancel_all_pending(&self, why: &str) {
+        let ids: Vec<String> = self.lock().pending.values().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.finish(&id, ElevationState::Cancelled, "rampart", Some(why)) {
+                tracing::error!("cannot cancel elevation {id}: {e}");
+            }
+        }
+    }
+
     /// The audit trail, from the store.
     pub fn audit_trail(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         self.store.audit_events()

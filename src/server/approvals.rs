@@ -5,7 +5,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::{Stream, StreamExt};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::{caller, Caller};
@@ -16,11 +18,14 @@ use crate::proto::approvals_server::Approvals;
 
 pub struct ApprovalsService {
     broker: Arc<Broker>,
+    /// Becomes true when the server stops: open watches end then, so a
+    /// graceful shutdown does not wait on them forever.
+    stop: watch::Receiver<bool>,
 }
 
 impl ApprovalsService {
-    pub fn new(broker: Arc<Broker>) -> Self {
-        ApprovalsService { broker }
+    pub fn new(broker: Arc<Broker>, stop: watch::Receiver<bool>) -> Self {
+        ApprovalsService { broker, stop }
     }
 
     /// Whether the caller may see (and act on) this agent's elevations:
@@ -99,39 +104,52 @@ impl Approvals for ApprovalsService {
         let caller = caller(&request)?;
         // Subscribe first, so no change between the listing and the stream
         // is lost (a change may then arrive twice, which is harmless).
-        let changes = self.broker.subscribe();
-        let initial: Vec<Result<pb::ElevationEvent, Status>> = self
+        let mut changes = self.broker.subscribe();
+        let initial: Vec<pb::ElevationEvent> = self
             .broker
             .list()
             .iter()
             .filter(|e| e.state.is_pending() && self.visible(&caller, &e.agent_id))
-            .map(|e| {
-                Ok(pb::ElevationEvent {
-                    elevation: Some(convert::elevation(e)),
-                    initial: true,
-                })
+            .map(|e| pb::ElevationEvent {
+                elevation: Some(convert::elevation(e)),
+                initial: true,
             })
             .collect();
-        let broker = self.broker.clone();
-        let service = ApprovalsService { broker };
-        let live =
-            tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |change| {
-                match change {
-                    Ok(e) if service.visible(&caller, &e.agent_id) => {
-                        Some(Ok(pb::ElevationEvent {
-                            elevation: Some(convert::elevation(&e)),
-                            initial: false,
-                        }))
-                    }
-                    Ok(_) => None,
-                    Err(lagged) => Some(Err(Status::data_loss(format!(
-                        "the watch fell behind ({lagged}); list again and re-watch"
-                    )))),
+        let service = ApprovalsService {
+            broker: self.broker.clone(),
+            stop: self.stop.clone(),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for event in initial {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
                 }
-            });
-        Ok(Response::new(Box::pin(
-            tokio_stream::iter(initial).chain(live),
-        )))
+            }
+            loop {
+                let change = tokio::select! {
+                    _ = super::stopped(service.stop.clone()) => return,
+                    _ = tx.closed() => return,
+                    change = changes.recv() => change,
+                };
+                let event = match change {
+                    Ok(e) if service.visible(&caller, &e.agent_id) => Ok(pb::ElevationEvent {
+                        elevation: Some(convert::elevation(&e)),
+                        initial: false,
+                    }),
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::data_loss(format!(
+                        "the watch fell {n} changes behind; list again and re-watch"
+                    ))),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let last = event.is_err();
+                if tx.send(event).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn approve_elevation(

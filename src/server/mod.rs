@@ -87,6 +87,23 @@ impl Running {
         self.wait().await
     }
 
+    /// Like [`Running::shutdown`], but gives in-flight calls at most
+    /// `grace` before the listeners are torn down.
+    pub async fn shutdown_within(self, grace: std::time::Duration) -> Result<(), ServeError> {
+        let _ = self.stop.send(true);
+        let aborts: Vec<_> = self.tasks.iter().map(|(_, t)| t.abort_handle()).collect();
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("in-flight calls did not finish within {grace:?}; closing them");
+                for a in aborts {
+                    a.abort();
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Waits until every listener has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
         let mut first_error = None;
@@ -125,7 +142,7 @@ fn local_addr(
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;
@@ -195,7 +212,7 @@ pub async fn start(config: ServeConfig, broker: Arc<Broker>) -> Result<Running, 
     let admin = AdminServer::new(AdminService::new(engine.clone()))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
-    let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone()))
+    let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let approvals = InterceptedService::new(approvals, config.tokens.interceptor(false));
     let router = Server::builder()
