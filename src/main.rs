@@ -48,6 +48,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Elevations(args)) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("rampart: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cli::elevations::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rampart elevations: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Role { reference }) => match cli::role(&reference) {
             Ok(text) => {
                 print!("{text}");

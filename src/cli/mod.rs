@@ -1,5 +1,8 @@
 //! The command line: flag definitions apart from the logic they configure.
-//! `rampart` alone serves; `validate` and `check` work offline on a file.
+//! `rampart` alone serves; `validate` and `check` work offline on a file;
+//! `elevations` talks to a running server's approval channel.
+
+pub mod elevations;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,6 +41,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a snapshot from `az role definition list` and `az role assignment list --all` output.
     Import(ImportArgs),
+    /// List, watch, approve, deny and revoke on a running server's approval channel.
+    Elevations(elevations::ElevationsArgs),
     /// Show a built-in role by id, name or earlier name (any case).
     Role {
         /// A role id, name or earlier name, e.g. "Azure AI User".
