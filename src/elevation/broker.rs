@@ -957,6 +957,7 @@ fn active(g: &Grant) -> Arc<ActiveGrant> {
         principal_key: principal_key(&g.principal_id).into(),
         action: g.action.as_str().into(),
         scope_key: g.scope.to_ascii_lowercase().into(),
+        scope: g.scope.as_str().into(),
         data_action: g.data_action,
         expires_at: g.expires_at,
         max_uses: g.max_uses,

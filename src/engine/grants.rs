@@ -20,6 +20,8 @@ pub struct ActiveGrant {
     pub action: Box<str>,
     /// Lowercase key of the scope; the grant holds there and below.
     pub scope_key: Box<str>,
+    /// The scope as approved, for explanations.
+    pub scope: Box<str>,
     pub data_action: bool,
     pub expires_at: SystemTime,
     /// 0 = unlimited.
@@ -152,6 +154,7 @@ mod tests {
             principal_key: "agent".into(),
             action: "Microsoft.Compute/virtualMachines/restart/action".into(),
             scope_key: "/subscriptions/s/resourcegroups/rg".into(),
+            scope: "/subscriptions/s/resourceGroups/rg".into(),
             data_action: false,
             expires_at: SystemTime::now() + Duration::from_secs(60),
             max_uses,

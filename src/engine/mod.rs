@@ -297,7 +297,7 @@ impl Loaded {
                 match grant {
                     Some(grant) => {
                         if req.explain {
-                            let mut m = Match::new(MatchKind::Grant, &grant.id, &grant.scope_key);
+                            let mut m = Match::new(MatchKind::Grant, &grant.id, &grant.scope);
                             m.pattern = Some(grant.action.to_string());
                             decision.matches.push(m);
                         }
