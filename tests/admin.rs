@@ -213,3 +213,24 @@ async fn a_swapped_snapshot_answers_with_its_own_revision_and_cache() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
+    use rampart::elevation::{Broker, Store};
+    use rampart::server::{self, ServeConfig, ServeError, Tokens};
+    let snapshot = rampart::snapshot::load_str(common::RULES, "t").unwrap();
+    let engine = std::sync::Arc::new(rampart::engine::Engine::new(snapshot));
+    let broker = Broker::start(engine, Store::in_memory().unwrap()).unwrap();
+    let config = |insecure| ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "0.0.0.0:0".parse().unwrap(),
+        health_listen: None,
+        tokens: Tokens::default(),
+        insecure,
+    };
+    let refused = server::start(config(false), broker.clone()).await.err().expect("refused");
+    assert!(matches!(refused, ServeError::AdminNotLoopback(_)), "{refused}");
+    assert!(refused.to_string().contains("--insecure"));
+    let running = server::start(config(true), broker).await.expect("allowed with --insecure");
+    running.shutdown().await.unwrap();
+}
