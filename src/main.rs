@@ -8,6 +8,7 @@ use rampart::cli::{self, Cli, Command, LogFormat, ServeArgs};
 use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
 use rampart::server::{self, ServeConfig, Tokens};
+use rampart::snapshot::reload::Reloader;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -181,7 +182,27 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let _sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(1));
-        let running = match server::start(config, broker.clone()).await {
+        let reloader = args.snapshot.clone().map(|path| {
+            let (broker, engine) = (broker.clone(), broker.engine().clone());
+            Arc::new(Reloader::new(path, Some(info.content_sha256.clone()), move |loaded| match loaded {
+                Ok(snapshot) => broker.swap_snapshot(snapshot),
+                Err(e) => engine.record_failure(e.to_string()),
+            }))
+        });
+        let _watch = match (&reloader, args.watch) {
+            (Some(r), true) => match r.watch(RELOAD_DEBOUNCE, args.reload_poll.max(std::time::Duration::from_secs(1))) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!("cannot watch the snapshot's directory ({e}); polling every {:?}", args.reload_poll);
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(r) = reloader.clone() {
+            tokio::spawn(reload_on_sighup(r));
+        }
+        let running = match server::start(config, broker.clone(), reloader).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
@@ -223,6 +244,21 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// How long the snapshot's directory must be quiet before a reload.
+const RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the snapshot");
+        let r = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+    }
 }
 
 /// How long in-flight calls get after SIGTERM.

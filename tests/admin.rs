@@ -228,9 +228,17 @@ async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
         tokens: Tokens::default(),
         insecure,
     };
-    let refused = server::start(config(false), broker.clone()).await.err().expect("refused");
-    assert!(matches!(refused, ServeError::AdminNotLoopback(_)), "{refused}");
+    let refused = server::start(config(false), broker.clone(), None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(refused, ServeError::AdminNotLoopback(_)),
+        "{refused}"
+    );
     assert!(refused.to_string().contains("--insecure"));
-    let running = server::start(config(true), broker).await.expect("allowed with --insecure");
+    let running = server::start(config(true), broker, None)
+        .await
+        .expect("allowed with --insecure");
     running.shutdown().await.unwrap();
 }

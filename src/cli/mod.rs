@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// Allow --admin-listen on a non-loopback address without TLS.
     #[arg(long)]
     pub insecure: bool,
+    /// Watch the snapshot's directory and reload on change.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch: bool,
+    /// Also re-read the snapshot this often (a fallback for missed events).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub reload_poll: std::time::Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -296,4 +302,8 @@ pub fn role(reference: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::model::agent::parse_duration(text).map_err(|e| format!("'{text}' {e}"))
 }

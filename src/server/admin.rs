@@ -10,14 +10,16 @@ use crate::engine::Engine;
 use crate::model::{check_principal_id, Scope};
 use crate::proto as pb;
 use crate::proto::admin_server::Admin;
+use crate::snapshot::reload::{ReloadOutcome, Reloader};
 
 pub struct AdminService {
     engine: Arc<Engine>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl AdminService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        AdminService { engine }
+    pub fn new(engine: Arc<Engine>, reloader: Option<Arc<Reloader>>) -> Self {
+        AdminService { engine, reloader }
     }
 }
 
@@ -173,6 +175,30 @@ impl Admin for AdminService {
             assignments,
             deny_assignments,
             snapshot_revision: s.info.revision.clone(),
+        }))
+    }
+
+    async fn reload_snapshot(
+        &self,
+        _request: Request<pb::ReloadSnapshotRequest>,
+    ) -> Result<Response<pb::ReloadSnapshotResponse>, Status> {
+        let reloader = self.reloader.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "rampart serves the embedded demo: there is no snapshot file to reload",
+            )
+        })?;
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+            .await
+            .map_err(|e| Status::internal(format!("reload task failed: {e}")))?;
+        let (outcome, error) = match outcome {
+            ReloadOutcome::Reloaded(_) => (pb::ReloadOutcome::Reloaded, String::new()),
+            ReloadOutcome::Unchanged => (pb::ReloadOutcome::Unchanged, String::new()),
+            ReloadOutcome::Failed(e) => (pb::ReloadOutcome::Failed, e),
+        };
+        Ok(Response::new(pb::ReloadSnapshotResponse {
+            outcome: outcome as i32,
+            revision: self.engine.current().snapshot.info.revision.clone(),
+            error,
         }))
     }
 

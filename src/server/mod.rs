@@ -26,6 +26,7 @@ use crate::elevation::Broker;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::approvals_server::ApprovalsServer;
 use crate::proto::authorizer_server::AuthorizerServer;
+use crate::snapshot::reload::Reloader;
 use admin::AdminService;
 use approvals::ApprovalsService;
 pub use auth::Tokens;
@@ -151,7 +152,11 @@ pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Binds every listener, then serves in background tasks.
-pub async fn start(config: ServeConfig, broker: Arc<Broker>) -> Result<Running, ServeError> {
+pub async fn start(
+    config: ServeConfig,
+    broker: Arc<Broker>,
+    reloader: Option<Arc<Reloader>>,
+) -> Result<Running, ServeError> {
     let engine = broker.engine().clone();
     if !config.admin_listen.ip().is_loopback() && !config.insecure {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
@@ -209,7 +214,7 @@ pub async fn start(config: ServeConfig, broker: Arc<Broker>) -> Result<Running, 
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))),
     ));
 
-    let admin = AdminServer::new(AdminService::new(engine.clone()))
+    let admin = AdminServer::new(AdminService::new(engine.clone(), reloader))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
     let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod error;
 pub mod import;
 pub mod locate;
+pub mod reload;
 pub mod schema;
 pub mod validate;
 

@@ -82,7 +82,7 @@ impl TestServer {
             tokens: Tokens::from_plain(&borrowed),
             insecure: false,
         };
-        let running = server::start(config, broker.clone())
+        let running = server::start(config, broker.clone(), None)
             .await
             .expect("server starts");
         let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Runs the built `rampart` binary as a server and learns its addresses
 //! from its start-up log line.
 
@@ -57,6 +58,12 @@ impl ServerProcess {
                 };
             }
         }
+    }
+}
+
+impl ServerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
