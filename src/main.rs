@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 use rampart::cli::{self, Cli, Command, LogFormat, ServeArgs};
 use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
-use rampart::server::{self, ServeConfig, Tokens};
+use rampart::server::{self, metrics, ServeConfig, Tokens};
 use rampart::snapshot::reload::Reloader;
 
 fn main() -> ExitCode {
@@ -185,8 +185,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         let reloader = args.snapshot.clone().map(|path| {
             let (broker, engine) = (broker.clone(), broker.engine().clone());
             Arc::new(Reloader::new(path, Some(info.content_sha256.clone()), move |loaded| match loaded {
-                Ok(snapshot) => broker.swap_snapshot(snapshot),
-                Err(e) => engine.record_failure(e.to_string()),
+                Ok(snapshot) => {
+                    metrics::record_reload(true);
+                    broker.swap_snapshot(snapshot);
+                }
+                Err(e) => {
+                    metrics::record_reload(false);
+                    engine.record_failure(e.to_string());
+                }
             }))
         });
         let _watch = match (&reloader, args.watch) {
@@ -201,6 +207,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         if let Some(r) = reloader.clone() {
             tokio::spawn(reload_on_sighup(r));
+        }
+        if let Some(addr) = args.metrics_listen {
+            match metrics::start(addr, broker.clone()).await {
+                Ok(bound) => tracing::info!(metrics = %bound, "serving Prometheus metrics on /metrics"),
+                Err(e) => {
+                    eprintln!("rampart: cannot listen on --metrics-listen {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         let running = match server::start(config, broker.clone(), reloader).await {
             Ok(r) => r,

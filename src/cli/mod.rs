@@ -84,6 +84,9 @@ pub struct ServeArgs {
     /// Address of a listener serving only grpc.health.v1, for kubelet probes.
     #[arg(long)]
     pub health_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory for durable state: elevations, grants, the audit trail
     /// (created if missing). Without it, that state lives in memory only.
     #[arg(long, env = "RAMPART_STATE_DIR")]

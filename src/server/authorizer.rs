@@ -1,11 +1,12 @@
 //! `rampart.v1.Authorizer`: the decision API for enforcement points.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, metrics};
+use crate::engine::{Decision, RequestError};
 use crate::elevation::{Broker, ElevationRequest};
 use crate::engine::Engine;
 use crate::proto as pb;
@@ -26,6 +27,18 @@ impl AuthorizerService {
             broker,
         }
     }
+}
+
+/// Counts a decision (or a malformed request) in the metrics.
+fn observe<'s>(
+    outcome: Result<Decision<'s>, RequestError>,
+    started: Instant,
+) -> Result<Decision<'s>, RequestError> {
+    match &outcome {
+        Ok(d) => metrics::record_decision(d.verdict, d.reason, started.elapsed()),
+        Err(_) => metrics::record_invalid(),
+    }
+    outcome
 }
 
 /// The caller's deadline from the `grpc-timeout` header, if it sent one.
@@ -53,9 +66,9 @@ impl Authorizer for AuthorizerService {
         let req = request.into_inner();
         convert::check_attributes(&req).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
-        let decision = loaded
-            .decide_with(&convert::request(&req), Some(&self.engine.grants))
-            .map_err(convert::invalid_argument)?;
+        let started = Instant::now();
+        let decision = loaded.decide_with(&convert::request(&req), Some(&self.engine.grants));
+        let decision = observe(decision, started).map_err(convert::invalid_argument)?;
         Ok(Response::new(convert::response(decision)))
     }
 
@@ -109,8 +122,9 @@ impl Authorizer for AuthorizerService {
             .requests
             .iter()
             .map(|req| {
+let started = Instant::now();
                 let outcome = convert::check_attributes(req).and_then(|()| {
-                    loaded.decide_with(&convert::request(req), Some(&self.engine.grants))
+                    observe(loaded.decide_with(&convert::request(req), Some(&self.engine.grants)), started)
                 });
                 let result = match outcome {
                     Ok(decision) => {

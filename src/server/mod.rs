@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod auth;
 pub mod authorizer;
 pub mod convert;
+pub mod metrics;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,196 @@
+//! Prometheus metrics (SPEC §6), in the text exposition format, on
+//! `--metrics-listen`.
+//!
+//! Decisions are counted on the hot path, so counters are sharded per
+//! thread: each worker increments its own cache line and a scrape sums the
+//! shards. Nothing on the decision path takes a lock or touches a line
+//! another core writes.
+
+use std::cell::OnceCell;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::elevation::{Broker, ElevationState};
+use crate::engine::{Reason, Verdict};
+
+const VERDICTS: [(Verdict, &str); 3] =
+    [(Verdict::Allow, "ALLOW"), (Verdict::Deny, "DENY"), (Verdict::ApprovalRequired, "APPROVAL_REQUIRED")];
+const REASONS: [Reason; 10] = [
+    Reason::RoleAssignment,
+    Reason::ElevationGrant,
+    Reason::KeyAccess,
+    Reason::NoMatchingAssignment,
+    Reason::DenyAssignment,
+    Reason::OutOfAgentScope,
+    Reason::ReviewModeWrite,
+    Reason::NeedsElevation,
+    Reason::UnknownPrincipal,
+    Reason::LocalAuthDisabled,
+];
+/// Upper bounds of the latency histogram, in microseconds.
+const BUCKETS_US: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000];
+
+const DECISION_SLOTS: usize = VERDICTS.len() * REASONS.len();
+const SLOTS: usize = DECISION_SLOTS + 1 + BUCKETS_US.len() + 2;
+const INVALID: usize = DECISION_SLOTS;
+const BUCKET0: usize = DECISION_SLOTS + 1;
+const LATENCY_SUM_NS: usize = BUCKET0 + BUCKETS_US.len();
+const LATENCY_COUNT: usize = LATENCY_SUM_NS + 1;
+
+/// One thread's counters, padded so two threads never share a line.
+#[repr(align(128))]
+struct Shard([AtomicU64; SLOTS]);
+
+fn shards() -> &'static Mutex<Vec<Arc<Shard>>> {
+    static SHARDS: OnceLock<Mutex<Vec<Arc<Shard>>>> = OnceLock::new();
+    SHARDS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn with_shard(f: impl FnOnce(&Shard)) {
+    thread_local! {
+        static SHARD: OnceCell<Arc<Shard>> = const { OnceCell::new() };
+    }
+    SHARD.with(|cell| {
+        let shard = cell.get_or_init(|| {
+            let shard = Arc::new(Shard(std::array::from_fn(|_| AtomicU64::new(0))));
+            shards().lock().unwrap_or_else(|e| e.into_inner()).push(shard.clone());
+            shard
+        });
+        f(shard);
+    });
+}
+
+fn slot(verdict: Verdict, reason: Reason) -> usize {
+    let v = VERDICTS.iter().position(|(x, _)| *x == verdict).unwrap_or(0);
+    let r = REASONS.iter().position(|x| *x == reason).unwrap_or(0);
+    v * REASONS.len() + r
+}
+
+/// Counts one decision and how long it took.
+#[inline]
+pub fn record_decision(verdict: Verdict, reason: Reason, took: Duration) {
+    let us = took.as_micros() as u64;
+    with_shard(|s| {
+        s.0[slot(verdict, reason)].fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = BUCKETS_US.iter().position(|&le| us <= le) {
+            s.0[BUCKET0 + b].fetch_add(1, Ordering::Relaxed);
+        }
+        s.0[LATENCY_SUM_NS].fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        s.0[LATENCY_COUNT].fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Counts a request refused as malformed.
+pub fn record_invalid() {
+    with_shard(|s| {
+        s.0[INVALID].fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+static RELOADS: AtomicU64 = AtomicU64::new(0);
+static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub fn record_reload(ok: bool) {
+    if ok {
+        RELOADS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn totals() -> [u64; SLOTS] {
+    let mut sum = [0u64; SLOTS];
+    for shard in shards().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (i, v) in shard.0.iter().enumerate() {
+            sum[i] += v.load(Ordering::Relaxed);
+        }
+    }
+    sum
+}
+
+/// The metrics in the Prometheus text format.
+pub fn render(broker: &Broker) -> String {
+    let t = totals();
+    let mut out = String::with_capacity(4096);
+    out.push_str("# HELP rampart_decisions_total Authorize decisions, by decision and reason.\n# TYPE rampart_decisions_total counter\n");
+    for (vi, (_, vname)) in VERDICTS.iter().enumerate() {
+        for (ri, reason) in REASONS.iter().enumerate() {
+            let n = t[vi * REASONS.len() + ri];
+            if n > 0 {
+                let _ = writeln!(out, "rampart_decisions_total{{decision=\"{vname}\",reason=\"{}\"}} {n}", reason.as_str());
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP rampart_invalid_requests_total Requests refused as malformed (INVALID_ARGUMENT).\n# TYPE rampart_invalid_requests_total counter\nrampart_invalid_requests_total {}", t[INVALID]);
+    out.push_str("# HELP rampart_decision_duration_seconds Time to decide, excluding gRPC.\n# TYPE rampart_decision_duration_seconds histogram\n");
+    let mut cumulative = 0;
+    for (b, le) in BUCKETS_US.iter().enumerate() {
+        cumulative += t[BUCKET0 + b];
+        let _ = writeln!(out, "rampart_decision_duration_seconds_bucket{{le=\"{}\"}} {cumulative}", *le as f64 / 1e6);
+    }
+    let count = t[LATENCY_COUNT];
+    let _ = writeln!(out, "rampart_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "rampart_decision_duration_seconds_sum {}", t[LATENCY_SUM_NS] as f64 / 1e9);
+    let _ = writeln!(out, "rampart_decision_duration_seconds_count {count}");
+
+    let loaded = broker.engine().current();
+    let stats = loaded.cache_stats();
+    let decisions: u64 = t[..DECISION_SLOTS].iter().sum();
+    let hit_ratio = if decisions == 0 { 0.0 } else { 1.0 - (stats.misses.min(decisions) as f64 / decisions as f64) };
+    let _ = writeln!(out, "# HELP rampart_cache_entries Resolved (principal, scope) entries in the effective-permission cache.\n# TYPE rampart_cache_entries gauge\nrampart_cache_entries {}", stats.effective_entries);
+    let _ = writeln!(out, "# HELP rampart_cache_misses_total Effective-permission resolutions since the snapshot loaded.\n# TYPE rampart_cache_misses_total counter\nrampart_cache_misses_total {}", stats.misses);
+    let _ = writeln!(out, "# HELP rampart_cache_hit_ratio Share of decisions answered from the cache.\n# TYPE rampart_cache_hit_ratio gauge\nrampart_cache_hit_ratio {hit_ratio:.6}");
+    let pending = broker.list().iter().filter(|e| e.state == ElevationState::Pending).count();
+    let active = broker.grants().iter().filter(|g| g.state.is_active()).count();
+    let _ = writeln!(out, "# HELP rampart_elevations_pending Elevations waiting for a decision.\n# TYPE rampart_elevations_pending gauge\nrampart_elevations_pending {pending}");
+    let _ = writeln!(out, "# HELP rampart_grants_active Active elevation grants.\n# TYPE rampart_grants_active gauge\nrampart_grants_active {active}");
+    let _ = writeln!(out, "# HELP rampart_snapshot_reloads_total Snapshots loaded by reload.\n# TYPE rampart_snapshot_reloads_total counter\nrampart_snapshot_reloads_total {}", RELOADS.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP rampart_snapshot_reload_failures_total Reloads rejected; the previous snapshot kept serving.\n# TYPE rampart_snapshot_reload_failures_total counter\nrampart_snapshot_reload_failures_total {}", RELOAD_FAILURES.load(Ordering::Relaxed));
+    let failing = u8::from(broker.engine().last_failure().is_some());
+    let _ = writeln!(out, "# HELP rampart_snapshot_last_reload_failed 1 while the latest reload attempt failed.\n# TYPE rampart_snapshot_last_reload_failed gauge\nrampart_snapshot_last_reload_failed {failing}");
+    let revision = loaded.snapshot.info.revision.replace('\\', "\\\\").replace('"', "\\\"");
+    let _ = writeln!(out, "# HELP rampart_snapshot_info The snapshot serving.\n# TYPE rampart_snapshot_info gauge\nrampart_snapshot_info{{revision=\"{revision}\"}} 1");
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped. A
+/// deliberately small HTTP/1.1 responder: one request per connection.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
+                ("200 OK", render(&broker))
+            } else {
+                ("404 Not Found", "try GET /metrics\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds `--metrics-listen` and serves it in the background.
+pub async fn start(addr: SocketAddr, broker: Arc<Broker>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, broker));
+    Ok(bound)
+}
