@@ -4,6 +4,7 @@
 //! [`model`], compiled into an immutable [`snapshot::CompiledSnapshot`],
 //! decided on by the [`engine`], and served by the gRPC [`server`].
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod elevation;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use rampart::audit::AuditLog;
 use rampart::cli::{self, Cli, Command, LogFormat, ServeArgs};
 use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
@@ -173,12 +174,27 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let audit = match &args.audit_log {
+        Some(path) => match AuditLog::open(path) {
+            Ok(log) => Some(Arc::new(log)),
+            Err(e) => {
+                eprintln!("rampart: cannot open --audit-log {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    if let Some(log) = &audit {
+        broker.set_audit_log(log.clone());
+    }
     let config = ServeConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
         health_listen: args.health_listen,
         tokens,
         insecure: args.insecure,
+        audit,
+        audit_decisions_sample: args.audit_decisions_sample,
     };
     runtime.block_on(async move {
         let _sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(1));

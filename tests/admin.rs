@@ -227,6 +227,8 @@ async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
         health_listen: None,
         tokens: Tokens::default(),
         insecure,
+        audit: None,
+        audit_decisions_sample: 0.0,
     };
     let refused = server::start(config(false), broker.clone(), None)
         .await

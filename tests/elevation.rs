@@ -888,3 +888,34 @@ async fn a_restart_keeps_active_grants_and_cancels_what_was_pending() {
         .any(|e| e["event"] == "elevation.cancelled" && e["elevation_id"] == "orphan"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_joiner_with_a_shorter_wait_times_out_alone() {
+    let s = TestServer::start(SNAPSHOT).await;
+    let first = spawn_request(&s, ask("agent-r", RESTART, &vm("vm1")));
+    let e = pending(&s, "agent-r", RESTART, 1).await;
+    let mut short = ask("agent-r", RESTART, &vm("vm1"));
+    short.wait_timeout = seconds(1);
+    let mine = s
+        .authorizer
+        .clone()
+        .request_elevation(short)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (mine.id.as_str(), mine.state()),
+        (e.id.as_str(), pb::ElevationState::Expired)
+    );
+    assert_eq!(
+        s.broker.get(&e.id).unwrap().state,
+        ElevationState::Pending,
+        "still pending for the first caller"
+    );
+    approve(&s, "oncall", &e.id).await.unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap().state(),
+        pb::ElevationState::Approved
+    );
+    s.stop().await;
+}

@@ -8,7 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
@@ -17,26 +20,47 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
 #[tokio::test]
 async fn counters_move_with_traffic() {
     let s = TestServer::rules().await;
-    let addr = metrics::start("127.0.0.1:0".parse().unwrap(), s.broker.clone()).await.unwrap();
+    let addr = metrics::start("127.0.0.1:0".parse().unwrap(), s.broker.clone())
+        .await
+        .unwrap();
     let before = scrape(addr).await;
     for _ in 0..3 {
-        s.authorize("mg-reader", "Microsoft.Compute/virtualMachines/read", SUB1, false).await;
+        s.authorize(
+            "mg-reader",
+            "Microsoft.Compute/virtualMachines/read",
+            SUB1,
+            false,
+        )
+        .await;
     }
-    s.authorize("mg-reader", "Microsoft.Compute/virtualMachines/delete", SUB1, false).await;
+    s.authorize(
+        "mg-reader",
+        "Microsoft.Compute/virtualMachines/delete",
+        SUB1,
+        false,
+    )
+    .await;
     let _ = s.try_authorize(request("", "a/b/c", SUB1, false)).await;
     let after = scrape(addr).await;
     let allow = "rampart_decisions_total{decision=\"ALLOW\",reason=\"ROLE_ASSIGNMENT\"}";
     let deny = "rampart_decisions_total{decision=\"DENY\",reason=\"NO_MATCHING_ASSIGNMENT\"}";
     assert_eq!(value(&after, allow) - value(&before, allow), 3.0, "{after}");
     assert_eq!(value(&after, deny) - value(&before, deny), 1.0, "{after}");
-    assert_eq!(value(&after, "rampart_invalid_requests_total") - value(&before, "rampart_invalid_requests_total"), 1.0);
+    assert_eq!(
+        value(&after, "rampart_invalid_requests_total")
+            - value(&before, "rampart_invalid_requests_total"),
+        1.0
+    );
     assert!(value(&after, "rampart_decision_duration_seconds_count") >= 4.0);
     assert!(value(&after, "rampart_cache_entries") >= 1.0);
     assert!(value(&after, "rampart_cache_hit_ratio") > 0.0);

@@ -55,6 +55,8 @@ async fn serve(path: &Path, watch: bool) -> Served {
         health_listen: None,
         tokens: Tokens::from_plain(&[(ADMIN_TOKEN, "admin", true)]),
         insecure: false,
+        audit: None,
+        audit_decisions_sample: 0.0,
     };
     let running = server::start(config, broker, Some(reloader)).await.unwrap();
     let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))

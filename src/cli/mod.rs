@@ -84,6 +84,13 @@ pub struct ServeArgs {
     /// Address of a listener serving only grpc.health.v1, for kubelet probes.
     #[arg(long)]
     pub health_listen: Option<SocketAddr>,
+    /// Append the audit trail (elevations, grants, sampled decisions) to
+    /// this file as JSON lines.
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// The share of decisions written to --audit-log, from 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    pub audit_decisions_sample: f64,
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -309,4 +316,15 @@ pub fn role(reference: &str) -> Result<String, String> {
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::model::agent::parse_duration(text).map_err(|e| format!("'{text}' {e}"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("'{text}' is not between 0 and 1"))
+    }
 }

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::store::{Store, StoreError};
 use super::types::{new_id, Elevation, ElevationState, Grant, GrantState};
+use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Request, Verdict};
 use crate::model::{principal_key, Agent, ExecutionMode, RequestAttributes, Scope};
 use crate::snapshot::CompiledSnapshot;
@@ -95,6 +96,8 @@ pub struct Broker {
     /// Serialises resolutions, so two approvers cannot both approve.
     resolving: tokio::sync::Mutex<()>,
     events: broadcast::Sender<Elevation>,
+    /// The JSON-lines audit file, when `--audit-log` is given.
+    audit_log: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
 fn pending_key(
@@ -127,6 +130,7 @@ impl Broker {
             inner: Mutex::new(Inner::default()),
             resolving: tokio::sync::Mutex::new(()),
             events,
+            audit_log: std::sync::OnceLock::new(),
         });
         let (elevations, grants) = broker.store.load()?;
         let now = SystemTime::now();
@@ -167,6 +171,11 @@ impl Broker {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Also writes every elevation event and grant to `log`.
+    pub fn set_audit_log(&self, log: Arc<AuditLog>) {
+        let _ = self.audit_log.set(log);
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -196,6 +205,9 @@ impl Broker {
         });
         if let Err(err) = self.store.audit(&record) {
             tracing::error!("cannot write the audit trail: {err}");
+        }
+        if let Some(log) = self.audit_log.get() {
+            log.write(record);
         }
         tracing::info!(target: "rampart::audit", event, elevation = %e.id, principal = %e.principal_id, action = %e.action, scope = %e.scope, "elevation event");
     }
@@ -340,13 +352,14 @@ impl Broker {
         }
         drop(loaded);
 
+        // This caller waits for its own timeout or the elevation's, the
+        // sooner (a joiner may ask to wait less than the first caller).
         let deadline = {
             let inner = self.lock();
             inner
                 .elevations
                 .get(&id)
-                .map(|e| e.elevation.wait_deadline)
-                .unwrap_or(now)
+                .map_or(now, |e| e.elevation.wait_deadline.min(now + wait))
         };
         let sleep_for = deadline
             .duration_since(SystemTime::now())
@@ -372,7 +385,7 @@ impl Broker {
                 }
                 _ = &mut timer => {
                     guard.armed = false;
-                    return self.finish(&id, ElevationState::Expired, "rampart", Some("nobody decided before the wait timeout"));
+                    return self.wait_expired(&id);
                 }
             }
         }
@@ -407,6 +420,41 @@ impl Broker {
             grant: None,
             waiters: 0,
         }
+    }
+
+    /// A waiter's timeout passed: the last one expires the elevation;
+    /// earlier ones get it marked expired for them while it stays pending
+    /// for the callers still waiting.
+    fn wait_expired(&self, id: &str) -> Result<Elevation, ElevationError> {
+        let (last, current) = {
+            let mut inner = self.lock();
+            match inner.elevations.get_mut(id) {
+                Some(e) if e.elevation.state.is_pending() => {
+                    e.elevation.waiters = e.elevation.waiters.saturating_sub(1);
+                    (e.elevation.waiters == 0, Some(e.elevation.clone()))
+                }
+                Some(e) => (false, Some(e.elevation.clone())),
+                None => (false, None),
+            }
+        };
+        let current =
+            current.ok_or_else(|| ElevationError::NotFound(format!("no elevation {id}")))?;
+        if last {
+            return self.finish(
+                id,
+                ElevationState::Expired,
+                "rampart",
+                Some("nobody decided before the wait timeout"),
+            );
+        }
+        if !current.state.is_pending() {
+            return Ok(current);
+        }
+        let mut yours = current;
+        yours.state = ElevationState::Expired;
+        yours.comment =
+            Some("your wait timed out; the elevation stays pending for the other callers".into());
+        Ok(yours)
     }
 
     /// A waiter left without a resolution: the last one cancels.
@@ -816,14 +864,20 @@ impl Broker {
         grant.ended_reason = Some(reason.to_owned());
         grant.ended_at = Some(now);
         self.store.put_grant(grant)?;
-        self.store.audit(&json!({
+        let record = json!({
             "event": "grant.ended",
             "grant_id": grant.id,
             "principal": grant.principal_id,
             "action": grant.action,
             "scope": grant.scope,
+            "on_behalf_of": grant.on_behalf_of,
             "reason": reason,
-        }))
+            "revision": self.engine.current().snapshot.info.revision,
+        });
+        if let Some(log) = self.audit_log.get() {
+            log.write(record.clone());
+        }
+        self.store.audit(&record)
     }
 
     /// Ends grants that expired or were used up, and records uses.

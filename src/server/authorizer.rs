@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 use super::{convert, metrics};
-use crate::engine::{Decision, RequestError};
+use crate::audit::AuditLog;
 use crate::elevation::{Broker, ElevationRequest};
 use crate::engine::Engine;
+use crate::engine::{Decision, RequestError};
 use crate::proto as pb;
 use crate::proto::authorizer_server::Authorizer;
 
@@ -18,14 +19,37 @@ pub const MAX_BATCH: usize = 1000;
 pub struct AuthorizerService {
     engine: Arc<Engine>,
     broker: Arc<Broker>,
+    /// Sampled decisions go to the audit log.
+    audit: Option<(Arc<AuditLog>, f64)>,
 }
 
 impl AuthorizerService {
-    pub fn new(broker: Arc<Broker>) -> Self {
+    pub fn new(broker: Arc<Broker>, audit: Option<(Arc<AuditLog>, f64)>) -> Self {
         AuthorizerService {
             engine: broker.engine().clone(),
             broker,
+            audit,
         }
+    }
+
+    fn audit(&self, req: &pb::AuthorizeRequest, d: &Decision<'_>) {
+        let Some((log, rate)) = &self.audit else {
+            return;
+        };
+        if !crate::audit::sampled(*rate) {
+            return;
+        }
+        log.write(serde_json::json!({
+            "event": "decision",
+            "decision_id": d.decision_id.to_string(),
+            "principal": req.principal_id,
+            "action": req.action,
+            "scope": req.scope,
+            "data_action": req.data_action,
+            "decision": format!("{:?}", d.verdict),
+            "reason": d.reason.as_str(),
+            "revision": d.snapshot_revision,
+        }));
     }
 }
 
@@ -69,6 +93,7 @@ impl Authorizer for AuthorizerService {
         let started = Instant::now();
         let decision = loaded.decide_with(&convert::request(&req), Some(&self.engine.grants));
         let decision = observe(decision, started).map_err(convert::invalid_argument)?;
+        self.audit(&req, &decision);
         Ok(Response::new(convert::response(decision)))
     }
 
@@ -122,12 +147,16 @@ impl Authorizer for AuthorizerService {
             .requests
             .iter()
             .map(|req| {
-let started = Instant::now();
+                let started = Instant::now();
                 let outcome = convert::check_attributes(req).and_then(|()| {
-                    observe(loaded.decide_with(&convert::request(req), Some(&self.engine.grants)), started)
+                    observe(
+                        loaded.decide_with(&convert::request(req), Some(&self.engine.grants)),
+                        started,
+                    )
                 });
                 let result = match outcome {
                     Ok(decision) => {
+                        self.audit(req, &decision);
                         pb::authorize_batch_result::Result::Response(convert::response(decision))
                     }
                     Err(e) => pb::authorize_batch_result::Result::Error(pb::ItemError {

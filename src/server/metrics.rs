@@ -19,8 +19,11 @@ use tokio::net::TcpListener;
 use crate::elevation::{Broker, ElevationState};
 use crate::engine::{Reason, Verdict};
 
-const VERDICTS: [(Verdict, &str); 3] =
-    [(Verdict::Allow, "ALLOW"), (Verdict::Deny, "DENY"), (Verdict::ApprovalRequired, "APPROVAL_REQUIRED")];
+const VERDICTS: [(Verdict, &str); 3] = [
+    (Verdict::Allow, "ALLOW"),
+    (Verdict::Deny, "DENY"),
+    (Verdict::ApprovalRequired, "APPROVAL_REQUIRED"),
+];
 const REASONS: [Reason; 10] = [
     Reason::RoleAssignment,
     Reason::ElevationGrant,
@@ -59,7 +62,10 @@ fn with_shard(f: impl FnOnce(&Shard)) {
     SHARD.with(|cell| {
         let shard = cell.get_or_init(|| {
             let shard = Arc::new(Shard(std::array::from_fn(|_| AtomicU64::new(0))));
-            shards().lock().unwrap_or_else(|e| e.into_inner()).push(shard.clone());
+            shards()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(shard.clone());
             shard
         });
         f(shard);
@@ -67,7 +73,10 @@ fn with_shard(f: impl FnOnce(&Shard)) {
 }
 
 fn slot(verdict: Verdict, reason: Reason) -> usize {
-    let v = VERDICTS.iter().position(|(x, _)| *x == verdict).unwrap_or(0);
+    let v = VERDICTS
+        .iter()
+        .position(|(x, _)| *x == verdict)
+        .unwrap_or(0);
     let r = REASONS.iter().position(|x| *x == reason).unwrap_or(0);
     v * REASONS.len() + r
 }
@@ -123,7 +132,11 @@ pub fn render(broker: &Broker) -> String {
         for (ri, reason) in REASONS.iter().enumerate() {
             let n = t[vi * REASONS.len() + ri];
             if n > 0 {
-                let _ = writeln!(out, "rampart_decisions_total{{decision=\"{vname}\",reason=\"{}\"}} {n}", reason.as_str());
+                let _ = writeln!(
+                    out,
+                    "rampart_decisions_total{{decision=\"{vname}\",reason=\"{}\"}} {n}",
+                    reason.as_str()
+                );
             }
         }
     }
@@ -132,29 +145,57 @@ pub fn render(broker: &Broker) -> String {
     let mut cumulative = 0;
     for (b, le) in BUCKETS_US.iter().enumerate() {
         cumulative += t[BUCKET0 + b];
-        let _ = writeln!(out, "rampart_decision_duration_seconds_bucket{{le=\"{}\"}} {cumulative}", *le as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "rampart_decision_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *le as f64 / 1e6
+        );
     }
     let count = t[LATENCY_COUNT];
-    let _ = writeln!(out, "rampart_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "rampart_decision_duration_seconds_sum {}", t[LATENCY_SUM_NS] as f64 / 1e9);
+    let _ = writeln!(
+        out,
+        "rampart_decision_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "rampart_decision_duration_seconds_sum {}",
+        t[LATENCY_SUM_NS] as f64 / 1e9
+    );
     let _ = writeln!(out, "rampart_decision_duration_seconds_count {count}");
 
     let loaded = broker.engine().current();
     let stats = loaded.cache_stats();
     let decisions: u64 = t[..DECISION_SLOTS].iter().sum();
-    let hit_ratio = if decisions == 0 { 0.0 } else { 1.0 - (stats.misses.min(decisions) as f64 / decisions as f64) };
+    let hit_ratio = if decisions == 0 {
+        0.0
+    } else {
+        1.0 - (stats.misses.min(decisions) as f64 / decisions as f64)
+    };
     let _ = writeln!(out, "# HELP rampart_cache_entries Resolved (principal, scope) entries in the effective-permission cache.\n# TYPE rampart_cache_entries gauge\nrampart_cache_entries {}", stats.effective_entries);
     let _ = writeln!(out, "# HELP rampart_cache_misses_total Effective-permission resolutions since the snapshot loaded.\n# TYPE rampart_cache_misses_total counter\nrampart_cache_misses_total {}", stats.misses);
     let _ = writeln!(out, "# HELP rampart_cache_hit_ratio Share of decisions answered from the cache.\n# TYPE rampart_cache_hit_ratio gauge\nrampart_cache_hit_ratio {hit_ratio:.6}");
-    let pending = broker.list().iter().filter(|e| e.state == ElevationState::Pending).count();
-    let active = broker.grants().iter().filter(|g| g.state.is_active()).count();
+    let pending = broker
+        .list()
+        .iter()
+        .filter(|e| e.state == ElevationState::Pending)
+        .count();
+    let active = broker
+        .grants()
+        .iter()
+        .filter(|g| g.state.is_active())
+        .count();
     let _ = writeln!(out, "# HELP rampart_elevations_pending Elevations waiting for a decision.\n# TYPE rampart_elevations_pending gauge\nrampart_elevations_pending {pending}");
     let _ = writeln!(out, "# HELP rampart_grants_active Active elevation grants.\n# TYPE rampart_grants_active gauge\nrampart_grants_active {active}");
     let _ = writeln!(out, "# HELP rampart_snapshot_reloads_total Snapshots loaded by reload.\n# TYPE rampart_snapshot_reloads_total counter\nrampart_snapshot_reloads_total {}", RELOADS.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP rampart_snapshot_reload_failures_total Reloads rejected; the previous snapshot kept serving.\n# TYPE rampart_snapshot_reload_failures_total counter\nrampart_snapshot_reload_failures_total {}", RELOAD_FAILURES.load(Ordering::Relaxed));
     let failing = u8::from(broker.engine().last_failure().is_some());
     let _ = writeln!(out, "# HELP rampart_snapshot_last_reload_failed 1 while the latest reload attempt failed.\n# TYPE rampart_snapshot_last_reload_failed gauge\nrampart_snapshot_last_reload_failed {failing}");
-    let revision = loaded.snapshot.info.revision.replace('\\', "\\\\").replace('"', "\\\"");
+    let revision = loaded
+        .snapshot
+        .info
+        .revision
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
     let _ = writeln!(out, "# HELP rampart_snapshot_info The snapshot serving.\n# TYPE rampart_snapshot_info gauge\nrampart_snapshot_info{{revision=\"{revision}\"}} 1");
     out
 }
@@ -163,20 +204,24 @@ pub fn render(broker: &Broker) -> String {
 /// deliberately small HTTP/1.1 responder: one request per connection.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let broker = broker.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
             let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
-                ("200 OK", render(&broker))
-            } else {
-                ("404 Not Found", "try GET /metrics\n".to_owned())
-            };
+            let (status, body) =
+                if request.starts_with("GET /metrics ") || request.starts_with("GET / ") {
+                    ("200 OK", render(&broker))
+                } else {
+                    ("404 Not Found", "try GET /metrics\n".to_owned())
+                };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()

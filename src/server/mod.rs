@@ -23,6 +23,7 @@ use tonic::transport::Server;
 
 use tonic::service::interceptor::InterceptedService;
 
+use crate::audit::AuditLog;
 use crate::elevation::Broker;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::approvals_server::ApprovalsServer;
@@ -49,6 +50,9 @@ pub struct ServeConfig {
     pub tokens: Tokens,
     /// Allow the admin listener on a non-loopback address without TLS.
     pub insecure: bool,
+    /// The JSON-lines audit file, and the share of decisions written to it.
+    pub audit: Option<Arc<AuditLog>>,
+    pub audit_decisions_sample: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +206,11 @@ pub async fn start(
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone()))
+    let audit = config
+        .audit
+        .clone()
+        .map(|log| (log, config.audit_decisions_sample));
+    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit))
         .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
     let router = Server::builder()
         .add_service(authorizer)

@@ -52,6 +52,14 @@ impl TestServer {
     }
 
     pub async fn start_with_store(snapshot_yaml: &str, store: Store) -> TestServer {
+        TestServer::start_full(snapshot_yaml, store, None).await
+    }
+
+    pub async fn start_full(
+        snapshot_yaml: &str,
+        store: Store,
+        audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+    ) -> TestServer {
         let snapshot =
             rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
         let principals: Vec<String> = snapshot
@@ -62,6 +70,9 @@ impl TestServer {
             .collect();
         let engine = Arc::new(Engine::new(snapshot));
         let broker = Broker::start(engine.clone(), store).expect("broker starts");
+        if let Some((log, _)) = &audit {
+            broker.set_audit_log(log.clone());
+        }
         let plain: Vec<(String, String, bool)> = principals
             .iter()
             .map(|p| (token(p), p.clone(), false))
@@ -81,6 +92,8 @@ impl TestServer {
             health_listen: Some("127.0.0.1:0".parse().unwrap()),
             tokens: Tokens::from_plain(&borrowed),
             insecure: false,
+            audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
+            audit: audit.map(|(log, _)| log),
         };
         let running = server::start(config, broker.clone(), None)
             .await
