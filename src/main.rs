@@ -8,7 +8,7 @@ use rampart::audit::AuditLog;
 use rampart::cli::{self, Cli, Command, LogFormat, ServeArgs};
 use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
-use rampart::server::{self, metrics, ServeConfig, Tokens};
+use rampart::server::{self, metrics, ServeConfig, TlsFiles, Tokens};
 use rampart::snapshot::reload::Reloader;
 
 fn main() -> ExitCode {
@@ -187,6 +187,28 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(log) = &audit {
         broker.set_audit_log(log.clone());
     }
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = read(cert).and_then(|cert_pem| {
+                Ok(TlsFiles {
+                    cert_pem,
+                    key_pem: read(key)?,
+                    admin_client_ca_pem: args.admin_client_ca.as_deref().map(read).transpose()?,
+                })
+            });
+            match files {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("rampart: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let config = ServeConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -195,6 +217,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         insecure: args.insecure,
         audit,
         audit_decisions_sample: args.audit_decisions_sample,
+        tls,
     };
     runtime.block_on(async move {
         let _sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(1));

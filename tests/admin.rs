@@ -229,6 +229,7 @@ async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
         insecure,
         audit: None,
         audit_decisions_sample: 0.0,
+        tls: None,
     };
     let refused = server::start(config(false), broker.clone(), None)
         .await

@@ -57,6 +57,7 @@ async fn serve(path: &Path, watch: bool) -> Served {
         insecure: false,
         audit: None,
         audit_decisions_sample: 0.0,
+        tls: None,
     };
     let running = server::start(config, broker, Some(reloader)).await.unwrap();
     let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))

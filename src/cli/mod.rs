@@ -102,6 +102,16 @@ pub struct ServeArgs {
     /// `{sha256, principal, admin}`.
     #[arg(long, env = "RAMPART_TOKENS")]
     pub tokens: Option<PathBuf>,
+    /// Certificate (PEM) for TLS on the Authorizer and admin listeners.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) for client certificates on the admin listener (mutual TLS;
+    /// subjects map to principals in the tokens file).
+    #[arg(long, requires = "tls_cert")]
+    pub admin_client_ca: Option<PathBuf>,
     /// Allow --admin-listen on a non-loopback address without TLS.
     #[arg(long)]
     pub insecure: bool,

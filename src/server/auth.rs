@@ -19,19 +19,39 @@ pub struct Caller {
     pub admin: bool,
 }
 
+/// One entry of the tokens file: a bearer token's hash, or a client
+/// certificate's subject (mutual TLS), mapped to a principal.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
-    sha256: String,
+    #[serde(default)]
+    sha256: Option<String>,
+    /// `CN=oncall` or the whole subject, e.g. `CN=oncall, O=Contoso`.
+    #[serde(default)]
+    subject: Option<String>,
     principal: String,
     #[serde(default)]
     admin: bool,
 }
 
-/// The known tokens, by the SHA-256 of the token.
+/// The known callers: by the SHA-256 of their bearer token, or by the
+/// subject of their client certificate.
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<HashMap<[u8; 32], Caller>>,
+    by_subject: Arc<HashMap<String, Caller>>,
+}
+
+/// The subject of a DER certificate, as `CN=…, O=…`, and its common name.
+fn subject_of(der: &[u8]) -> Option<(String, Option<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Some((subject.to_string(), cn))
 }
 
 impl Tokens {
@@ -42,37 +62,55 @@ impl Tokens {
         let entries: Vec<TokenEntry> =
             serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut by_hash = HashMap::new();
+        let mut by_subject = HashMap::new();
         for (i, entry) in entries.into_iter().enumerate() {
-            let hash: [u8; 32] = hex::decode(entry.sha256.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "{}: entry {i}: sha256 must be 64 hex digits",
-                        path.display()
-                    )
-                })?;
             if entry.principal.trim().is_empty() {
                 return Err(format!("{}: entry {i}: principal is empty", path.display()));
             }
-            if by_hash
-                .insert(
-                    hash,
-                    Caller {
-                        principal_id: entry.principal,
-                        admin: entry.admin,
-                    },
-                )
-                .is_some()
-            {
-                return Err(format!(
-                    "{}: entry {i}: the same token hash appears twice",
-                    path.display()
-                ));
+            let caller = Caller {
+                principal_id: entry.principal,
+                admin: entry.admin,
+            };
+            match (entry.sha256, entry.subject) {
+                (Some(sha), None) => {
+                    let hash: [u8; 32] = hex::decode(sha.trim())
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| {
+                            format!(
+                                "{}: entry {i}: sha256 must be 64 hex digits",
+                                path.display()
+                            )
+                        })?;
+                    if by_hash.insert(hash, caller).is_some() {
+                        return Err(format!(
+                            "{}: entry {i}: the same token hash appears twice",
+                            path.display()
+                        ));
+                    }
+                }
+                (None, Some(subject)) => {
+                    if by_subject
+                        .insert(subject.trim().to_owned(), caller)
+                        .is_some()
+                    {
+                        return Err(format!(
+                            "{}: entry {i}: the same subject appears twice",
+                            path.display()
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "{}: entry {i}: give exactly one of sha256 or subject",
+                        path.display()
+                    ));
+                }
             }
         }
         Ok(Tokens {
             by_hash: Arc::new(by_hash),
+            by_subject: Arc::new(by_subject),
         })
     }
 
@@ -92,17 +130,49 @@ impl Tokens {
             .collect();
         Tokens {
             by_hash: Arc::new(by_hash),
+            by_subject: Arc::default(),
         }
     }
 
+    /// Adds client-certificate subjects (mutual TLS) to plain tokens.
+    pub fn with_subjects(mut self, entries: &[(&str, &str, bool)]) -> Tokens {
+        self.by_subject = Arc::new(
+            entries
+                .iter()
+                .map(|(subject, principal, admin)| {
+                    (
+                        (*subject).to_owned(),
+                        Caller {
+                            principal_id: (*principal).to_owned(),
+                            admin: *admin,
+                        },
+                    )
+                })
+                .collect(),
+        );
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.by_hash.is_empty() && self.by_subject.is_empty()
+    }
+
+    /// The caller of a client certificate (mutual TLS), if its subject is
+    /// mapped.
+    pub fn authenticate_certificate(&self, der: &[u8]) -> Option<Caller> {
+        let (subject, cn) = subject_of(der)?;
+        self.by_subject
+            .get(&subject)
+            .or_else(|| cn.and_then(|cn| self.by_subject.get(&format!("CN={cn}"))))
+            .cloned()
     }
 
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+        let header = metadata.get("authorization").ok_or_else(|| {
+            Status::unauthenticated(
+                "missing authorization: Bearer <token> (or a mapped client certificate)",
+            )
+        })?;
         let token = header
             .to_str()
             .ok()
@@ -128,7 +198,19 @@ impl Tokens {
     ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
         let tokens = self.clone();
         move |mut request: Request<()>| {
-            let caller = tokens.authenticate(request.metadata())?;
+            // A bearer token first; else a client certificate whose subject
+            // is mapped (the TLS layer has verified it against the CA).
+            let by_certificate = || {
+                let certs = request.peer_certs()?;
+                tokens.authenticate_certificate(certs.first()?.as_ref())
+            };
+            let caller = match tokens.authenticate(request.metadata()) {
+                Ok(caller) => caller,
+                Err(status) if request.metadata().get("authorization").is_none() => {
+                    by_certificate().ok_or(status)?
+                }
+                Err(status) => return Err(status),
+            };
             if require_admin && !caller.admin {
                 return Err(Status::permission_denied(format!(
                     "{} is authenticated but Admin calls need a token marked admin: true",
@@ -206,5 +288,11 @@ mod tests {
         assert!(tokens.authenticate(&metadata("Bearer adm")).unwrap().admin);
         std::fs::write(&path, "- {sha256: nothex, principal: x}\n").unwrap();
         assert!(Tokens::load(&path).unwrap_err().contains("64 hex digits"));
+        std::fs::write(&path, "- {subject: 'CN=oncall', principal: oncall}\n").unwrap();
+        assert!(!Tokens::load(&path).unwrap().is_empty());
+        std::fs::write(&path, "- {sha256: x, subject: 'CN=a', principal: a}\n").unwrap();
+        assert!(Tokens::load(&path)
+            .unwrap_err()
+            .contains("exactly one of sha256 or subject"));
     }
 }

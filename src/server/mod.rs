@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use tonic::service::interceptor::InterceptedService;
 
@@ -53,6 +53,51 @@ pub struct ServeConfig {
     /// The JSON-lines audit file, and the share of decisions written to it.
     pub audit: Option<Arc<AuditLog>>,
     pub audit_decisions_sample: f64,
+    /// TLS for the Authorizer and admin listeners (the health listener
+    /// stays plaintext: kubelet gRPC probes do not speak TLS).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM material for TLS, read at start.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Clients of the admin listener may present a certificate signed by
+    /// this CA; its subject maps to a principal (tokens file `subject:`).
+    pub admin_client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .field("admin_client_ca", &self.admin_client_ca_pem.is_some())
+            .finish()
+    }
+}
+
+fn tls_builder(tls: &TlsFiles, admin: bool) -> Result<Server, ServeError> {
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    if admin {
+        if let Some(ca) = &tls.admin_client_ca_pem {
+            config = config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true);
+        }
+    }
+    Server::builder()
+        .tls_config(config)
+        .map_err(|e| ServeError::Tls(e.to_string()))
+}
+
+fn builder(tls: Option<&TlsFiles>, admin: bool) -> Result<Server, ServeError> {
+    match tls {
+        Some(tls) => tls_builder(tls, admin),
+        None => Ok(Server::builder()),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +108,10 @@ pub enum ServeError {
         addr: SocketAddr,
         source: io::Error,
     },
-    #[error("--admin-listen {0} is not a loopback address: bearer tokens would cross the network in the clear; bind it to loopback, or pass --insecure to accept that")]
+    #[error("--admin-listen {0} is not a loopback address: bearer tokens would cross the network in the clear; give --tls-cert and --tls-key, bind it to loopback, or pass --insecure to accept that")]
     AdminNotLoopback(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(tonic_reflection::server::Error),
     #[error("the {what} listener failed: {source}")]
@@ -163,7 +210,7 @@ pub async fn start(
     reloader: Option<Arc<Reloader>>,
 ) -> Result<Running, ServeError> {
     let engine = broker.engine().clone();
-    if !config.admin_listen.ip().is_loopback() && !config.insecure {
+    if !config.admin_listen.ip().is_loopback() && !config.insecure && config.tls.is_none() {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
     }
     let authorizer_listener = bind("authorizer", config.listen).await?;
@@ -212,7 +259,7 @@ pub async fn start(
         .map(|log| (log, config.audit_decisions_sample));
     let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit))
         .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
-    let router = Server::builder()
+    let router = builder(config.tls.as_ref(), false)?
         .add_service(authorizer)
         .add_service(health_service.clone())
         .add_service(reflection_v1()?)
@@ -229,7 +276,7 @@ pub async fn start(
     let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let approvals = InterceptedService::new(approvals, config.tokens.interceptor(false));
-    let router = Server::builder()
+    let router = builder(config.tls.as_ref(), true)?
         .add_service(admin)
         .add_service(approvals)
         .add_service(health_service.clone())
