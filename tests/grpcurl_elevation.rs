@@ -157,18 +157,26 @@ fn agent_asks_human_approves_grant_allows_then_expires() {
     std::thread::sleep(Duration::from_millis(2500));
     let expired = authorize();
     assert_eq!(expired["decision"], "APPROVAL_REQUIRED", "{expired}");
-    let grants = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args([
-            "elevations",
-            "--admin-addr",
-            &format!("http://{admin}"),
-            "grants",
-            "--all",
-        ])
-        .env("RAMPART_TOKEN", "demo-oncall")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&grants.stdout);
+    // The sweeper ends it durably within a second or so.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let grants = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args([
+                "elevations",
+                "--admin-addr",
+                &format!("http://{admin}"),
+                "grants",
+                "--all",
+            ])
+            .env("RAMPART_TOKEN", "demo-oncall")
+            .output()
+            .unwrap();
+        text = String::from_utf8_lossy(&grants.stdout).into_owned();
+        if text.contains("ENDED") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(text.contains("ENDED") && text.contains("expired"), "{text}");
 
     // Unauthenticated calls are refused.
