@@ -162,3 +162,46 @@ async fn sigterm_cancels_pending_elevations_durably_and_exits() {
         .iter()
         .any(|e| e.state == ElevationState::Cancelled));
 }
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut serving = None;
+    for line in BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .take(20)
+    {
+        let parsed: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if parsed["fields"]["message"] == "rampart serving" {
+            serving = Some(parsed);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let serving = serving.expect("the start-up line");
+    assert_eq!(serving["level"], "INFO");
+    assert!(serving["fields"]["authorizer"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert_eq!(serving["fields"]["revision"], "demo-1");
+}
