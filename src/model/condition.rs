@@ -296,10 +296,6 @@ impl Condition {
         &self.source
     }
 
-    pub fn expr(&self) -> &Expr {
-        &self.expr
-    }
-
     pub fn evaluate(&self, input: &ConditionInput<'_>) -> bool {
         eval(&self.expr, input)
     }
@@ -347,9 +343,6 @@ impl RequestAttributes for &[(&str, &str)] {
         self.iter().find(|(k, _)| *k == name).map(|&(_, v)| v)
     }
 }
-
-/// No attributes.
-pub const NO_ATTRIBUTES: &[(&str, &str)] = &[];
 
 /// Looks `name` up in a map by its full name, then by the part after the
 /// last `:` with any `<$key_case_sensitive$>` marker removed (Azure writes

@@ -140,23 +140,6 @@ impl Running {
         self.wait().await
     }
 
-    /// Like [`Running::shutdown`], but gives in-flight calls at most
-    /// `grace` before the listeners are torn down.
-    pub async fn shutdown_within(self, grace: std::time::Duration) -> Result<(), ServeError> {
-        let _ = self.stop.send(true);
-        let aborts: Vec<_> = self.tasks.iter().map(|(_, t)| t.abort_handle()).collect();
-        match tokio::time::timeout(grace, self.wait()).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!("in-flight calls did not finish within {grace:?}; closing them");
-                for a in aborts {
-                    a.abort();
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// Waits until every listener has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
         let mut first_error = None;

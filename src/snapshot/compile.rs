@@ -215,11 +215,6 @@ impl CompiledSnapshot {
             Some(current)
         })
     }
-
-    /// The node of a scope the snapshot mentions.
-    pub fn node(&self, scope_key: &str) -> Option<NodeId> {
-        self.node_by_key.get(scope_key).copied()
-    }
 }
 
 /// Looks up an id by the principal-key rule: GUIDs are folded to lowercase
