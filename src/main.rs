@@ -218,6 +218,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         audit,
         audit_decisions_sample: args.audit_decisions_sample,
         tls,
+        uds: args.uds.clone(),
     };
     runtime.block_on(async move {
         let _sweeper = broker.spawn_sweeper(std::time::Duration::from_secs(1));

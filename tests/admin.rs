@@ -230,6 +230,7 @@ async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
         audit: None,
         audit_decisions_sample: 0.0,
         tls: None,
+        uds: None,
     };
     let refused = server::start(config(false), broker.clone(), None)
         .await

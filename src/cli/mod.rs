@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Address of the Authorizer listener.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Also serve the Authorizer on this Unix socket.
+    #[arg(long)]
+    pub uds: Option<PathBuf>,
     /// Address of the admin listener (Approvals and Admin).
     #[arg(long, default_value = "127.0.0.1:50052")]
     pub admin_listen: SocketAddr,

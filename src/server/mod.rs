@@ -53,6 +53,8 @@ pub struct ServeConfig {
     /// The JSON-lines audit file, and the share of decisions written to it.
     pub audit: Option<Arc<AuditLog>>,
     pub audit_decisions_sample: f64,
+    /// Also serve the Authorizer on this Unix socket.
+    pub uds: Option<std::path::PathBuf>,
     /// TLS for the Authorizer and admin listeners (the health listener
     /// stays plaintext: kubelet gRPC probes do not speak TLS).
     pub tls: Option<TlsFiles>,
@@ -76,6 +78,23 @@ impl std::fmt::Debug for TlsFiles {
             .field("admin_client_ca", &self.admin_client_ca_pem.is_some())
             .finish()
     }
+}
+
+/// Binds a Unix socket, replacing a stale socket file (never another kind
+/// of file).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let fail = |source| ServeError::Unix {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(fail(std::io::Error::other("exists and is not a socket")));
+        }
+        std::fs::remove_file(path).map_err(fail)?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(fail)
 }
 
 fn tls_builder(tls: &TlsFiles, admin: bool) -> Result<Server, ServeError> {
@@ -110,6 +129,8 @@ pub enum ServeError {
     },
     #[error("--admin-listen {0} is not a loopback address: bearer tokens would cross the network in the clear; give --tls-cert and --tls-key, bind it to loopback, or pass --insecure to accept that")]
     AdminNotLoopback(SocketAddr),
+    #[error("cannot listen on --uds {path}: {source}")]
+    Unix { path: String, source: io::Error },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("cannot build gRPC reflection: {0}")]
@@ -242,6 +263,20 @@ pub async fn start(
         .map(|log| (log, config.audit_decisions_sample));
     let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit))
         .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
+    if let Some(path) = &config.uds {
+        // The Unix socket is local by nature: plaintext, same services.
+        let listener = bind_unix(path)?;
+        let router = Server::builder()
+            .add_service(authorizer.clone())
+            .add_service(health_service.clone())
+            .add_service(reflection_v1()?)
+            .add_service(reflection_v1alpha()?);
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        tasks.push((
+            "authorizer (unix socket)",
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))),
+        ));
+    }
     let router = builder(config.tls.as_ref(), false)?
         .add_service(authorizer)
         .add_service(health_service.clone())

@@ -95,6 +95,7 @@ impl TestServer {
             audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
             audit: audit.map(|(log, _)| log),
             tls: None,
+            uds: None,
         };
         let running = server::start(config, broker.clone(), None)
             .await
