@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Authorizer and Admin APIs (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a snapshot file and print every problem in it.
     Validate {
         /// The snapshot file (YAML or JSON).
