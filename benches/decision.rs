@@ -19,6 +19,9 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Instant;
 
+#[path = "common/rss.rs"]
+mod rss;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use rampart::engine::{Loaded, Request, Verdict};
 
@@ -163,17 +166,6 @@ fn tenant_yaml(rng: &mut Rng, conditioned_percent: usize) -> String {
     y
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 const ACTIONS: [&str; 4] = [
     "Microsoft.Compute/virtualMachines/read",
     "Microsoft.Compute/virtualMachines/restart/action",
@@ -189,12 +181,12 @@ fn bench(c: &mut Criterion) {
 fn run(c: &mut Criterion, name: &str, conditioned_percent: usize) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let yaml = tenant_yaml(&mut rng, conditioned_percent);
-    let rss_before = rss_kib();
+    let rss_before = rss::rss_kib();
     let started = Instant::now();
     let snapshot = rampart::snapshot::load_str(&yaml, "bench").unwrap_or_else(|e| panic!("{e}"));
     let took = started.elapsed();
     drop(yaml);
-    let grown = rss_kib().saturating_sub(rss_before);
+    let grown = rss::rss_kib().saturating_sub(rss_before);
     eprintln!(
         "resident memory grew by {grown} KiB for the compiled snapshot: {} bytes per assignment",
         grown * 1024 / snapshot.tenant.role_assignments.len() as u64

@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/rss.rs"]
+mod rss;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use rampart::elevation::{Approval, Broker, ElevationRequest, ElevationState, Store};
 use rampart::engine::Engine;
@@ -43,17 +46,6 @@ fn vm(agent: usize, n: usize) -> String {
 }
 
 const RESTART: &str = "Microsoft.Compute/virtualMachines/restart/action";
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn spawn_wait(
     broker: &Arc<Broker>,
@@ -106,7 +98,7 @@ fn bench(c: &mut Criterion) {
     let broker = Broker::start(engine, Store::open(dir.path()).expect("store")).expect("broker");
 
     // 10,000 concurrent pending elevations.
-    let before = rss_kib();
+    let before = rss::rss_kib();
     let started = Instant::now();
     let waiters: Vec<_> = rt.block_on(async {
         let waiters: Vec<_> = (0..AGENTS)
@@ -120,8 +112,8 @@ fn bench(c: &mut Criterion) {
         "{} pending elevations held after {:?}; resident memory grew by {} KiB ({} bytes each)",
         AGENTS * PER_AGENT,
         started.elapsed(),
-        rss_kib().saturating_sub(before),
-        rss_kib().saturating_sub(before) * 1024 / (AGENTS * PER_AGENT) as u64
+        rss::rss_kib().saturating_sub(before),
+        rss::rss_kib().saturating_sub(before) * 1024 / (AGENTS * PER_AGENT) as u64
     );
 
     // Approval to the caller's answer, with 10,000 others pending, on an

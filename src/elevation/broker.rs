@@ -540,6 +540,14 @@ impl Broker {
         self.publish(e);
     }
 
+    /// May `caller` interact with the agent of this id (rule (a))? An
+    /// agent no longer in the snapshot is nobody's to interact with.
+    pub fn may_interact_with(&self, caller: &str, agent_id: &str) -> bool {
+        let loaded = self.engine.current();
+        agent_by_id(&loaded.snapshot, agent_id)
+            .is_some_and(|agent| self.may_interact(&loaded, caller, agent))
+    }
+
     /// May `caller` interact with the agent (rule (a))?
     pub fn may_interact(&self, loaded: &Loaded, caller: &str, agent: &Agent) -> bool {
         allows(
@@ -817,16 +825,11 @@ impl Broker {
             .get(grant_id)
             .cloned()
             .ok_or_else(|| ElevationError::NotFound(format!("no grant {grant_id}")))?;
-        if !admin {
-            let loaded = self.engine.current();
-            let allowed = agent_by_id(&loaded.snapshot, &grant.agent_id)
-                .is_some_and(|agent| self.may_interact(&loaded, caller, agent));
-            if !allowed {
-                return Err(ElevationError::PermissionDenied(format!(
-                    "{caller} may not interact with agent {} (rule a), so may not revoke its grants",
-                    grant.agent_id
-                )));
-            }
+        if !admin && !self.may_interact_with(caller, &grant.agent_id) {
+            return Err(ElevationError::PermissionDenied(format!(
+                "{caller} may not interact with agent {} (rule a), so may not revoke its grants",
+                grant.agent_id
+            )));
         }
         let reason = match comment {
             Some(c) => format!("revoked by {caller}: {}", bounded(c)),

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, Connection};
 
-use super::types::{Elevation, ElevationState, Grant, GrantState};
+use super::types::{Elevation, Grant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -132,17 +132,5 @@ impl Store {
             out.push(serde_json::from_str(&event?)?);
         }
         Ok(out)
-    }
-}
-
-impl ElevationState {
-    pub fn is_pending(self) -> bool {
-        self == ElevationState::Pending
-    }
-}
-
-impl GrantState {
-    pub fn is_active(self) -> bool {
-        self == GrantState::Active
     }
 }

@@ -16,6 +16,12 @@ pub enum ElevationState {
     NotNeeded,
 }
 
+impl ElevationState {
+    pub fn is_pending(self) -> bool {
+        self == ElevationState::Pending
+    }
+}
+
 /// A request for approval and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Elevation {
@@ -46,6 +52,12 @@ pub struct Elevation {
 pub enum GrantState {
     Active,
     Ended,
+}
+
+impl GrantState {
+    pub fn is_active(self) -> bool {
+        self == GrantState::Active
+    }
 }
 
 /// What an approval lends: the exact operation at a scope and below, for a
@@ -86,13 +98,5 @@ pub fn new_id() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    crate::model::uuid_text(&b)
 }

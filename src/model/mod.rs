@@ -19,3 +19,16 @@ pub use role::{DenyAssignment, PermissionBlock, RoleAssignment, RoleDefinition, 
 pub use scope::{Scope, ScopeError, ScopeKind};
 pub mod tenant;
 pub use tenant::{Hierarchy, ManagementGroup, Subscription, Tenant};
+
+/// Sixteen bytes as a lowercase UUID-shaped string (8-4-4-4-12).
+pub fn uuid_text(bytes: &[u8; 16]) -> String {
+    let h = hex::encode(bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

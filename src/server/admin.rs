@@ -27,10 +27,6 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
-fn strings<'a>(items: impl IntoIterator<Item = &'a crate::model::ActionPattern>) -> Vec<String> {
-    items.into_iter().map(|p| p.as_str().to_owned()).collect()
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn get_snapshot_status(
@@ -113,10 +109,10 @@ impl Admin for AdminService {
                         .permissions
                         .iter()
                         .map(|b| pb::PermissionBlock {
-                            actions: strings(b.actions.iter()),
-                            not_actions: strings(b.not_actions.iter()),
-                            data_actions: strings(b.data_actions.iter()),
-                            not_data_actions: strings(b.not_data_actions.iter()),
+                            actions: b.actions.sources(),
+                            not_actions: b.not_actions.sources(),
+                            data_actions: b.data_actions.sources(),
+                            not_data_actions: b.not_data_actions.sources(),
                             condition: b
                                 .condition
                                 .as_ref()
@@ -152,10 +148,10 @@ impl Admin for AdminService {
                     do_not_apply_to_child_scopes: deny.do_not_apply_to_child_scopes,
                     via_group: via.unwrap_or_default(),
                     everyone: deny.everyone,
-                    actions: strings(deny.actions.iter()),
-                    not_actions: strings(deny.not_actions.iter()),
-                    data_actions: strings(deny.data_actions.iter()),
-                    not_data_actions: strings(deny.not_data_actions.iter()),
+                    actions: deny.actions.sources(),
+                    not_actions: deny.not_actions.sources(),
+                    data_actions: deny.data_actions.sources(),
+                    not_data_actions: deny.not_data_actions.sources(),
                 }
             })
             .collect();

@@ -34,17 +34,8 @@ impl ApprovalsService {
         if caller.admin {
             return true;
         }
-        let loaded = self.broker.engine().current();
-        loaded
-            .snapshot
-            .tenant
-            .agents
-            .iter()
-            .find(|a| a.id == agent_id)
-            .is_some_and(|agent| {
-                self.broker
-                    .may_interact(&loaded, &caller.principal_id, agent)
-            })
+        self.broker
+            .may_interact_with(&caller.principal_id, agent_id)
     }
 }
 

@@ -65,7 +65,7 @@ pub fn load_str(text: &str, source_name: &str) -> Result<CompiledSnapshot, Snaps
         source_name: source_name.to_owned(),
         problems,
     };
-    let content_sha256 = hex(&Sha256::digest(text.as_bytes()));
+    let content_sha256 = hex::encode(Sha256::digest(text.as_bytes()));
     if text.trim().is_empty() {
         return Err(fail(vec![Problem {
             path: String::new(),
@@ -96,14 +96,4 @@ pub fn load_str(text: &str, source_name: &str) -> Result<CompiledSnapshot, Snaps
         loaded_at: SystemTime::now(),
     };
     Ok(CompiledSnapshot::compile(tenant, info))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }

@@ -759,15 +759,9 @@ fn generated_assignment_id(principal: &str, role: &str, scope: &Scope) -> String
         role,
         scope.key()
     ));
-    let h: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    crate::model::uuid_text(&bytes)
 }
 
 fn role_assignment(
