@@ -224,6 +224,7 @@ fn run(c: &mut Criterion, name: &str, conditioned_percent: usize) {
                 data_action: false,
                 attributes: &no_attributes,
                 explain: false,
+                dry_run: false,
             })
             .map(|d| d.verdict)
             .unwrap_or(Verdict::Deny)

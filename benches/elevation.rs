@@ -54,7 +54,6 @@ fn spawn_wait(
 ) -> tokio::task::JoinHandle<Option<ElevationState>> {
     let broker = broker.clone();
     tokio::spawn(async move {
-        let none: &[(&str, &str)] = &[];
         let principal = format!("agent-{agent}");
         let scope = vm(agent, n);
         broker
@@ -66,7 +65,7 @@ fn spawn_wait(
                 justification: "benchmark",
                 requested_duration: None,
                 wait_timeout: Some(Duration::from_secs(3600)),
-                attributes: &none,
+                attributes: Default::default(),
             })
             .await
             .ok()

@@ -47,6 +47,7 @@ fn every_conformance_case_gets_the_specified_decision_and_reason() {
             data_action: case["data_action"].as_bool().unwrap_or(false),
             attributes: &attributes,
             explain: false,
+            dry_run: false,
         };
         let got = match loaded.decide(&request) {
             Ok(d) => (

@@ -47,6 +47,7 @@ impl Demo {
                 data_action: data,
                 attributes: &attributes,
                 explain: false,
+                dry_run: false,
             })
             .unwrap_or_else(|e| panic!("{e}"));
         (d.verdict, d.reason)

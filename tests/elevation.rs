@@ -849,6 +849,7 @@ async fn a_restart_keeps_active_grants_and_cancels_what_was_pending() {
         data_action: false,
         read_only: false,
         justification: "j".into(),
+        attributes: Default::default(),
         reason: rampart::engine::Reason::NeedsElevation,
         requested_duration: Duration::from_secs(60),
         state: ElevationState::Pending,

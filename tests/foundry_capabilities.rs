@@ -181,6 +181,7 @@ fn allowed(t: &Loaded, principal: &str, op: &Op, scope: &str) -> bool {
             data_action: op.data,
             attributes: &attributes,
             explain: false,
+            dry_run: false,
         })
         .unwrap_or_else(|e| panic!("{e}"));
     d.verdict == Verdict::Allow
@@ -231,6 +232,7 @@ fn assign(
             data_action: false,
             attributes: &attributes,
             explain,
+            dry_run: false,
         })
         .unwrap_or_else(|e| panic!("{e}"));
     // Detach from the borrow of `t` for the assertions.

@@ -40,11 +40,12 @@ proptest! {
         scope in field(),
         data_action in any::<bool>(),
         explain in any::<bool>(),
+        dry_run in any::<bool>(),
         attributes in attributes(),
     ) {
         let (rt, server) = runtime_and_server();
         rt.block_on(async {
-            let req = AuthorizeRequest { principal_id, action, scope, data_action, attributes, explain };
+            let req = AuthorizeRequest { principal_id, action, scope, data_action, attributes, explain, dry_run };
             match server.try_authorize(req.clone()).await {
                 Ok(r) => prop_assert!(r.decision() != Decision::Unspecified),
                 Err(status) => {

@@ -198,6 +198,7 @@ pub fn check(args: &CheckArgs) -> Result<String, String> {
         data_action: args.data,
         attributes: &attributes,
         explain: true,
+        dry_run: true,
     };
     let decision = loaded
         .decide(&request)

@@ -5,7 +5,7 @@
 //! Every state change is written to the store before it is acknowledged or
 //! published, and grants are written before the approval returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,7 @@ use super::store::{Store, StoreError};
 use super::types::{new_id, Elevation, ElevationState, Grant, GrantState};
 use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Request, Verdict};
-use crate::model::{principal_key, Agent, ExecutionMode, RequestAttributes, Scope};
+use crate::model::{principal_key, Agent, ExecutionMode, Scope};
 use crate::snapshot::CompiledSnapshot;
 
 /// The default wait for a decision (SPEC §3).
@@ -63,7 +63,8 @@ pub struct ElevationRequest<'a> {
     pub justification: &'a str,
     pub requested_duration: Option<Duration>,
     pub wait_timeout: Option<Duration>,
-    pub attributes: &'a dyn RequestAttributes,
+    /// Request attributes for ABAC conditions; bounded at the edge.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// What an approver decides.
@@ -81,8 +82,7 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     elevations: HashMap<String, Entry>,
-    /// (principal key, lowercase action, lowercase scope, plane) → id.
-    pending: HashMap<(String, String, String, bool), String>,
+    pending: HashMap<PendingKey, String>,
     resolved_order: VecDeque<String>,
     grants: HashMap<String, Grant>,
     /// Auto-approvals per (agent, rule), for `maxPerHour`.
@@ -100,17 +100,17 @@ pub struct Broker {
     audit_log: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
-fn pending_key(
-    principal: &str,
-    action: &str,
-    scope: &str,
-    data: bool,
-) -> (String, String, String, bool) {
+/// What makes two requests identical, so the second joins the first:
+/// (principal key, lowercase action, lowercase scope, plane, attributes).
+type PendingKey = (String, String, String, bool, BTreeMap<String, String>);
+
+fn pending_key(e: &Elevation) -> PendingKey {
     (
-        principal_key(principal).into_owned(),
-        action.to_ascii_lowercase(),
-        scope.to_ascii_lowercase(),
-        data,
+        principal_key(&e.principal_id).into_owned(),
+        e.action.to_ascii_lowercase(),
+        e.scope.to_ascii_lowercase(),
+        e.data_action,
+        e.attributes.clone(),
     )
 }
 
@@ -135,15 +135,23 @@ impl Broker {
         let (elevations, grants) = broker.store.load()?;
         let now = SystemTime::now();
         let mut inner = broker.lock();
+        let loaded = broker.engine.current();
         for mut g in grants {
             if g.state.is_active() && g.expires_at <= now {
                 broker.end_grant_record(&mut g, "expired", now)?;
+            }
+            // What changed while rampart was down is checked as at a swap.
+            if g.state.is_active() {
+                if let Err(reason) = still_supported(&loaded, &g) {
+                    broker.end_grant_record(&mut g, &reason, now)?;
+                }
             }
             if g.state.is_active() {
                 broker.engine.grants.insert(active(&g));
             }
             inner.grants.insert(g.id.clone(), g);
         }
+        drop(loaded);
         for mut e in elevations {
             if e.state.is_pending() {
                 e.state = ElevationState::Cancelled;
@@ -236,24 +244,19 @@ impl Broker {
             action: r.action,
             scope: r.scope,
             data_action: r.data_action,
-            attributes: r.attributes,
+            attributes: &r.attributes,
             explain: false,
+            dry_run: true,
         };
+        // Grants count (an active one makes the elevation unnecessary), but
+        // asking takes no use of them.
         let decision = loaded
-            .decide(&request)
+            .decide_with(&request, Some(&self.engine.grants))
             .map_err(|e| ElevationError::InvalidArgument {
                 field: e.field,
                 message: e.message,
             })?;
         let now = SystemTime::now();
-        let granted = decision.verdict == Verdict::ApprovalRequired
-            && self.engine.grants.peek(
-                &principal_key(r.principal_id),
-                r.action,
-                r.scope,
-                r.data_action,
-                now,
-            );
         match decision.verdict {
             Verdict::Deny => {
                 return Err(ElevationError::FailedPrecondition(format!(
@@ -262,9 +265,6 @@ impl Broker {
                 )))
             }
             Verdict::Allow => return Ok(self.not_needed(&loaded, &r, decision.read_only, now)),
-            Verdict::ApprovalRequired if granted => {
-                return Ok(self.not_needed(&loaded, &r, decision.read_only, now))
-            }
             Verdict::ApprovalRequired => {}
         }
         let agent = agent_of(&loaded.snapshot, r.principal_id).ok_or_else(|| {
@@ -278,7 +278,28 @@ impl Broker {
             .requested_duration
             .unwrap_or(agent.elevation.default_duration)
             .min(agent.elevation.max_duration);
-        let key = pending_key(r.principal_id, r.action, r.scope, r.data_action);
+        let candidate = Elevation {
+            id: new_id(),
+            principal_id: r.principal_id.to_owned(),
+            agent_id: agent.id.clone(),
+            action: r.action.to_owned(),
+            scope: r.scope.to_owned(),
+            data_action: r.data_action,
+            read_only: decision.read_only,
+            justification: bounded(r.justification),
+            attributes: r.attributes.clone(),
+            reason: decision.reason,
+            requested_duration: duration,
+            state: ElevationState::Pending,
+            created_at: now,
+            wait_deadline: now + wait,
+            resolved_at: None,
+            resolved_by: None,
+            comment: None,
+            grant: None,
+            waiters: 1,
+        };
+        let key = pending_key(&candidate);
 
         let (id, mut changes, created) = {
             let mut inner = self.lock();
@@ -296,26 +317,7 @@ impl Broker {
                         r.principal_id
                     )));
                 }
-                let elevation = Elevation {
-                    id: new_id(),
-                    principal_id: r.principal_id.to_owned(),
-                    agent_id: agent.id.clone(),
-                    action: r.action.to_owned(),
-                    scope: r.scope.to_owned(),
-                    data_action: r.data_action,
-                    read_only: decision.read_only,
-                    justification: bounded(r.justification),
-                    reason: decision.reason,
-                    requested_duration: duration,
-                    state: ElevationState::Pending,
-                    created_at: now,
-                    wait_deadline: now + wait,
-                    resolved_at: None,
-                    resolved_by: None,
-                    comment: None,
-                    grant: None,
-                    waiters: 1,
-                };
+                let elevation = candidate;
                 let (changed, rx) = watch::channel(elevation.clone());
                 inner.pending.insert(key.clone(), elevation.id.clone());
                 inner.elevations.insert(
@@ -409,6 +411,7 @@ impl Broker {
             data_action: r.data_action,
             read_only,
             justification: bounded(r.justification),
+            attributes: r.attributes.clone(),
             reason: Reason::RoleAssignment,
             requested_duration: Duration::ZERO,
             state: ElevationState::NotNeeded,
@@ -502,7 +505,7 @@ impl Broker {
             entry.elevation.comment = comment.map(bounded);
             entry.elevation.waiters = 0;
             let e = entry.elevation.clone();
-            let key = pending_key(&e.principal_id, &e.action, &e.scope, e.data_action);
+            let key = pending_key(&e);
             inner.pending.remove(&key);
             Self::remember(&mut inner, id);
             e
@@ -556,6 +559,7 @@ impl Broker {
             &agent.elevation.interact_action,
             agent.resource.as_str(),
             false,
+            &BTreeMap::new(),
         )
     }
 
@@ -594,6 +598,7 @@ impl Broker {
             &elevation.action,
             &elevation.scope,
             elevation.data_action,
+            &elevation.attributes,
         ) {
             return Err(ElevationError::PermissionDenied(format!(
                 "{caller} does not hold {} at {} and cannot lend what it does not hold (rule b)",
@@ -681,6 +686,7 @@ impl Broker {
             scope: elevation.scope.clone(),
             data_action: elevation.data_action,
             on_behalf_of: on_behalf_of.to_owned(),
+            attributes: elevation.attributes.clone(),
             created_at: now,
             expires_at: now + duration,
             max_uses,
@@ -700,13 +706,7 @@ impl Broker {
         self.engine.grants.insert(active(&grant));
         {
             let mut inner = self.lock();
-            let key = pending_key(
-                &elevation.principal_id,
-                &elevation.action,
-                &elevation.scope,
-                elevation.data_action,
-            );
-            inner.pending.remove(&key);
+            inner.pending.remove(&pending_key(&elevation));
             inner.grants.insert(grant.id.clone(), grant);
             if let Some(entry) = inner.elevations.get_mut(&elevation.id) {
                 entry.elevation = elevation.clone();
@@ -751,6 +751,7 @@ impl Broker {
                 &elevation.action,
                 &elevation.scope,
                 elevation.data_action,
+                &elevation.attributes,
             ) {
                 tracing::info!(agent = %agent.id, rule = i, %on_behalf_of, "auto-approve rule skipped: its onBehalfOf does not hold the operation");
                 continue;
@@ -945,28 +946,7 @@ impl Broker {
             .cloned()
             .collect();
         for g in active {
-            let reason = match agent_by_id(&loaded.snapshot, &g.agent_id) {
-                None => Some("the agent is no longer in the snapshot".to_owned()),
-                Some(agent) => {
-                    let inside = Scope::parse(&g.scope).is_ok_and(|s| {
-                        agent
-                            .managed_scopes
-                            .iter()
-                            .any(|m| s.is_structurally_within(m))
-                    });
-                    let same_identity =
-                        principal_key(&loaded.snapshot.tenant.principals[agent.principal].id)
-                            == principal_key(&g.principal_id);
-                    if !inside || !same_identity {
-                        Some("the scope was removed from the agent's managed scopes".to_owned())
-                    } else if !allows(&loaded, &g.on_behalf_of, &g.action, &g.scope, g.data_action)
-                    {
-                        Some(format!("{} no longer holds the operation", g.on_behalf_of))
-                    } else {
-                        None
-                    }
-                }
-            };
+            let reason = still_supported(&loaded, &g).err();
             if let Some(reason) = reason {
                 if let Err(e) = self.end_grant(&g.id, &reason) {
                     tracing::error!("cannot end grant {}: {e}", g.id);
@@ -1019,22 +999,66 @@ fn active(g: &Grant) -> Arc<ActiveGrant> {
         expires_at: g.expires_at,
         max_uses: g.max_uses,
         uses: std::sync::atomic::AtomicU32::new(g.uses),
+        on_behalf_of: g.on_behalf_of.as_str().into(),
     })
 }
 
-/// Whether the snapshot's roles (no grants) allow `principal` the operation.
-fn allows(loaded: &Loaded, principal: &str, action: &str, scope: &str, data_action: bool) -> bool {
-    let none: &[(&str, &str)] = &[];
+/// Whether the snapshot's roles (no grants) allow `principal` the operation
+/// with these request attributes.
+fn allows(
+    loaded: &Loaded,
+    principal: &str,
+    action: &str,
+    scope: &str,
+    data_action: bool,
+    attributes: &BTreeMap<String, String>,
+) -> bool {
     loaded
         .decide(&Request {
             principal_id: principal,
             action,
             scope,
             data_action,
-            attributes: &none,
+            attributes,
             explain: false,
+            dry_run: true,
         })
         .is_ok_and(|d| d.verdict == Verdict::Allow)
+}
+
+/// Whether a snapshot still supports an active grant: its agent is still
+/// there with the same identity, the scope is still inside the agent's
+/// managed scopes, and the lender (`onBehalfOf`) still holds the operation
+/// at the grant's scope with the elevation's attributes. Applied at every
+/// snapshot swap and to grants restored at start. The engine also asks the
+/// lender on every use, at the request's own scope and attributes, so a
+/// grant never lends more than its lender holds even between swaps.
+fn still_supported(loaded: &Loaded, g: &Grant) -> Result<(), String> {
+    let Some(agent) = agent_by_id(&loaded.snapshot, &g.agent_id) else {
+        return Err("the agent is no longer in the snapshot".to_owned());
+    };
+    let inside = Scope::parse(&g.scope).is_ok_and(|s| {
+        agent
+            .managed_scopes
+            .iter()
+            .any(|m| s.is_structurally_within(m))
+    });
+    let same_identity = principal_key(&loaded.snapshot.tenant.principals[agent.principal].id)
+        == principal_key(&g.principal_id);
+    if !inside || !same_identity {
+        return Err("the scope was removed from the agent's managed scopes".to_owned());
+    }
+    if !allows(
+        loaded,
+        &g.on_behalf_of,
+        &g.action,
+        &g.scope,
+        g.data_action,
+        &g.attributes,
+    ) {
+        return Err(format!("{} no longer holds the operation", g.on_behalf_of));
+    }
+    Ok(())
 }
 
 fn agent_of<'s>(snapshot: &'s CompiledSnapshot, principal_id: &str) -> Option<&'s Agent> {

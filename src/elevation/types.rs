@@ -1,5 +1,6 @@
 //! Elevations and grants as the broker keeps them (SPEC §3).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,10 @@ pub struct Elevation {
     pub data_action: bool,
     pub read_only: bool,
     pub justification: String,
+    /// The request attributes the agent asked with (for ABAC conditions);
+    /// approvers are checked with them.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     /// Why approval was required (REVIEW_MODE_WRITE or NEEDS_ELEVATION).
     pub reason: Reason,
     pub requested_duration: Duration,
@@ -72,6 +77,10 @@ pub struct Grant {
     pub scope: String,
     pub data_action: bool,
     pub on_behalf_of: String,
+    /// The attributes of the elevation it came from: the lender is checked
+    /// with them when a snapshot swap or a restart re-checks the grant.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     pub created_at: SystemTime,
     pub expires_at: SystemTime,
     /// 0 = unlimited.

@@ -16,6 +16,16 @@ pub struct Request<'a> {
     pub data_action: bool,
     pub attributes: &'a dyn RequestAttributes,
     pub explain: bool,
+    /// Answer without taking a use of an elevation grant: the caller only
+    /// asks (explanations, operators' checks), it does not act.
+    pub dry_run: bool,
+}
+
+impl Request<'_> {
+    /// Whether this decision may take a use of an elevation grant.
+    pub fn consumes_grants(&self) -> bool {
+        !self.explain && !self.dry_run
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
+use super::Request;
+
 /// One active grant.
 #[derive(Debug)]
 pub struct ActiveGrant {
@@ -23,6 +25,8 @@ pub struct ActiveGrant {
     /// The scope as approved, for explanations.
     pub scope: Box<str>,
     pub data_action: bool,
+    /// Whose permission the grant lends; checked again on every use.
+    pub on_behalf_of: Box<str>,
     pub expires_at: SystemTime,
     /// 0 = unlimited.
     pub max_uses: u32,
@@ -101,44 +105,31 @@ impl GrantTable {
         self.count.load(Ordering::Acquire) == 0
     }
 
-    /// Whether an unexpired grant with uses left covers the request,
-    /// without taking a use.
-    pub fn peek(
+    /// The unexpired grant with uses left that covers the request and whose
+    /// lender still allows it (`lender_allows`, asked only of grants that
+    /// cover). Takes one use of it unless the request only asks
+    /// ([`Request::consumes_grants`]).
+    pub fn find(
         &self,
         principal_key: &str,
-        action: &str,
-        scope: &str,
-        data_action: bool,
+        req: &Request<'_>,
         now: SystemTime,
-    ) -> bool {
-        if self.is_empty() {
-            return false;
-        }
-        self.by_principal.get(principal_key).is_some_and(|grants| {
-            grants.iter().any(|g| {
-                g.expires_at > now && g.covers(action, scope, data_action) && !g.is_used_up()
-            })
-        })
-    }
-
-    /// The unexpired grant with uses left that covers the request, taking
-    /// one use of it.
-    pub fn use_grant(
-        &self,
-        principal_key: &str,
-        action: &str,
-        scope: &str,
-        data_action: bool,
-        now: SystemTime,
+        lender_allows: impl Fn(&ActiveGrant) -> bool,
     ) -> Option<Arc<ActiveGrant>> {
         if self.is_empty() {
             return None;
         }
+        let take = req.consumes_grants();
         let grants = self.by_principal.get(principal_key)?;
         grants
             .iter()
-            .filter(|g| g.expires_at > now && g.covers(action, scope, data_action))
-            .find(|g| g.take_use())
+            .filter(|g| {
+                g.expires_at > now
+                    && g.covers(req.action, req.scope, req.data_action)
+                    && !g.is_used_up()
+                    && lender_allows(g)
+            })
+            .find(|g| !take || g.take_use())
             .cloned()
     }
 }
@@ -148,18 +139,40 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const RESTART: &str = "Microsoft.Compute/virtualMachines/restart/action";
+    const RG: &str = "/subscriptions/s/resourceGroups/rg";
+
     fn grant(max_uses: u32) -> Arc<ActiveGrant> {
         Arc::new(ActiveGrant {
             id: "g1".into(),
             principal_key: "agent".into(),
-            action: "Microsoft.Compute/virtualMachines/restart/action".into(),
-            scope_key: "/subscriptions/s/resourcegroups/rg".into(),
-            scope: "/subscriptions/s/resourceGroups/rg".into(),
+            action: RESTART.into(),
+            scope_key: RG.to_ascii_lowercase().into(),
+            scope: RG.into(),
             data_action: false,
+            on_behalf_of: "oncall".into(),
             expires_at: SystemTime::now() + Duration::from_secs(60),
             max_uses,
             uses: AtomicU32::new(0),
         })
+    }
+
+    fn ask<'a>(action: &'a str, scope: &'a str, data_action: bool) -> Request<'a> {
+        Request {
+            principal_id: "agent",
+            action,
+            scope,
+            data_action,
+            attributes: &NO_ATTRIBUTES,
+            explain: false,
+            dry_run: false,
+        }
+    }
+
+    const NO_ATTRIBUTES: &[(&str, &str)] = &[];
+
+    fn finds(table: &GrantTable, who: &str, req: &Request<'_>, now: SystemTime) -> bool {
+        table.find(who, req, now, |_| true).is_some()
     }
 
     #[test]
@@ -168,66 +181,32 @@ mod tests {
         table.insert(grant(0));
         let now = SystemTime::now();
         let op = "microsoft.compute/virtualmachines/RESTART/action";
-        assert!(table
-            .use_grant(
-                "agent",
-                op,
-                "/subscriptions/s/resourceGroups/RG",
-                false,
-                now
-            )
-            .is_some());
-        assert!(table
-            .use_grant(
-                "agent",
-                op,
-                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/v",
-                false,
-                now
-            )
-            .is_some());
-        assert!(table
-            .use_grant(
-                "agent",
-                op,
-                "/subscriptions/s/resourceGroups/rg2",
-                false,
-                now
-            )
-            .is_none());
-        assert!(table
-            .use_grant("agent", op, "/subscriptions/s", false, now)
-            .is_none());
-        assert!(table
-            .use_grant("agent", op, "/subscriptions/s/resourceGroups/rg", true, now)
-            .is_none());
-        assert!(table
-            .use_grant(
-                "agent",
-                "Microsoft.Compute/virtualMachines/delete",
-                "/subscriptions/s/resourceGroups/rg",
-                false,
-                now
-            )
-            .is_none());
-        assert!(table
-            .use_grant(
-                "other",
-                op,
-                "/subscriptions/s/resourceGroups/rg",
-                false,
-                now
-            )
-            .is_none());
-        assert!(table
-            .use_grant(
-                "agent",
-                op,
-                "/subscriptions/s/resourceGroups/rg",
-                false,
-                now + Duration::from_secs(61)
-            )
-            .is_none());
+        let vm = format!("{RG}/providers/Microsoft.Compute/virtualMachines/v");
+        assert!(finds(
+            &table,
+            "agent",
+            &ask(op, "/subscriptions/s/resourceGroups/RG", false),
+            now
+        ));
+        assert!(finds(&table, "agent", &ask(op, &vm, false), now));
+        assert!(!finds(
+            &table,
+            "agent",
+            &ask(op, "/subscriptions/s/resourceGroups/rg2", false),
+            now
+        ));
+        assert!(!finds(
+            &table,
+            "agent",
+            &ask(op, "/subscriptions/s", false),
+            now
+        ));
+        assert!(!finds(&table, "agent", &ask(op, RG, true), now));
+        let delete = "Microsoft.Compute/virtualMachines/delete";
+        assert!(!finds(&table, "agent", &ask(delete, RG, false), now));
+        assert!(!finds(&table, "other", &ask(op, RG, false), now));
+        let later = now + Duration::from_secs(61);
+        assert!(!finds(&table, "agent", &ask(op, RG, false), later));
     }
 
     #[test]
@@ -235,12 +214,42 @@ mod tests {
         let table = GrantTable::default();
         table.insert(grant(2));
         let now = SystemTime::now();
-        let op = "Microsoft.Compute/virtualMachines/restart/action";
-        let scope = "/subscriptions/s/resourceGroups/rg";
-        assert!(table.use_grant("agent", op, scope, false, now).is_some());
-        assert!(table.use_grant("agent", op, scope, false, now).is_some());
-        assert!(table.use_grant("agent", op, scope, false, now).is_none());
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(!finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert!(table.remove("g1").is_some_and(|g| g.is_used_up()));
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn asking_without_acting_takes_no_use() {
+        let table = GrantTable::default();
+        table.insert(grant(1));
+        let now = SystemTime::now();
+        let mut explain = ask(RESTART, RG, false);
+        explain.explain = true;
+        let mut dry_run = ask(RESTART, RG, false);
+        dry_run.dry_run = true;
+        for _ in 0..3 {
+            assert!(finds(&table, "agent", &explain, now));
+            assert!(finds(&table, "agent", &dry_run, now));
+        }
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(!finds(&table, "agent", &dry_run, now));
+    }
+
+    #[test]
+    fn a_grant_whose_lender_refuses_is_not_used() {
+        let table = GrantTable::default();
+        table.insert(grant(1));
+        let now = SystemTime::now();
+        let refused = table.find("agent", &ask(RESTART, RG, false), now, |g| {
+            assert_eq!(&*g.on_behalf_of, "oncall");
+            false
+        });
+        assert!(refused.is_none());
+        // The refusal took no use: the one use is still there.
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(!finds(&table, "agent", &ask(RESTART, RG, false), now));
     }
 }

@@ -284,12 +284,11 @@ impl Loaded {
                 let grant = match (by_roles.0, grants) {
                     (Verdict::ApprovalRequired, Some(table)) if !table.is_empty() => {
                         let p = &tenant.principals[principal as usize];
-                        table.use_grant(
+                        table.find(
                             &crate::model::principal_key(&p.id),
-                            req.action,
-                            req.scope,
-                            req.data_action,
+                            req,
                             SystemTime::now(),
+                            |grant| self.lender_allows(grant, req),
                         )
                     }
                     _ => None,
@@ -310,6 +309,24 @@ impl Loaded {
         decision.verdict = verdict;
         decision.reason = reason;
         Ok(decision)
+    }
+
+    /// Whether the principal a grant borrows from (`onBehalfOf`) would be
+    /// allowed this very request — same operation, scope and attributes —
+    /// by the snapshot serving now. A grant lends what its lender holds at
+    /// the moment of use and nothing more: a deny assignment below the
+    /// grant's scope or an ABAC condition that binds the lender binds the
+    /// agent too. Grants are not consulted for the lender, so lending does
+    /// not chain.
+    fn lender_allows(&self, grant: &ActiveGrant, req: &Request<'_>) -> bool {
+        let lender = Request {
+            principal_id: &grant.on_behalf_of,
+            explain: false,
+            dry_run: true,
+            ..*req
+        };
+        self.decide_with(&lender, None)
+            .is_ok_and(|d| d.verdict == Verdict::Allow)
     }
 
     fn decide_key(&self, key: u32, anchor: Anchor, req: &Request<'_>, decision: &mut Decision<'_>) {

@@ -204,10 +204,11 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
         let mut req = request.into_inner();
         req.explain = true;
-        convert::check_attributes(&req).map_err(convert::invalid_argument)?;
+        convert::check_attributes(&req.attributes).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
+        // Explained, so active grants count without a use being taken.
         let decision = loaded
-            .decide(&convert::request(&req))
+            .decide_with(&convert::request(&req), Some(&self.engine.grants))
             .map_err(convert::invalid_argument)?;
         Ok(Response::new(convert::response(decision)))
     }

@@ -88,7 +88,7 @@ impl Authorizer for AuthorizerService {
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
         let req = request.into_inner();
-        convert::check_attributes(&req).map_err(convert::invalid_argument)?;
+        convert::check_attributes(&req.attributes).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
         let started = Instant::now();
         let decision = loaded.decide_with(&convert::request(&req), Some(&self.engine.grants));
@@ -108,6 +108,7 @@ impl Authorizer for AuthorizerService {
                 .map_err(convert::invalid_argument)?;
         let wait_timeout = convert::std_duration(req.wait_timeout.as_ref(), "wait_timeout")
             .map_err(convert::invalid_argument)?;
+        convert::check_attributes(&req.attributes).map_err(convert::invalid_argument)?;
         let ask = self.broker.request(ElevationRequest {
             principal_id: &req.principal_id,
             action: &req.action,
@@ -116,7 +117,11 @@ impl Authorizer for AuthorizerService {
             justification: &req.justification,
             requested_duration,
             wait_timeout,
-            attributes: &req.attributes,
+            attributes: req
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         });
         // A caller whose deadline passes has gone away: dropping the wait
         // cancels the elevation (when no other caller waits on it).
@@ -148,7 +153,7 @@ impl Authorizer for AuthorizerService {
             .iter()
             .map(|req| {
                 let started = Instant::now();
-                let outcome = convert::check_attributes(req).and_then(|()| {
+                let outcome = convert::check_attributes(&req.attributes).and_then(|()| {
                     observe(
                         loaded.decide_with(&convert::request(req), Some(&self.engine.grants)),
                         started,

@@ -11,18 +11,21 @@ use crate::proto as pb;
 pub const MAX_ATTRIBUTES: usize = 64;
 pub const MAX_ATTRIBUTE_BYTES: usize = 1024;
 
-/// Checks the parts of an `AuthorizeRequest` the engine does not see.
-pub fn check_attributes(req: &pb::AuthorizeRequest) -> Result<(), RequestError> {
-    if req.attributes.len() > MAX_ATTRIBUTES {
+/// Checks a request's attribute map, the part of a request the engine does
+/// not bound itself; the same limits for Authorize and RequestElevation.
+pub fn check_attributes<S>(
+    attributes: &std::collections::HashMap<String, String, S>,
+) -> Result<(), RequestError> {
+    if attributes.len() > MAX_ATTRIBUTES {
         return Err(RequestError::new(
             "attributes",
             format!(
                 "attributes has {} entries; the limit is {MAX_ATTRIBUTES}",
-                req.attributes.len()
+                attributes.len()
             ),
         ));
     }
-    for (k, v) in &req.attributes {
+    for (k, v) in attributes {
         if k.is_empty() || k.len() > MAX_ATTRIBUTE_BYTES || v.len() > MAX_ATTRIBUTE_BYTES {
             return Err(RequestError::new(
                 "attributes",
@@ -42,6 +45,7 @@ pub fn request(req: &pb::AuthorizeRequest) -> engine::Request<'_> {
         data_action: req.data_action,
         attributes: &req.attributes,
         explain: req.explain,
+        dry_run: req.dry_run,
     }
 }
 
@@ -165,6 +169,7 @@ pub fn elevation(e: &Elevation) -> pb::Elevation {
         comment: e.comment.clone().unwrap_or_default(),
         grant: e.grant.as_ref().map(grant),
         waiters: e.waiters,
+        attributes: attributes(&e.attributes),
     }
 }
 
@@ -188,7 +193,14 @@ pub fn grant(g: &Grant) -> pb::Grant {
         } as i32,
         ended_reason: g.ended_reason.clone().unwrap_or_default(),
         ended_at: g.ended_at.map(timestamp),
+        attributes: attributes(&g.attributes),
     }
+}
+
+fn attributes(
+    map: &std::collections::BTreeMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 pub fn elevation_error(e: ElevationError) -> Status {
