@@ -2,11 +2,13 @@
 //!
 //! Data flows one way: a snapshot file is parsed and validated into the
 //! [`model`], compiled into an immutable [`snapshot::CompiledSnapshot`],
-//! decided on by the [`engine`], and served by the gRPC [`server`].
+//! decided on by the [`engine`], and served by the gRPC [`server`]; the
+//! [`daemon`] opens what the flags name and runs it all.
 
 pub mod audit;
 pub mod catalog;
 pub mod cli;
+pub mod daemon;
 pub mod elevation;
 pub mod engine;
 pub mod model;

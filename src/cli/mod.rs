@@ -1,8 +1,10 @@
 //! The command line: flag definitions apart from the logic they configure.
 //! `rampart` alone serves; `validate` and `check` work offline on a file;
-//! `elevations` talks to a running server's approval channel.
+//! `elevations` talks to a running server's approval channel. The serve
+//! flags become opened resources in [`crate::daemon`].
 
 pub mod elevations;
+pub mod run;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -63,13 +65,17 @@ pub struct ImportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// How log lines on stderr are written.
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     #[default]
     Text,
+    /// One JSON object a line, for log collectors.
     Json,
 }
 
+/// The flags of `rampart serve` (also accepted with no subcommand).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Snapshot file (YAML or JSON); without it the embedded demo is served.

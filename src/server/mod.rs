@@ -107,9 +107,11 @@ fn tls_builder(tls: &TlsFiles, admin: bool) -> Result<Server, ServeError> {
                 .client_auth_optional(true);
         }
     }
-    Server::builder()
-        .tls_config(config)
-        .map_err(|e| ServeError::Tls(e.to_string()))
+    Server::builder().tls_config(config).map_err(|e| {
+        // tonic's own message is only "transport error"; the cause says which file.
+        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), |c| c.to_string());
+        ServeError::Tls(cause.trim_end_matches('.').to_owned())
+    })
 }
 
 fn builder(tls: Option<&TlsFiles>, admin: bool) -> Result<Server, ServeError> {
@@ -121,9 +123,10 @@ fn builder(tls: Option<&TlsFiles>, admin: bool) -> Result<Server, ServeError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {flag} {addr}: {source}")]
     Bind {
-        what: &'static str,
+        /// The flag that names the address, e.g. `--admin-listen`.
+        flag: &'static str,
         addr: SocketAddr,
         source: io::Error,
     },
@@ -184,19 +187,19 @@ impl Running {
     }
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { what, addr, source })
+        .map_err(|source| ServeError::Bind { flag, addr, source })
 }
 
 fn local_addr(
-    what: &'static str,
+    flag: &'static str,
     l: &TcpListener,
     addr: SocketAddr,
 ) -> Result<SocketAddr, ServeError> {
     l.local_addr()
-        .map_err(|source| ServeError::Bind { what, addr, source })
+        .map_err(|source| ServeError::Bind { flag, addr, source })
 }
 
 pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -217,16 +220,16 @@ pub async fn start(
     if !config.admin_listen.ip().is_loopback() && !config.insecure && config.tls.is_none() {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
     }
-    let authorizer_listener = bind("authorizer", config.listen).await?;
-    let admin_listener = bind("admin", config.admin_listen).await?;
+    let authorizer_listener = bind("--listen", config.listen).await?;
+    let admin_listener = bind("--admin-listen", config.admin_listen).await?;
     let health_listener = match config.health_listen {
-        Some(addr) => Some((bind("health", addr).await?, addr)),
+        Some(addr) => Some((bind("--health-listen", addr).await?, addr)),
         None => None,
     };
-    let authorizer_addr = local_addr("authorizer", &authorizer_listener, config.listen)?;
-    let admin_addr = local_addr("admin", &admin_listener, config.admin_listen)?;
+    let authorizer_addr = local_addr("--listen", &authorizer_listener, config.listen)?;
+    let admin_addr = local_addr("--admin-listen", &admin_listener, config.admin_listen)?;
     let health_addr = match &health_listener {
-        Some((l, addr)) => Some(local_addr("health", l, *addr)?),
+        Some((l, addr)) => Some(local_addr("--health-listen", l, *addr)?),
         None => None,
     };
 

@@ -1,17 +1,20 @@
-//! Starts the real server on ephemeral loopback ports for a test and hands
-//! out tonic clients.
+//! Starts the real daemon in-process on ephemeral loopback ports for a test
+//! and hands out tonic clients.
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use rampart::daemon::{Daemon, Options, Resources, RunningDaemon};
 use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
 use rampart::proto::admin_client::AdminClient;
 use rampart::proto::approvals_client::ApprovalsClient;
 use rampart::proto::authorizer_client::AuthorizerClient;
 use rampart::proto::{AuthorizeRequest, AuthorizeResponse};
-use rampart::server::{self, Running, ServeConfig, Tokens};
+use rampart::server::Tokens;
 use tonic::transport::Channel;
 
 pub const SUB1: &str = "/subscriptions/11111111-1111-1111-1111-111111111111";
@@ -23,7 +26,7 @@ pub const RULES: &str = include_str!("../fixtures/rules.yaml");
 pub const ADMIN_TOKEN: &str = "test-admin";
 
 pub struct TestServer {
-    pub running: Option<Running>,
+    pub running: Option<RunningDaemon>,
     pub engine: Arc<Engine>,
     pub broker: Arc<Broker>,
     pub authorizer: AuthorizerClient<Channel>,
@@ -55,6 +58,8 @@ impl TestServer {
         TestServer::start_full(snapshot_yaml, store, None).await
     }
 
+    /// Starts the daemon in-process, as `rampart serve` would, on the
+    /// given snapshot text and store, with a token per principal.
     pub async fn start_full(
         snapshot_yaml: &str,
         store: Store,
@@ -62,20 +67,11 @@ impl TestServer {
     ) -> TestServer {
         let snapshot =
             rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
-        let principals: Vec<String> = snapshot
+        let plain: Vec<(String, String, bool)> = snapshot
             .tenant
             .principals
             .iter()
-            .map(|p| p.id.clone())
-            .collect();
-        let engine = Arc::new(Engine::new(snapshot));
-        let broker = Broker::start(engine.clone(), store).expect("broker starts");
-        if let Some((log, _)) = &audit {
-            broker.set_audit_log(log.clone());
-        }
-        let plain: Vec<(String, String, bool)> = principals
-            .iter()
-            .map(|p| (token(p), p.clone(), false))
+            .map(|p| (token(&p.id), p.id.clone(), false))
             .chain(std::iter::once((
                 ADMIN_TOKEN.to_owned(),
                 "admin".to_owned(),
@@ -86,20 +82,34 @@ impl TestServer {
             .iter()
             .map(|(t, p, a)| (t.as_str(), p.as_str(), *a))
             .collect();
-        let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            health_listen: Some("127.0.0.1:0".parse().unwrap()),
+        let ephemeral: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let resources = Resources {
+            snapshot,
+            snapshot_file: None,
+            store,
+            state_dir: None,
             tokens: Tokens::from_plain(&borrowed),
+            audit_log: audit.as_ref().map(|(log, _)| log.clone()),
+            tls: None,
+        };
+        let options = Options {
+            listen: ephemeral,
+            admin_listen: ephemeral,
+            health_listen: Some(ephemeral),
+            metrics_listen: None,
+            uds: None,
             insecure: false,
             audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
-            audit: audit.map(|(log, _)| log),
-            tls: None,
-            uds: None,
+            watch: false,
+            reload_poll: Duration::from_secs(30),
         };
-        let running = server::start(config, broker.clone(), None)
+        let running = Daemon::from_parts(resources, options)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .start()
             .await
-            .expect("server starts");
+            .unwrap_or_else(|e| panic!("server starts: {e}"));
+        let broker = running.broker.clone();
+        let engine = broker.engine().clone();
         let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))
             .await
             .expect("connect to the authorizer");

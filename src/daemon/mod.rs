@@ -1,0 +1,297 @@
+//! The serving process, as a library: [`Daemon::prepare`] turns the serve
+//! flags into opened resources, [`Daemon::start`] binds every listener and
+//! starts the background work (sweeper, reloads, metrics), and
+//! [`RunningDaemon::run_until`] serves until told to stop, then shuts down:
+//! pending elevations are cancelled (durably, so their callers get an
+//! answer) and in-flight calls get a bounded grace.
+//!
+//! The binary and the integration tests take the same path; tests hand
+//! [`Daemon::from_parts`] an in-memory snapshot and store and bind port 0.
+
+mod error;
+mod resources;
+pub mod signals;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use error::StartError;
+pub use resources::Resources;
+
+use crate::cli::ServeArgs;
+use crate::elevation::Broker;
+use crate::engine::Engine;
+use crate::server::{self, metrics, Running, ServeConfig};
+use crate::snapshot::reload::{ReloadWatch, Reloader};
+use crate::snapshot::SnapshotInfo;
+
+/// How long the snapshot's directory must be quiet before a reload.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+/// The shortest interval between re-reads of the snapshot file.
+const MIN_RELOAD_POLL: Duration = Duration::from_secs(1);
+/// How often expired and used-up grants are ended.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long in-flight calls get once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where to listen and how to behave; everything not opened from a file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub health_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also serve the Authorizer on this Unix socket.
+    pub uds: Option<PathBuf>,
+    /// Allow the admin listener beyond loopback without TLS.
+    pub insecure: bool,
+    /// The share of decisions written to the audit log, from 0 to 1.
+    pub audit_decisions_sample: f64,
+    /// Watch the snapshot file's directory (when there is a file).
+    pub watch: bool,
+    /// Re-read the snapshot file this often, watch or not.
+    pub reload_poll: Duration,
+}
+
+impl From<&ServeArgs> for Options {
+    fn from(args: &ServeArgs) -> Options {
+        Options {
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            health_listen: args.health_listen,
+            metrics_listen: args.metrics_listen,
+            uds: args.uds.clone(),
+            insecure: args.insecure,
+            audit_decisions_sample: args.audit_decisions_sample,
+            watch: args.watch,
+            reload_poll: args.reload_poll,
+        }
+    }
+}
+
+/// `rampart serve`: prepares, builds the runtime, and serves until SIGTERM
+/// or Ctrl-C.
+pub fn serve(args: &ServeArgs) -> Result<(), StartError> {
+    let daemon = Daemon::prepare(args)?;
+    // Tokio sizes its worker pool from TOKIO_WORKER_THREADS when set.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    runtime.block_on(daemon.run(signals::terminate()))
+}
+
+/// Opened resources, not yet serving. Preparing needs no async runtime,
+/// so `rampart` reports a bad flag before building one.
+pub struct Daemon {
+    broker: Arc<Broker>,
+    config: ServeConfig,
+    snapshot_file: Option<PathBuf>,
+    info: SnapshotInfo,
+    options: Options,
+}
+
+impl Daemon {
+    /// Opens every resource the flags name.
+    pub fn prepare(args: &ServeArgs) -> Result<Daemon, StartError> {
+        Daemon::from_parts(Resources::open(args)?, Options::from(args))
+    }
+
+    /// Starts the broker on already-opened resources: elevations and grants
+    /// saved in the store come back.
+    pub fn from_parts(resources: Resources, options: Options) -> Result<Daemon, StartError> {
+        let Resources {
+            snapshot,
+            snapshot_file,
+            store,
+            state_dir,
+            tokens,
+            audit_log,
+            tls,
+        } = resources;
+        let info = snapshot.info.clone();
+        let broker = Broker::start(Arc::new(Engine::new(snapshot)), store).map_err(|source| {
+            StartError::StateStore {
+                dir: state_dir,
+                source,
+            }
+        })?;
+        if let Some(log) = &audit_log {
+            broker.set_audit_log(log.clone());
+        }
+        let config = ServeConfig {
+            listen: options.listen,
+            admin_listen: options.admin_listen,
+            health_listen: options.health_listen,
+            tokens,
+            insecure: options.insecure,
+            audit: audit_log,
+            audit_decisions_sample: options.audit_decisions_sample,
+            tls,
+            uds: options.uds.clone(),
+        };
+        Ok(Daemon {
+            broker,
+            config,
+            snapshot_file,
+            info,
+            options,
+        })
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Starts, serves until `shutdown` resolves, then shuts down.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        self.start().await?.run_until(shutdown).await
+    }
+
+    /// Binds every listener and starts serving in background tasks.
+    pub async fn start(self) -> Result<RunningDaemon, StartError> {
+        let Daemon {
+            broker,
+            config,
+            snapshot_file,
+            info,
+            options,
+        } = self;
+        // Bind everything before spawning anything, so a refusal leaves
+        // nothing running.
+        let metrics_listener = match options.metrics_listen {
+            Some(addr) => Some(bind_metrics(addr).await?),
+            None => None,
+        };
+        let reloader = snapshot_file.map(|path| reloader(path, &info, &broker));
+        let server = server::start(config, broker.clone(), reloader.clone()).await?;
+
+        let mut tasks = vec![broker.spawn_sweeper(SWEEP_EVERY)];
+        let metrics_addr = metrics_listener.map(|(listener, bound)| {
+            tasks.push(tokio::spawn(metrics::serve(listener, broker.clone())));
+            tracing::info!(metrics = %bound, "serving Prometheus metrics on /metrics");
+            bound
+        });
+        let mut watch = None;
+        if let Some(r) = &reloader {
+            if options.watch {
+                match r.watch(RELOAD_DEBOUNCE, options.reload_poll.max(MIN_RELOAD_POLL)) {
+                    Ok(w) => watch = Some(w),
+                    Err(e) => tracing::warn!(
+                        "cannot watch the snapshot's directory ({e}); polling every {:?}",
+                        options.reload_poll
+                    ),
+                }
+            }
+            tasks.push(tokio::spawn(signals::reload_on_sighup(r.clone())));
+        }
+        tracing::info!(
+            authorizer = %server.authorizer_addr,
+            admin = %server.admin_addr,
+            health = ?server.health_addr,
+            revision = %info.revision,
+            source = %info.source,
+            "rampart serving"
+        );
+        Ok(RunningDaemon {
+            authorizer_addr: server.authorizer_addr,
+            admin_addr: server.admin_addr,
+            health_addr: server.health_addr,
+            metrics_addr,
+            broker,
+            server,
+            tasks,
+            _watch: watch,
+        })
+    }
+}
+
+async fn bind_metrics(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let fail = |source| StartError::Listen {
+        flag: "--metrics-listen",
+        addr,
+        source,
+    };
+    let listener = TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok((listener, bound))
+}
+
+/// Reloads `path` into the broker, which ends the grants a new snapshot no
+/// longer supports; a bad file is recorded and the last good one serves on.
+fn reloader(path: PathBuf, info: &SnapshotInfo, broker: &Arc<Broker>) -> Arc<Reloader> {
+    let (broker, engine) = (broker.clone(), broker.engine().clone());
+    let serving = Some(info.content_sha256.clone());
+    Arc::new(Reloader::new(path, serving, move |loaded| match loaded {
+        Ok(snapshot) => {
+            metrics::record_reload(true);
+            broker.swap_snapshot(snapshot);
+        }
+        Err(e) => {
+            metrics::record_reload(false);
+            engine.record_failure(e.to_string());
+        }
+    }))
+}
+
+/// A serving daemon: its bound addresses (port 0 becomes a real port) and
+/// its broker.
+pub struct RunningDaemon {
+    pub authorizer_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub health_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub broker: Arc<Broker>,
+    server: Running,
+    /// Sweeper, metrics and SIGHUP tasks, aborted at shutdown.
+    tasks: Vec<JoinHandle<()>>,
+    _watch: Option<ReloadWatch>,
+}
+
+impl RunningDaemon {
+    /// Serves until `shutdown` resolves (or a listener fails), then shuts
+    /// down: pending elevations are cancelled, listeners stop accepting,
+    /// and in-flight calls get [`SHUTDOWN_GRACE`] to finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let RunningDaemon {
+            broker,
+            server,
+            tasks,
+            _watch,
+            ..
+        } = self;
+        let stop = server.stopper();
+        let wait = server.wait();
+        tokio::pin!(wait);
+        let result = tokio::select! {
+            result = &mut wait => result,
+            () = shutdown => {
+                tracing::info!("shutting down: cancelling pending elevations, finishing in-flight calls");
+                broker.cancel_all_pending("rampart is shutting down");
+                let _ = stop.send(true);
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut wait).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("in-flight calls did not finish within {SHUTDOWN_GRACE:?}; exiting");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        for task in tasks {
+            task.abort();
+        }
+        result.map_err(StartError::from)
+    }
+
+    /// Shuts down now, as on SIGTERM.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        self.run_until(std::future::ready(())).await
+    }
+}
