@@ -5,7 +5,6 @@
 //! decided on by the [`engine`], and served by the gRPC [`server`].
 
 pub mod audit;
-pub mod catalog;
 pub mod cli;
 pub mod elevation;
 pub mod engine;
