@@ -9,7 +9,7 @@ use super::roles::{role_assignable_at, RoleIndex, Roles};
 use super::Problems;
 use crate::model::{
     check_operation, Agent, AutoApproveRule, ElevationSettings, ExecutionMode, Hierarchy,
-    PermissionLevel, Principal, PrincipalType, RoleAssignment, ScopeKind,
+    PermissionLevel, Principal, PrincipalType, RoleAssignment, Scope, ScopeKind,
 };
 use crate::snapshot::schema::{AgentEntry, AutoApproveEntry, ElevationEntry};
 
@@ -141,7 +141,7 @@ fn elevation(
     e: &ElevationEntry,
     path: &str,
     id: Option<&str>,
-    managed_scopes: &[crate::model::Scope],
+    managed_scopes: &[Scope],
     cx: &Context<'_>,
     problems: &mut Problems<'_>,
 ) -> Option<ElevationSettings> {
@@ -214,7 +214,7 @@ fn auto_approve_rule(
     rule: &AutoApproveEntry,
     path: &str,
     id: Option<&str>,
-    managed_scopes: &[crate::model::Scope],
+    managed_scopes: &[Scope],
     agent_max_duration: Duration,
     cx: &Context<'_>,
     problems: &mut Problems<'_>,
@@ -282,7 +282,7 @@ fn auto_approve_rule(
     })
 }
 
-/// The standing assignments an agent's level derives (SPEC §2): its
+/// The standing assignments an agent's level derives: its
 /// level's role on each managed scope.
 pub(super) fn derived_assignments(
     agents: &[Agent],

@@ -47,7 +47,16 @@ pub(super) fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hie
         });
     }
     report_cycles(&groups, problems);
+    let subscriptions = subscriptions(file, &mg_index, problems);
+    Hierarchy::new(groups, subscriptions)
+}
 
+/// The subscriptions, each hung on its management group.
+fn subscriptions(
+    file: &SnapshotFile,
+    mg_index: &Declared<String, usize>,
+    problems: &mut Problems<'_>,
+) -> Vec<Subscription> {
     let mut subs = Vec::with_capacity(file.subscriptions.len());
     let mut sub_ids: Declared = Declared::with_capacity(file.subscriptions.len());
     for (i, s) in file.subscriptions.iter().enumerate() {
@@ -86,7 +95,7 @@ pub(super) fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hie
             display_name: s.display_name.clone(),
         });
     }
-    Hierarchy::new(groups, subs)
+    subs
 }
 
 /// Follows each group's parents; more steps than groups means a loop.

@@ -1,5 +1,5 @@
 //! Validation: the snapshot file as written becomes a [`Tenant`], or every
-//! problem in it is reported at once (SPEC §5), each at the path of the
+//! problem in it is reported at once, each at the path of the
 //! field to fix. One module per concern; this one drives them in the order
 //! references need (hierarchy and principals, then roles, assignments,
 //! resources and agents).

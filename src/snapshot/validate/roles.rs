@@ -129,7 +129,8 @@ pub(super) struct Roles {
     pub index: RoleIndex,
 }
 
-/// Role look-up by id, name or alias, case-insensitively (SPEC §1.4).
+/// Role look-up by id, name or alias, case-insensitively, as Azure resolves
+/// a role named in an assignment.
 pub(super) struct RoleIndex {
     by_key: HashMap<String, usize>,
 }
