@@ -6,7 +6,6 @@
 //! [`daemon`] opens what the flags name and runs it all.
 
 pub mod audit;
-pub mod catalog;
 pub mod cli;
 pub mod daemon;
 pub mod elevation;

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use rampart::catalog;
 use rampart::model::Condition;
+use rampart::snapshot::catalog;
 
 fn shared(path: &str) -> Option<String> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate src/catalog/builtin-roles.json from Azure's published role
+"""Regenerate src/snapshot/catalog/builtin-roles.json from Azure's published role
 definitions (../shared/catalog/azure-builtin-roles.json in the workspace).
 
 The embedded file keeps the facts rampart needs (id, name, earlier names,
@@ -69,5 +69,5 @@ for r in sorted(roles, key=lambda r: r["roleName"].lower()):
         entry["description"] = description
     out.append(entry)
 lines = ",\n".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in out)
-(here / "src/catalog/builtin-roles.json").write_text("[\n" + lines + "\n]\n")
+(here / "src/snapshot/catalog/builtin-roles.json").write_text("[\n" + lines + "\n]\n")
 print(f"wrote {len(out)} roles, {sum('description' in r for r in out)} with a description from the seeds")

@@ -298,7 +298,7 @@ pub fn import(args: &ImportArgs) -> Result<(String, Vec<String>), String> {
 
 /// `rampart role REF`: a built-in role, as its definition reads.
 pub fn role(reference: &str) -> Result<String, String> {
-    let role = crate::catalog::find(reference).ok_or_else(|| {
+    let role = crate::snapshot::catalog::find(reference).ok_or_else(|| {
         format!("no built-in role has the id, name or earlier name '{reference}'")
     })?;
     let mut out = String::new();

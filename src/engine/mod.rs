@@ -12,6 +12,7 @@
 pub mod decision;
 pub mod effective;
 pub mod grants;
+pub mod view;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -45,6 +45,25 @@ pub struct ElevationSettings {
     pub auto_approve: Vec<AutoApproveRule>,
 }
 
+/// What an agent's `elevation` section means where it is silent.
+impl ElevationSettings {
+    /// How long a grant lasts when the request names no duration.
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(15 * 60);
+    /// The longest grant an agent may ask for.
+    pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(8 * 3600);
+    /// The longest a request may wait for a decision (it caps the caller's timeout).
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(3600);
+    /// The operation an approver must hold on the agent's resource.
+    pub const DEFAULT_INTERACT_ACTION: &'static str = "Microsoft.App/agents/write";
+    /// The role a `Privileged` agent holds on its managed scopes.
+    pub const DEFAULT_PRIVILEGED_ROLE: &'static str = "Contributor";
+}
+
+impl PermissionLevel {
+    /// The built-in role a `Reader` agent holds on its managed scopes.
+    pub const READER_ROLE: &'static str = "Reader";
+}
+
 #[derive(Debug, Clone)]
 pub struct AutoApproveRule {
     pub actions: Vec<ActionPattern>,

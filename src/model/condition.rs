@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn every_builtin_condition_of_the_embedded_catalog_parses() {
-        let roles = crate::catalog::builtin_roles().unwrap_or_else(|e| panic!("{e}"));
+        let roles = crate::snapshot::catalog::builtin_roles().unwrap_or_else(|e| panic!("{e}"));
         let n = roles
             .iter()
             .flat_map(|r| &r.permissions)

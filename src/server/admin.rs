@@ -6,8 +6,9 @@ use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::engine::view::{effective_view, AssignmentView, DenyView, EffectiveView};
 use crate::engine::Engine;
-use crate::model::{check_principal_id, Scope};
+use crate::model::{check_principal_id, PermissionBlock, Scope};
 use crate::proto as pb;
 use crate::proto::admin_server::Admin;
 use crate::snapshot::reload::{ReloadOutcome, Reloader};
@@ -25,6 +26,62 @@ impl AdminService {
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
+}
+
+fn effective_permissions(view: EffectiveView<'_>) -> pb::EffectivePermissions {
+    pb::EffectivePermissions {
+        principal_id: view.principal.id.clone(),
+        principal_type: view.principal.kind.as_str().to_owned(),
+        display_name: view.principal.display_name.clone().unwrap_or_default(),
+        groups: view.groups.iter().map(|&g| g.to_owned()).collect(),
+        agent_id: view.agent.map(|a| a.id.to_owned()).unwrap_or_default(),
+        in_agent_scope: view.agent.is_some_and(|a| a.in_scope),
+        assignments: view.assignments.iter().map(assignment).collect(),
+        deny_assignments: view.denies.iter().map(deny).collect(),
+        snapshot_revision: view.snapshot_revision.to_owned(),
+    }
+}
+
+fn assignment(a: &AssignmentView<'_>) -> pb::EffectiveAssignment {
+    pb::EffectiveAssignment {
+        assignment_id: a.id.to_owned(),
+        role_id: a.role_id.to_owned(),
+        role_name: a.role_name.to_owned(),
+        scope: a.scope.as_str().to_owned(),
+        via_group: a.via_group.unwrap_or_default().to_owned(),
+        derived_from_agent: a.derived_from_agent.unwrap_or_default().to_owned(),
+        permissions: a.permissions.iter().map(permission_block).collect(),
+        condition: a.condition.unwrap_or_default().to_owned(),
+    }
+}
+
+fn permission_block(b: &PermissionBlock) -> pb::PermissionBlock {
+    pb::PermissionBlock {
+        actions: b.actions.sources(),
+        not_actions: b.not_actions.sources(),
+        data_actions: b.data_actions.sources(),
+        not_data_actions: b.not_data_actions.sources(),
+        condition: b
+            .condition
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn deny(d: &DenyView<'_>) -> pb::EffectiveDeny {
+    let deny = d.deny;
+    pb::EffectiveDeny {
+        deny_assignment_id: deny.id.clone(),
+        scope: deny.scope.as_str().to_owned(),
+        do_not_apply_to_child_scopes: deny.do_not_apply_to_child_scopes,
+        via_group: d.via_group.unwrap_or_default().to_owned(),
+        everyone: deny.everyone,
+        actions: deny.actions.sources(),
+        not_actions: deny.not_actions.sources(),
+        data_actions: deny.data_actions.sources(),
+        not_data_actions: deny.not_data_actions.sources(),
+    }
 }
 
 #[tonic::async_trait]
@@ -76,102 +133,14 @@ impl Admin for AdminService {
             Status::invalid_argument(format!("scope '{}' {e}", req.scope.escape_debug()))
         })?;
         let loaded = self.engine.current();
-        let s = &loaded.snapshot;
-        let t = &s.tenant;
-        let principal = s.principal(&req.principal_id).ok_or_else(|| {
-            Status::not_found(format!(
-                "principal_id '{}' is not in the snapshot",
-                req.principal_id
-            ))
-        })?;
-        let p = &t.principals[principal as usize];
-        let effective = loaded.effective_permissions(principal, &scope);
-        let assignments = effective
-            .grantors
-            .iter()
-            .map(|g| {
-                let a = &t.role_assignments[g.assignment as usize];
-                let role = &t.role_definitions[a.role];
-                pb::EffectiveAssignment {
-                    assignment_id: a.id.clone(),
-                    role_id: role.id.clone(),
-                    role_name: role.role_name.clone(),
-                    scope: a.scope.as_str().to_owned(),
-                    via_group: g
-                        .via
-                        .map(|v| t.principals[v as usize].id.clone())
-                        .unwrap_or_default(),
-                    derived_from_agent: a
-                        .derived_from_agent
-                        .map(|i| t.agents[i].id.clone())
-                        .unwrap_or_default(),
-                    permissions: role
-                        .permissions
-                        .iter()
-                        .map(|b| pb::PermissionBlock {
-                            actions: b.actions.sources(),
-                            not_actions: b.not_actions.sources(),
-                            data_actions: b.data_actions.sources(),
-                            not_data_actions: b.not_data_actions.sources(),
-                            condition: b
-                                .condition
-                                .as_ref()
-                                .map(|c| c.as_str().to_owned())
-                                .unwrap_or_default(),
-                        })
-                        .collect(),
-                    condition: a
-                        .condition
-                        .as_ref()
-                        .map(|c| c.as_str().to_owned())
-                        .unwrap_or_default(),
-                }
-            })
-            .collect();
-        let deny_assignments = effective
-            .denies
-            .iter()
-            .map(|&d| {
-                let deny = &t.deny_assignments[d as usize];
-                let via = deny
-                    .principals
-                    .iter()
-                    .find(|&&x| {
-                        s.groups[principal as usize]
-                            .binary_search(&(x as u32))
-                            .is_ok()
-                    })
-                    .map(|&x| t.principals[x].id.clone());
-                pb::EffectiveDeny {
-                    deny_assignment_id: deny.id.clone(),
-                    scope: deny.scope.as_str().to_owned(),
-                    do_not_apply_to_child_scopes: deny.do_not_apply_to_child_scopes,
-                    via_group: via.unwrap_or_default(),
-                    everyone: deny.everyone,
-                    actions: deny.actions.sources(),
-                    not_actions: deny.not_actions.sources(),
-                    data_actions: deny.data_actions.sources(),
-                    not_data_actions: deny.not_data_actions.sources(),
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::EffectivePermissions {
-            principal_id: p.id.clone(),
-            principal_type: p.kind.as_str().to_owned(),
-            display_name: p.display_name.clone().unwrap_or_default(),
-            groups: s.groups[principal as usize]
-                .iter()
-                .map(|&g| t.principals[g as usize].id.clone())
-                .collect(),
-            agent_id: effective
-                .agent
-                .map(|a| t.agents[a.agent as usize].id.clone())
-                .unwrap_or_default(),
-            in_agent_scope: effective.agent.is_some_and(|a| a.in_scope),
-            assignments,
-            deny_assignments,
-            snapshot_revision: s.info.revision.clone(),
-        }))
+        let view =
+            effective_view(&loaded.snapshot, &req.principal_id, &scope).ok_or_else(|| {
+                Status::not_found(format!(
+                    "principal_id '{}' is not in the snapshot",
+                    req.principal_id
+                ))
+            })?;
+        Ok(Response::new(effective_permissions(view)))
     }
 
     async fn reload_snapshot(

@@ -131,7 +131,7 @@ pub fn from_azure_cli(
     let mut skipped_builtin = 0;
     for (i, d) in definitions.iter().enumerate() {
         let builtin = d.role_type.as_deref() == Some("BuiltInRole");
-        if builtin && crate::catalog::find(&d.name).is_some() {
+        if builtin && super::catalog::find(&d.name).is_some() {
             skipped_builtin += 1;
             continue;
         }

@@ -2,6 +2,7 @@
 //! agents; its validation, with every problem located; and its compilation
 //! into the immutable form the engine decides on.
 
+pub mod catalog;
 pub mod compile;
 pub mod error;
 pub mod import;
@@ -85,7 +86,7 @@ pub fn load_str(text: &str, source_name: &str) -> Result<CompiledSnapshot, Snaps
             }),
         }])
     })?;
-    let builtin = crate::catalog::builtin_roles().map_err(|e| e.clone())?;
+    let builtin = catalog::builtin_roles().map_err(|e| e.clone())?;
     let map = SourceMap::build(text);
     let default_revision = format!("sha256:{}", &content_sha256[..12]);
     let tenant = validate::tenant(file, &map, builtin, default_revision).map_err(fail)?;

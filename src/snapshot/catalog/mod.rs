@@ -7,11 +7,11 @@
 
 use std::sync::OnceLock;
 
+use super::locate::SourceMap;
+use super::schema::RoleDefinitionEntry;
+use super::validate::{role_definitions, Problems};
+use super::{Problem, SnapshotError};
 use crate::model::{RoleDefinition, RoleType};
-use crate::snapshot::locate::SourceMap;
-use crate::snapshot::schema::RoleDefinitionEntry;
-use crate::snapshot::validate::{role_definitions, Problems};
-use crate::snapshot::{Problem, SnapshotError};
 
 const CATALOG_JSON: &str = include_str!("builtin-roles.json");
 const CATALOG_SOURCE: &str = "embedded:builtin-roles.json";
