@@ -359,3 +359,82 @@ async fn request_elevation_bounds_its_attributes_as_authorize_does() {
     );
     s.stop().await;
 }
+
+/// Asking a lender takes a second entry of the engine's effective-permission
+/// cache while the agent's is in use; with many (agent, lender) pairs some
+/// share a cache shard, which once deadlocked the decision.
+#[test]
+fn many_agents_with_many_lenders_decide_without_deadlock() {
+    use rampart::engine::{ActiveGrant, Engine, Request, Verdict};
+    use std::fmt::Write as _;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    const PAIRS: usize = 200;
+    let mut yaml =
+        String::from("subscriptions:\n  - id: 11111111-1111-1111-1111-111111111111\nprincipals:\n");
+    for i in 0..PAIRS {
+        let _ = writeln!(yaml, "  - {{ id: agent-{i}, type: ManagedIdentity }}");
+        let _ = writeln!(yaml, "  - {{ id: lender-{i}, type: User }}");
+    }
+    yaml.push_str("roleAssignments:\n");
+    for i in 0..PAIRS {
+        let _ = writeln!(
+            yaml,
+            "  - {{ principal: lender-{i}, role: Contributor, scope: {RG} }}"
+        );
+    }
+    yaml.push_str("agents:\n");
+    for i in 0..PAIRS {
+        let _ = writeln!(
+            yaml,
+            "  - {{ id: a{i}, principal: agent-{i}, resource: {RG}/providers/Microsoft.App/agents/a{i}, managedScopes: [{RG}], permissionLevel: Reader, executionMode: Review }}"
+        );
+    }
+    let engine = Engine::new(rampart::snapshot::load_str(&yaml, "pairs").unwrap());
+    for i in 0..PAIRS {
+        engine.grants.insert(Arc::new(ActiveGrant {
+            id: format!("g{i}").into(),
+            principal_key: format!("agent-{i}").into(),
+            action: RESTART.into(),
+            scope_key: RG.to_ascii_lowercase().into(),
+            scope: RG.into(),
+            data_action: false,
+            on_behalf_of: format!("lender-{i}").into(),
+            expires_at: SystemTime::now() + Duration::from_secs(600),
+            max_uses: 0,
+            uses: Default::default(),
+        }));
+    }
+    // A deadlock would hang the test run: a watchdog turns it into a failure.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let none: &[(&str, &str)] = &[];
+        let vm1 = vm("vm1");
+        for round in 0..2 {
+            for i in 0..PAIRS {
+                let agent = format!("agent-{i}");
+                let loaded = engine.current();
+                let d = loaded
+                    .decide_with(
+                        &Request {
+                            principal_id: &agent,
+                            action: RESTART,
+                            scope: &vm1,
+                            data_action: false,
+                            attributes: &none,
+                            explain: false,
+                            dry_run: false,
+                        },
+                        Some(&engine.grants),
+                    )
+                    .unwrap();
+                assert_eq!(d.verdict, Verdict::Allow, "round {round}, {agent}");
+            }
+        }
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(120))
+        .expect("decisions through grants finish (a deadlock or a panic stops them)");
+}

@@ -267,8 +267,12 @@ impl Loaded {
 
         // 7, 8. Plain RBAC, or the agent table of SPEC §2, where an active
         // grant counts as `has` and, for a Review-mode write, is the
-        // approval to act.
-        let (verdict, reason) = match effective.agent {
+        // approval to act. The cache entry is released first: asking a
+        // grant's lender takes another entry of the same cache, and a
+        // shard's lock is not re-entrant.
+        let agent = effective.agent;
+        drop(effective);
+        let (verdict, reason) = match agent {
             None if has => (Verdict::Allow, Reason::RoleAssignment),
             None => (Verdict::Deny, Reason::NoMatchingAssignment),
             Some(position) => {
