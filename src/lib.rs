@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod elevation;
 pub mod engine;
+pub mod extauthz;
 pub mod model;
 pub mod proto;
 pub mod server;
