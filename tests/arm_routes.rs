@@ -277,7 +277,7 @@ fn requests() -> Vec<(Method, String)> {
         (Method::Put, format!("{rg}/providers/Microsoft.Web/sites/app/providers/Microsoft.Authorization/roleAssignments/ra-1")),
         (Method::Post, format!("{rg}/providers/Microsoft.Web/sites/app/config/appsettings/list")),
         (Method::Post, format!("{rg}/providers/Microsoft.Network/networkWatchers/nw/nextHop")),
-        (Method::Get, format!("{rg}")),
+        (Method::Get, rg.clone()),
         (Method::Delete, format!("{SUB}/tagNames/env")),
         (Method::Get, format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm-1/../../x")),
         (Method::Get, "/api/orders/17".to_owned()),

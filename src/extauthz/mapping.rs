@@ -47,7 +47,8 @@
 //!   `%25`, escaped control characters and non-ASCII bytes, raw or escaped:
 //!   the engine folds ASCII case only, so a non-ASCII name has spellings it
 //!   cannot tell apart.
-//! - At most [`MAX_PATH_LEN`] bytes before the query.
+//! - At most [`MAX_PATH_LEN`] bytes before the query, in at most
+//!   [`MAX_SEGMENTS`] segments.
 //!
 //! Nothing here allocates per request: the scope borrows the path, the
 //! operation is a static string, a route's own string, or written into a
@@ -164,6 +165,8 @@ pub enum MappingError {
     NotAbsolute,
     #[error("the path is {0} bytes long before the query; the limit is {MAX_PATH_LEN}")]
     TooLong(usize),
+    #[error("the path has more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
     #[error("the path has an empty segment ('//') at byte {0}")]
     EmptySegment(usize),
     #[error("the path has a '.' or '..' segment at byte {0}")]
@@ -210,17 +213,20 @@ pub fn map_request<'a>(
     operation: &'a mut String,
 ) -> Result<Mapping<'a>, MappingError> {
     let request = validate(path)?;
-    if let Some(route) = routes.find(method, request) {
+    if let Some(route) = routes.find(method, &request) {
         return Ok(Mapping {
             operation: route.operation(),
-            scope: route.scope(request.text)?,
+            scope: route.scope(&request)?,
             data_action: route.data_action(),
             by: MappedBy::Route(route.index()),
         });
     }
-    let derived = derive(request.text)?;
-    let scope = scope_slice(request.text, derived.scope_end);
-    if let Some(entry) = BUILT_IN.iter().find(|e| e.applies(method, &derived)) {
+    let derived = derive(&request, request.segments)?;
+    let scope = request.scope(derived.scope_end);
+    if let Some(entry) = BUILT_IN
+        .iter()
+        .find(|e| e.applies(method, &request, &derived))
+    {
         let operation = match entry.operation {
             BuiltInOperation::Fixed(op) => op,
             BuiltInOperation::Verb(prefix) => {
@@ -238,7 +244,7 @@ pub fn map_request<'a>(
             by: MappedBy::BuiltIn,
         });
     }
-    write_operation(operation, &derived, method.verb());
+    write_operation(operation, &request, &derived, method.verb());
     if operation.len() > MAX_OPERATION_LEN {
         return Err(MappingError::OperationTooLong);
     }
@@ -253,13 +259,55 @@ pub fn map_request<'a>(
 // ---------------------------------------------------------------------------
 // Path validation
 
-/// A validated path: query and one trailing slash removed.
-#[derive(Debug, Clone, Copy)]
+/// The most segments a path may have. ARM's deepest routes, nested under
+/// an extension scope, have about 25.
+pub const MAX_SEGMENTS: usize = 64;
+
+/// A validated path: query and one trailing slash removed, and where each
+/// segment ends, so later passes index instead of searching.
+#[derive(Debug, Clone)]
 pub(crate) struct RequestPath<'a> {
     /// Starts with `/`; `/` alone or segments that are all non-empty.
     pub text: &'a str,
     /// How many segments (0 for `/`).
     pub segments: usize,
+    /// `ends[i]`: the byte offset just past segment `i`.
+    ends: [u16; MAX_SEGMENTS],
+}
+
+impl<'a> RequestPath<'a> {
+    /// Segment `i` (< `segments`).
+    pub fn segment(&self, i: usize) -> &'a str {
+        let start = if i == 0 {
+            1
+        } else {
+            self.ends[i - 1] as usize + 1
+        };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// Where segment `i` starts.
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            1
+        } else {
+            self.ends[i - 1] as usize + 1
+        }
+    }
+
+    /// The first `count` segments as a path (`/` for none).
+    pub fn prefix(&self, count: usize) -> &'a str {
+        if count == 0 {
+            &self.text[..1]
+        } else {
+            &self.text[..self.ends[count - 1] as usize]
+        }
+    }
+
+    /// The scope ending at byte `end` (0: the root scope `/`).
+    fn scope(&self, end: usize) -> &'a str {
+        &self.text[..end.max(1)]
+    }
 }
 
 /// Byte classes of a path segment.
@@ -271,6 +319,7 @@ const HASH: u8 = 4;
 const HIGH: u8 = 5;
 const MUST_ENCODE: u8 = 6; // printable ASCII that only an escape may carry
 const SLASH: u8 = 7;
+const QUERY: u8 = 8; // '?': the path ends
 
 static CLASS: [u8; 256] = classes();
 
@@ -293,6 +342,7 @@ const fn classes() -> [u8; 256] {
                 b'\\' => BACKSLASH,
                 b'#' => HASH,
                 b'/' => SLASH,
+                b'?' => QUERY,
                 _ => MUST_ENCODE,
             }
         };
@@ -303,77 +353,115 @@ const fn classes() -> [u8; 256] {
 
 /// Validates a request target and strips its query and trailing slash.
 pub(crate) fn validate(target: &str) -> Result<RequestPath<'_>, MappingError> {
-    let path = match target.find('?') {
-        Some(q) => &target[..q],
-        None => target,
-    };
-    if path.is_empty() {
-        return Err(MappingError::Empty);
+    let bytes = target.as_bytes();
+    match bytes.first() {
+        None | Some(b'?') => return Err(MappingError::Empty),
+        Some(b'/') => {}
+        Some(_) => return Err(MappingError::NotAbsolute),
     }
-    if path.len() > MAX_PATH_LEN {
-        return Err(MappingError::TooLong(path.len()));
+    if bytes.len() > MAX_PATH_LEN {
+        let length = target.find('?').unwrap_or(target.len());
+        if length > MAX_PATH_LEN {
+            return Err(MappingError::TooLong(length));
+        }
     }
-    if !path.starts_with('/') {
-        return Err(MappingError::NotAbsolute);
-    }
-    let path = if path.len() > 1 && path.ends_with('/') {
-        &path[..path.len() - 1]
-    } else {
-        path
-    };
-    if path.len() == 1 {
-        return Ok(RequestPath {
-            text: path,
-            segments: 0,
-        });
-    }
-    let mut start = 1;
+    let mut ends = [0u16; MAX_SEGMENTS];
     let mut segments = 0;
-    for segment in path[1..].split('/') {
-        check_segment(segment, start)?;
-        start += segment.len() + 1;
+    let end = scan(bytes, 1, 0, |end| {
+        let slot = ends
+            .get_mut(segments)
+            .ok_or(MappingError::TooManySegments)?;
+        *slot = end as u16;
         segments += 1;
-    }
+        Ok(())
+    })?;
+    // One trailing slash ends no segment: `/a/` is `/a`, `/` the root.
+    let text = if end > 1 && bytes[end - 1] == b'/' {
+        &target[..end - 1]
+    } else {
+        &target[..end]
+    };
     Ok(RequestPath {
-        text: path,
+        text,
         segments,
+        ends,
     })
 }
 
-/// Checks one segment; `at` is its byte offset, for the error.
+/// Checks one segment (text without `/`); `at` is its byte offset, for
+/// the error.
 pub(crate) fn check_segment(segment: &str, at: usize) -> Result<(), MappingError> {
-    let bytes = segment.as_bytes();
-    if bytes.is_empty() {
+    if segment.is_empty() {
         return Err(MappingError::EmptySegment(at));
     }
-    if bytes == b"." || bytes == b".." {
-        return Err(MappingError::DotSegment(at));
-    }
-    let mut i = 0;
+    scan(segment.as_bytes(), 0, at, |_| Ok(())).map(drop)
+}
+
+/// Checks the `/`-separated segments of `bytes[from..]` up to a `?` or the
+/// end, in one pass, calling `segment_end` with each segment's end, and
+/// returns where it stopped. `base` is added to offsets in errors. Allowed
+/// bytes and `/` take one table look-up each. A last segment that is empty
+/// (a trailing slash) is not reported; any other empty one is an error.
+#[inline(always)]
+fn scan(
+    bytes: &[u8],
+    from: usize,
+    base: usize,
+    mut segment_end: impl FnMut(usize) -> Result<(), MappingError>,
+) -> Result<usize, MappingError> {
+    let mut start = from;
+    let mut i = from;
     while i < bytes.len() {
-        let b = bytes[i];
-        let pos = at + i;
-        match CLASS[b as usize] {
-            OK => i += 1,
+        // The common case, a run of ordinary bytes, in a tight loop.
+        i += bytes[i..]
+            .iter()
+            .position(|&b| CLASS[b as usize] != OK)
+            .unwrap_or(bytes.len() - i);
+        let Some(&byte) = bytes.get(i) else {
+            break;
+        };
+        match CLASS[byte as usize] {
+            SLASH => {
+                end_segment(bytes, start, i, base)?;
+                segment_end(i)?;
+                i += 1;
+                start = i;
+            }
             PERCENT => {
-                check_escape(bytes, i, pos)?;
+                check_escape(bytes, i, base + i)?;
                 i += 3;
             }
-            BACKSLASH => return Err(MappingError::Backslash(pos)),
-            CONTROL => return Err(MappingError::ControlCharacter(pos)),
-            HASH => return Err(MappingError::Fragment(pos)),
-            HIGH => return Err(MappingError::NonAscii(pos)),
-            // A '/' cannot occur inside a segment; treat it like any other
-            // character that needs encoding should a caller pass one.
-            _ => {
-                return Err(MappingError::BadCharacter {
-                    at: pos,
-                    character: b as char,
-                })
-            }
+            QUERY => break,
+            class => return Err(refused_byte(class, byte, base + i)),
         }
     }
-    Ok(())
+    if start < i {
+        end_segment(bytes, start, i, base)?;
+        segment_end(i)?;
+    }
+    Ok(i)
+}
+
+fn end_segment(bytes: &[u8], start: usize, end: usize, base: usize) -> Result<(), MappingError> {
+    match &bytes[start..end] {
+        [] => Err(MappingError::EmptySegment(base + start)),
+        [b'.'] | [b'.', b'.'] => Err(MappingError::DotSegment(base + start)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn refused_byte(class: u8, byte: u8, at: usize) -> MappingError {
+    match class {
+        BACKSLASH => MappingError::Backslash(at),
+        CONTROL => MappingError::ControlCharacter(at),
+        HASH => MappingError::Fragment(at),
+        HIGH => MappingError::NonAscii(at),
+        _ => MappingError::BadCharacter {
+            at,
+            character: byte as char,
+        },
+    }
 }
 
 #[cold]
@@ -387,7 +475,7 @@ fn check_escape(bytes: &[u8], i: usize, pos: usize) -> Result<(), MappingError> 
     };
     let decoded = (hi * 16 + lo) as u8;
     match CLASS[decoded as usize] {
-        MUST_ENCODE | HASH => Ok(()),
+        MUST_ENCODE | HASH | QUERY => Ok(()),
         SLASH | BACKSLASH => Err(MappingError::EncodedSeparator(pos)),
         PERCENT => Err(MappingError::EncodedPercent(pos)),
         CONTROL => Err(MappingError::ControlCharacter(pos)),
@@ -409,9 +497,10 @@ const MICROSOFT_RESOURCES: &str = "Microsoft.Resources";
 pub(crate) struct Derivation<'a> {
     /// The innermost provider's namespace, or `Microsoft.Resources`.
     namespace: &'a str,
-    /// The type/name chain after the namespace (for `Microsoft.Resources`
-    /// paths, the whole path without its leading `/`). Never empty.
-    chain: &'a str,
+    /// The type/name chain: segments `first..count` (for
+    /// `Microsoft.Resources` paths, the whole path). Never empty.
+    first: usize,
+    count: usize,
     /// The chain is the whole path (no provider): keywords are spelled
     /// canonically in the operation.
     implicit: bool,
@@ -471,19 +560,20 @@ fn keyword(segment: &str, word: &str) -> bool {
     segment.eq_ignore_ascii_case(word)
 }
 
-/// Walks an ARM path: finds the innermost provider, its type chain and the
-/// longest prefix that is a scope. `path` is a validated path.
-pub(crate) fn derive(path: &str) -> Result<Derivation<'_>, MappingError> {
-    if path.len() < 2 {
-        return Err(MappingError::NotArm);
-    }
+/// Walks the first `count` segments of an ARM path: finds the innermost
+/// provider, its type chain and the longest prefix that is a scope.
+pub(crate) fn derive<'a>(
+    path: &RequestPath<'a>,
+    count: usize,
+) -> Result<Derivation<'a>, MappingError> {
     let mut expect = Expect::Root;
-    let mut namespace = (0, 0);
-    let mut chain_start = 0;
+    let mut namespace = "";
+    let mut first = 0;
     let mut scope_end = 0;
-    let mut start = 1;
-    for segment in path[1..].split('/') {
-        let end = start + segment.len();
+    for i in 0..count {
+        let segment = path.segment(i);
+        let start = path.start(i);
+        let end = path.ends[i] as usize;
         let providers = keyword(segment, "providers");
         expect = match expect {
             Expect::Root => {
@@ -541,8 +631,8 @@ pub(crate) fn derive(path: &str) -> Result<Derivation<'_>, MappingError> {
                 if providers {
                     return Err(MappingError::ProviderWithoutType(at));
                 }
-                namespace = (start, end);
-                chain_start = end + 1;
+                namespace = segment;
+                first = i + 1;
                 if level == Level::Root {
                     // `/providers/{Namespace}` is a scope of its own.
                     scope_end = end;
@@ -554,7 +644,7 @@ pub(crate) fn derive(path: &str) -> Result<Derivation<'_>, MappingError> {
                     return Err(MappingError::ProviderWithoutType(at));
                 }
                 let management_groups = level == Level::Root
-                    && keyword(&path[namespace.0..namespace.1], "Microsoft.Management")
+                    && keyword(namespace, "Microsoft.Management")
                     && keyword(segment, "managementGroups");
                 if management_groups {
                     Expect::ManagementGroupId
@@ -596,11 +686,11 @@ pub(crate) fn derive(path: &str) -> Result<Derivation<'_>, MappingError> {
                 }
             }
         };
-        start = end + 1;
     }
     let implicit = Derivation {
         namespace: MICROSOFT_RESOURCES,
-        chain: &path[1..],
+        first: 0,
+        count,
         implicit: true,
         scope_end,
     };
@@ -626,8 +716,9 @@ pub(crate) fn derive(path: &str) -> Result<Derivation<'_>, MappingError> {
         | Expect::AfterManagementGroup
         | Expect::Name { .. }
         | Expect::Type { .. } => Ok(Derivation {
-            namespace: &path[namespace.0..namespace.1],
-            chain: &path[chain_start..],
+            namespace,
+            first,
+            count,
             implicit: false,
             scope_end,
         }),
@@ -641,25 +732,18 @@ impl Derivation<'_> {
     }
 }
 
-/// Whether `text` (a validated path) is, as a whole, a scope ARM paths
-/// can have.
-pub(crate) fn is_scope(text: &str) -> bool {
-    text == "/" || derive(text).is_ok_and(|d| d.scope_end == text.len())
-}
-
-fn scope_slice(path: &str, end: usize) -> &str {
-    if end == 0 {
-        &path[..1]
-    } else {
-        &path[..end]
-    }
+/// Whether the first `count` segments of `path` are, as a whole, a scope
+/// ARM paths can have.
+pub(crate) fn is_scope(path: &RequestPath<'_>, count: usize) -> bool {
+    count == 0 || derive(path, count).is_ok_and(|d| d.scope_end == path.ends[count - 1] as usize)
 }
 
 /// Writes `{namespace}/{type}/…/{verb}`.
-fn write_operation(out: &mut String, derived: &Derivation<'_>, verb: &str) {
+fn write_operation(out: &mut String, path: &RequestPath<'_>, derived: &Derivation<'_>, verb: &str) {
     out.clear();
     out.push_str(derived.namespace);
-    for segment in derived.chain.split('/').step_by(2) {
+    for i in (derived.first..derived.count).step_by(2) {
+        let segment = path.segment(i);
         out.push('/');
         out.push_str(if derived.implicit {
             canonical(segment)
@@ -794,20 +878,19 @@ static BUILT_IN: &[BuiltIn] = &[
 ];
 
 impl BuiltIn {
-    fn applies(&self, method: Method, derived: &Derivation<'_>) -> bool {
+    fn applies(&self, method: Method, path: &RequestPath<'_>, derived: &Derivation<'_>) -> bool {
         if self.methods & method.bit() == 0
             || !derived.namespace.eq_ignore_ascii_case(self.namespace)
         {
             return false;
         }
-        let mut segments = derived.chain.split('/');
-        for want in self.chain {
-            match segments.next() {
-                Some(got) if *want == "{}" || got.eq_ignore_ascii_case(want) => {}
-                _ => return false,
-            }
+        let length = derived.count - derived.first;
+        if length < self.chain.len() || (!self.and_below && length > self.chain.len()) {
+            return false;
         }
-        self.and_below || segments.next().is_none()
+        self.chain.iter().enumerate().all(|(i, want)| {
+            want.starts_with('{') || path.segment(derived.first + i).eq_ignore_ascii_case(want)
+        })
     }
 }
 
@@ -1359,6 +1442,11 @@ mod tests {
                 MappingError::NotAbsolute,
             ),
             (long.clone(), MappingError::TooLong(long.len())),
+            (format!("{long}?q"), MappingError::TooLong(long.len())),
+            (
+                format!("{SUB}{}", "/a".repeat(MAX_SEGMENTS)),
+                MappingError::TooManySegments,
+            ),
             (
                 format!("{SUB}//resourceGroups/rg"),
                 MappingError::EmptySegment(SUB.len() + 1),
@@ -1477,8 +1565,9 @@ mod tests {
     #[test]
     fn an_operation_longer_than_the_engine_accepts_is_refused() {
         let mut path = format!("{}/providers/Microsoft.Compute/virtualMachines/vm", rg());
-        while path.len() < MAX_PATH_LEN - 40 {
-            path.push_str("/childTypeWithALongName/n");
+        let child = format!("/{}/n", "t".repeat(100));
+        while path.len() + child.len() <= MAX_PATH_LEN {
+            path.push_str(&child);
         }
         assert_eq!(
             map(Method::Get, &path).map(|m| m.0),

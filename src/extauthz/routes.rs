@@ -17,12 +17,19 @@
 //! - any other scope, fixed (`/subscriptions/…/providers/Contoso.Api/apis/orders`),
 //!   which is how a non-ARM API gets one.
 
+use std::hash::{BuildHasher, Hasher};
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 use serde::Deserialize;
 
-use super::mapping::{self, MappingError, Method, RequestPath, ANY_METHOD, MAX_PATH_LEN};
+use super::mapping::{
+    self, MappingError, Method, RequestPath, ANY_METHOD, MAX_PATH_LEN, MAX_SEGMENTS,
+};
 use crate::model::{check_operation, Scope};
 
-/// One route as written in configuration.
+/// One route as written in configuration (a snapshot's `routes:` entries
+/// deserialize into these).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteSpec {
@@ -78,16 +85,37 @@ impl std::fmt::Display for RouteError {
 /// Compiled routes, ready for matching without allocation.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// Sorted by segment count, then specificity, then method, then index,
-    /// so the first match is the winner.
+    /// In the order of the specs.
     routes: Vec<Route>,
+    /// A trie over template segments, `nodes[0]` its root (when there are
+    /// routes). Matching walks it depth first, literal child before
+    /// wildcard child, which is the specificity order.
+    nodes: Vec<Node>,
+    /// Bit `n` is set when some template has `n` segments (bit 63: 63 or
+    /// more), so a request no route can match skips the trie.
+    lengths: u64,
+}
+
+/// Literal children are compared one by one up to this many; above, they
+/// are hashed.
+const LINEAR_CHILDREN: usize = 8;
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Literal children as (lowercase literal, child), while few.
+    literals: Vec<(Box<str>, usize)>,
+    /// The same, hashed, once there are more than [`LINEAR_CHILDREN`].
+    hashed: HashTable<(Box<str>, usize)>,
+    wildcard: Option<usize>,
+    /// Routes whose template ends here: exact-method routes before `*`
+    /// routes, each in spec order.
+    routes: Vec<usize>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Route {
     index: usize,
     methods: u8,
-    segments: Box<[Segment]>,
     operation: Box<str>,
     data_action: bool,
     scope: RouteScope,
@@ -119,48 +147,84 @@ impl RouteTable {
     /// Compiles routes, reporting every problem with its index and field.
     pub fn compile(specs: &[RouteSpec]) -> Result<RouteTable, RouteError> {
         let mut issues = Vec::new();
-        let mut routes = Vec::with_capacity(specs.len());
+        let mut table = RouteTable::default();
         for (index, spec) in specs.iter().enumerate() {
-            if let Some(route) = compile_route(index, spec, &mut issues) {
-                routes.push(route);
-            }
-        }
-        routes.sort_by(|a, b| {
-            let kinds = |r: &Route| {
-                r.segments
-                    .iter()
-                    .map(|s| matches!(s, Segment::Any))
-                    .collect::<Vec<_>>()
+            let Some((route, segments)) = compile_route(index, spec, &mut issues) else {
+                continue;
             };
-            (a.segments.len(), kinds(a), a.methods == ANY_METHOD, a.index).cmp(&(
-                b.segments.len(),
-                kinds(b),
-                b.methods == ANY_METHOD,
-                b.index,
-            ))
-        });
-        for (i, a) in routes.iter().enumerate() {
-            for b in &routes[i + 1..] {
-                if a.methods == b.methods && same_template(&a.segments, &b.segments) {
-                    let (first, second) = (a.index.min(b.index), a.index.max(b.index));
-                    issues.push(RouteIssue {
-                        index: second,
-                        field: "path",
-                        message: format!(
-                            "has the same method and path as routes[{first}]; remove one"
-                        ),
-                    });
+            let leaf = table.leaf(&segments);
+            let clash = table.nodes[leaf]
+                .routes
+                .iter()
+                .map(|&r| &table.routes[r])
+                .find(|other| other.methods == route.methods);
+            if let Some(other) = clash {
+                issues.push(RouteIssue {
+                    index,
+                    field: "path",
+                    message: format!(
+                        "has the same method and path as routes[{}]; remove one",
+                        other.index
+                    ),
+                });
+                continue;
+            }
+            table.nodes[leaf].routes.push(table.routes.len());
+            table.routes.push(route);
+            table.lengths |= length_bit(segments.len());
+        }
+        if !issues.is_empty() {
+            issues.sort_by_key(|i| i.index);
+            return Err(RouteError { issues });
+        }
+        let routes = &table.routes;
+        for node in &mut table.nodes {
+            node.routes
+                .sort_by_key(|&r| (routes[r].methods == ANY_METHOD, routes[r].index));
+            if node.literals.len() > LINEAR_CHILDREN {
+                for (literal, child) in node.literals.drain(..) {
+                    node.hashed
+                        .insert_unique(fold_hash(&literal), (literal, child), |(l, _)| {
+                            fold_hash(l)
+                        });
                 }
             }
         }
-        if issues.is_empty() {
-            Ok(RouteTable { routes })
-        } else {
-            issues.sort_by_key(|i| i.index);
-            Err(RouteError { issues })
-        }
+        Ok(table)
     }
 
+    /// The trie node a template ends at, created as needed.
+    fn leaf(&mut self, segments: &[Segment]) -> usize {
+        if self.nodes.is_empty() {
+            self.nodes.push(Node::default());
+        }
+        let mut node = 0;
+        for segment in segments {
+            let next = self.nodes.len();
+            node = match segment {
+                Segment::Any => *self.nodes[node].wildcard.get_or_insert(next),
+                Segment::Literal(literal) => {
+                    let children = &mut self.nodes[node].literals;
+                    match children
+                        .iter()
+                        .find(|(l, _)| l.eq_ignore_ascii_case(literal))
+                    {
+                        Some(&(_, child)) => child,
+                        None => {
+                            children.push((literal.to_ascii_lowercase().into(), next));
+                            next
+                        }
+                    }
+                }
+            };
+            if node == next {
+                self.nodes.push(Node::default());
+            }
+        }
+        node
+    }
+
+    /// How many routes.
     pub fn len(&self) -> usize {
         self.routes.len()
     }
@@ -170,15 +234,55 @@ impl RouteTable {
     }
 
     /// The winning route for a validated request path.
-    pub(crate) fn find(&self, method: Method, path: RequestPath<'_>) -> Option<&Route> {
-        let first = self
-            .routes
-            .partition_point(|r| r.segments.len() < path.segments);
-        self.routes[first..]
-            .iter()
-            .take_while(|r| r.segments.len() == path.segments)
-            .find(|r| r.methods & method.bit() != 0 && r.matches(path.text))
+    pub(crate) fn find(&self, method: Method, path: &RequestPath<'_>) -> Option<&Route> {
+        if self.lengths & length_bit(path.segments) == 0 {
+            return None;
+        }
+        self.walk(0, 0, path, method.bit()).map(|r| &self.routes[r])
     }
+
+    /// Depth first from `node` over segments `i..` of `path`, literal
+    /// before wildcard.
+    fn walk(&self, node: usize, i: usize, path: &RequestPath<'_>, method: u8) -> Option<usize> {
+        let node = &self.nodes[node];
+        if i == path.segments {
+            return node
+                .routes
+                .iter()
+                .copied()
+                .find(|&r| self.routes[r].methods & method != 0);
+        }
+        let segment = path.segment(i);
+        let literal = |(l, _): &&(Box<str>, usize)| l.eq_ignore_ascii_case(segment);
+        let child = if node.hashed.is_empty() {
+            node.literals.iter().find(literal)
+        } else {
+            node.hashed
+                .find(fold_hash(segment), |entry| literal(&entry))
+        };
+        if let Some(found) = child.and_then(|&(_, child)| self.walk(child, i + 1, path, method)) {
+            return Some(found);
+        }
+        node.wildcard
+            .and_then(|child| self.walk(child, i + 1, path, method))
+    }
+}
+
+fn length_bit(segments: usize) -> u64 {
+    1 << segments.min(63)
+}
+
+/// Hashes the ASCII-lowercase form of a segment without allocating.
+fn fold_hash(segment: &str) -> u64 {
+    let mut hasher = FixedState::with_seed(0x0072_616d_7061_7274).build_hasher();
+    let mut buffer = [0u8; 32];
+    for piece in segment.as_bytes().chunks(buffer.len()) {
+        let lower = &mut buffer[..piece.len()];
+        lower.copy_from_slice(piece);
+        lower.make_ascii_lowercase();
+        hasher.write(lower);
+    }
+    hasher.finish()
 }
 
 impl Route {
@@ -194,49 +298,25 @@ impl Route {
         self.data_action
     }
 
-    fn matches(&self, path: &str) -> bool {
-        self.segments.is_empty()
-            || path[1..]
-                .split('/')
-                .zip(self.segments.iter())
-                .all(|(got, want)| match want {
-                    Segment::Any => true,
-                    Segment::Literal(literal) => got.eq_ignore_ascii_case(literal),
-                })
-    }
-
     /// The scope for a validated `path` this route matched.
-    pub(crate) fn scope<'a>(&'a self, path: &'a str) -> Result<&'a str, MappingError> {
+    pub(crate) fn scope<'a>(&'a self, path: &RequestPath<'a>) -> Result<&'a str, MappingError> {
         match &self.scope {
             RouteScope::Fixed(scope) => Ok(scope),
-            RouteScope::Prefix { segments: 0, .. } => Ok(&path[..1]),
             RouteScope::Prefix { segments, checked } => {
-                let end = path
-                    .bytes()
-                    .enumerate()
-                    .filter(|&(_, b)| b == b'/')
-                    .nth(*segments)
-                    .map_or(path.len(), |(i, _)| i);
-                let scope = &path[..end];
-                if *checked && !mapping::is_scope(scope) {
+                if *checked && !mapping::is_scope(path, *segments) {
                     return Err(MappingError::RouteScope);
                 }
-                Ok(scope)
+                Ok(path.prefix(*segments))
             }
         }
     }
 }
 
-fn same_template(a: &[Segment], b: &[Segment]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| match (x, y) {
-            (Segment::Any, Segment::Any) => true,
-            (Segment::Literal(x), Segment::Literal(y)) => x.eq_ignore_ascii_case(y),
-            _ => false,
-        })
-}
-
-fn compile_route(index: usize, spec: &RouteSpec, issues: &mut Vec<RouteIssue>) -> Option<Route> {
+fn compile_route(
+    index: usize,
+    spec: &RouteSpec,
+    issues: &mut Vec<RouteIssue>,
+) -> Option<(Route, Vec<Segment>)> {
     let before = issues.len();
     let mut issue = |field: &'static str, message: String| {
         issues.push(RouteIssue {
@@ -269,14 +349,14 @@ fn compile_route(index: usize, spec: &RouteSpec, issues: &mut Vec<RouteIssue>) -
     if issues.len() > before {
         return None;
     }
-    Some(Route {
+    let route = Route {
         index,
         methods: methods?,
-        segments: segments?.into_boxed_slice(),
         operation: spec.operation.as_str().into(),
         data_action: spec.data_action,
         scope: scope?,
-    })
+    };
+    Some((route, segments?))
 }
 
 fn parse_method(text: &str) -> Option<u8> {
@@ -337,6 +417,12 @@ fn parse_template(text: &str) -> Result<Vec<Segment>, String> {
         }
         at += segment.len() + 1;
     }
+    if segments.len() > MAX_SEGMENTS {
+        return Err(format!(
+            "has {} segments; a request has at most {MAX_SEGMENTS}",
+            segments.len()
+        ));
+    }
     Ok(segments)
 }
 
@@ -363,15 +449,14 @@ fn compile_scope(spec: &RouteSpec, segments: &[Segment]) -> Result<RouteScope, S
     };
     let Some(text) = &spec.scope else {
         let filled = instantiate(segments);
-        return match mapping::derive(&filled) {
-            Ok(derived) => {
-                let end = derived.scope_end();
-                Ok(prefix(if end == 0 {
-                    0
-                } else {
-                    filled[..end].matches('/').count()
-                }))
-            }
+        let derived = mapping::validate(&filled).and_then(|path| {
+            let end = mapping::derive(&path, path.segments)?.scope_end();
+            Ok((0..=path.segments)
+                .find(|&n| path.prefix(n).len() == end.max(1))
+                .unwrap_or(0))
+        });
+        return match derived {
+            Ok(n) => Ok(prefix(n)),
             Err(e) => {
                 let why = match e {
                     MappingError::NotArm => {
@@ -397,7 +482,8 @@ fn compile_scope(spec: &RouteSpec, segments: &[Segment]) -> Result<RouteScope, S
     if let Err(e) = Scope::parse(&filled) {
         return Err(format!("'{text}' is not a scope: it {e}"));
     }
-    if !mapping::is_scope(&filled) {
+    let whole = mapping::validate(&filled).is_ok_and(|p| mapping::is_scope(&p, p.segments));
+    if !whole {
         return Err(format!(
             "'{text}' is not a scope a request can have ('providers' where a name or type belongs)"
         ));
@@ -640,8 +726,43 @@ mod tests {
             op(Method::Put, "/api/carts/items"),
             Ok(("Contoso.Api/any/read".into(), MappedBy::Route(0)))
         );
+        // A literal branch whose route does not take the method gives way
+        // to the wildcard branch.
+        assert_eq!(
+            op(Method::Put, "/api/orders/items"),
+            Ok(("Contoso.Api/any/read".into(), MappedBy::Route(0)))
+        );
         // HEAD is its own method: a GET route does not answer it.
         assert_eq!(op(Method::Head, "/api/orders/7"), Err(MappingError::NotArm));
+    }
+
+    #[test]
+    fn many_literals_at_one_position_are_found_in_any_case() {
+        let specs: Vec<RouteSpec> = (0..40)
+            .map(|i| {
+                spec(
+                    "GET",
+                    &format!("/api/Thing{i}/{{}}"),
+                    &format!("Contoso.Api/thing{i}/read"),
+                    Some("/"),
+                )
+            })
+            .chain([spec(
+                "GET",
+                "/api/{}/{}",
+                "Contoso.Api/other/read",
+                Some("/"),
+            )])
+            .collect();
+        let table = table(&specs);
+        for i in 0..40 {
+            let got = map(&table, Method::Get, &format!("/api/THING{i}/x")).map(|m| m.0);
+            assert_eq!(got, Ok(format!("Contoso.Api/thing{i}/read")));
+        }
+        assert_eq!(
+            map(&table, Method::Get, "/api/thing40/x").map(|m| m.0),
+            Ok("Contoso.Api/other/read".into())
+        );
     }
 
     #[test]
