@@ -35,7 +35,9 @@
 //! - The query string is ignored; a `#` is refused (a fragment never
 //!   reaches a server, so one in a path is an attempt at confusion).
 //! - One trailing `/` is ignored, as ARM ignores it; `//` anywhere else is
-//!   an empty segment and refused, as are `.` and `..` segments.
+//!   an empty segment and refused, as are `.` and `..` segments, and
+//!   segments ending in `.` or `%20`, which Windows-based servers may trim
+//!   (Azure names cannot end in either).
 //! - Names and keywords compare ASCII case-insensitively.
 //! - Percent escapes are kept as they are, never decoded, so the scope is
 //!   a slice of the path. To keep one spelling per name (otherwise a deny
@@ -171,6 +173,8 @@ pub enum MappingError {
     EmptySegment(usize),
     #[error("the path has a '.' or '..' segment at byte {0}")]
     DotSegment(usize),
+    #[error("the path has a segment ending in '.' or an encoded space at byte {0}; servers that trim them would see another name")]
+    TrailingDotOrSpace(usize),
     #[error("the path has a percent-encoded '/' or '\\' at byte {0}")]
     EncodedSeparator(usize),
     #[error("the path has a '\\' at byte {0}")]
@@ -446,6 +450,7 @@ fn end_segment(bytes: &[u8], start: usize, end: usize, base: usize) -> Result<()
     match &bytes[start..end] {
         [] => Err(MappingError::EmptySegment(base + start)),
         [b'.'] | [b'.', b'.'] => Err(MappingError::DotSegment(base + start)),
+        [.., b'.'] | [.., b'%', b'2', b'0'] => Err(MappingError::TrailingDotOrSpace(base + start)),
         _ => Ok(()),
     }
 }
@@ -1460,6 +1465,16 @@ mod tests {
                 MappingError::DotSegment(at + 47),
             ),
             (format!("{rg}/../../other"), MappingError::DotSegment(at)),
+            (
+                format!(
+                    "{SUB}/resourceGroups/rg-app./providers/Microsoft.Compute/virtualMachines/vm"
+                ),
+                MappingError::TrailingDotOrSpace(SUB.len() + 16),
+            ),
+            (
+                format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm%20"),
+                MappingError::TrailingDotOrSpace(at + 44),
+            ),
             (
                 format!("{rg}/providers/Microsoft.Compute/virtualMachines/a%2Fb"),
                 MappingError::EncodedSeparator(at + 45),
