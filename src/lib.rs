@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod elevation;
 pub mod engine;
+pub mod extauthz;
 pub mod model;
 pub mod proto;
 pub mod server;
