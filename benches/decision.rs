@@ -1,5 +1,5 @@
 //! The decision core on a generated tenant of 100,000 role assignments,
-//! 10,000 principals and 1,000 scopes (SPEC §7):
+//! 10,000 principals and 1,000 scopes (README.md#performance):
 //!
 //! - `warm`: a decision whose (principal, scope) effective permissions are
 //!   cached — the steady state of a sidecar.

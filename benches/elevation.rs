@@ -1,4 +1,4 @@
-//! Elevation under load (SPEC §7): 10,000 concurrent pending elevations in
+//! Elevation under load (README.md#performance): 10,000 concurrent pending elevations in
 //! one process (100 agents × 100 requests, the per-principal limit), then
 //! the latency from an approval to the waiting caller's answer, with the
 //! durable SQLite store under a temporary `--state-dir`.

@@ -1,4 +1,4 @@
-//! The audit trail as JSON lines (`--audit-log FILE`, SPEC §6): every
+//! The audit trail as JSON lines (`--audit-log FILE`, docs/operations.md#audit-log): every
 //! elevation event and grant, always; decisions at a sampling rate. Each
 //! line has the time, principal, operation, scope, decision or state,
 //! reason and snapshot revision.

@@ -1,4 +1,4 @@
-//! The Authorizer over gRPC: one test per rule of SPEC §1, against the real
+//! The Authorizer over gRPC: one test per rule of docs/model.md, against the real
 //! server on ephemeral ports with the fixture `fixtures/rules.yaml`.
 
 mod common;

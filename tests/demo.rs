@@ -1,5 +1,5 @@
 //! The embedded demo tenant: one principal per persona of the enterprise
-//! table of the Foundry RBAC guide (seed 001), assigned as the table says,
+//! table of the Foundry RBAC guide, assigned as the table says,
 //! and what each persona can and cannot do.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Agents and elevation over gRPC (SPEC §2, §3): the eight rows of the
+//! Agents and elevation over gRPC (docs/agents-and-elevation.md): the eight rows of the
 //! decision table, RequestElevation, the approval rules, grants, the
 //! auto-approve policy, reload and restart.
 

@@ -1,4 +1,4 @@
-//! Key-based access (SPEC §1.8) over gRPC: a key grants every data-plane
+//! Key-based access (docs/model.md#access-keys) over gRPC: a key grants every data-plane
 //! operation at its resource and below, nothing on the control plane,
 //! nothing elsewhere, and nothing at all where local auth is disabled.
 

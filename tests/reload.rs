@@ -1,4 +1,4 @@
-//! Live reload against a running server (SPEC §5): a rewritten file, a
+//! Live reload against a running server (docs/operations.md#live-reload): a rewritten file, a
 //! broken file, a kubelet-style ConfigMap symlink swap, Admin.ReloadSnapshot
 //! and SIGHUP.
 

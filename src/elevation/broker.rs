@@ -19,7 +19,7 @@ use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Request, Verdict};
 use crate::model::{principal_key, Agent, ExecutionMode, Scope};
 use crate::snapshot::CompiledSnapshot;
 
-/// The default wait for a decision (SPEC §3).
+/// The default wait for a decision (docs/agents-and-elevation.md#requestelevation).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 /// At most this many pending elevations per principal.
 pub const MAX_PENDING_PER_PRINCIPAL: usize = 100;
@@ -220,7 +220,7 @@ impl Broker {
         tracing::info!(target: "rampart::audit", event, elevation = %e.id, principal = %e.principal_id, action = %e.action, scope = %e.scope, "elevation event");
     }
 
-    /// RequestElevation (SPEC §3): answers at once when nothing needs
+    /// RequestElevation (docs/agents-and-elevation.md#requestelevation): answers at once when nothing needs
     /// approving, otherwise waits for the resolution.
     pub async fn request(
         self: &Arc<Self>,
@@ -563,7 +563,8 @@ impl Broker {
         )
     }
 
-    /// Approves as `caller`: SPEC §3 rules (a), (b), (c), then a durable
+    /// Approves as `caller`: the approver rules (a), (b), (c)
+    /// (docs/agents-and-elevation.md#approver-rules), then a durable
     /// grant, then the answer.
     pub async fn approve(
         &self,
@@ -718,7 +719,7 @@ impl Broker {
         Ok(elevation)
     }
 
-    /// The auto-approve policy (SPEC §3), for Auto-mode agents: the first
+    /// The auto-approve policy (docs/agents-and-elevation.md#auto-approve), for Auto-mode agents: the first
     /// rule that matches and whose `onBehalfOf` holds the operation.
     async fn try_auto_approve(
         &self,
@@ -934,7 +935,7 @@ impl Broker {
 
     /// Swaps in a new snapshot and ends the grants it no longer supports:
     /// the scope left the agent's managed scopes, or the `onBehalfOf`
-    /// principal no longer holds the operation there (SPEC §3.5).
+    /// principal no longer holds the operation there (docs/agents-and-elevation.md#when-a-grant-ends).
     pub fn swap_snapshot(&self, snapshot: CompiledSnapshot) {
         self.engine.swap(snapshot);
         let loaded = self.engine.current();

@@ -1,4 +1,4 @@
-//! Elevation (SPEC §3): the approval broker, its grants and the durable
+//! Elevation (docs/agents-and-elevation.md): the approval broker, its grants and the durable
 //! state store. Agents ask; humans (or the auto-approve policy of an
 //! Auto-mode agent) decide; an approval lends the approver's own permission
 //! for a bounded time.

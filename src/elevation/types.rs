@@ -1,4 +1,4 @@
-//! Elevations and grants as the broker keeps them (SPEC §3).
+//! Elevations and grants as the broker keeps them (docs/agents-and-elevation.md).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

@@ -35,7 +35,7 @@ pub enum Verdict {
     ApprovalRequired,
 }
 
-/// The step of SPEC §1.9 that decided.
+/// The step of docs/model.md#decision-order that decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     RoleAssignment,

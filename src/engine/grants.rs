@@ -1,4 +1,4 @@
-//! Active elevation grants as decisions see them (SPEC §3.4): the exact
+//! Active elevation grants as decisions see them (docs/agents-and-elevation.md#grants): the exact
 //! operation at a scope and below, for one agent principal, until expiry or
 //! use-up. The elevation broker owns their lifecycle and durability; the
 //! engine only reads them, and counts uses.

@@ -1,4 +1,4 @@
-//! The decision engine: Azure RBAC evaluation in the order of SPEC §1.9,
+//! The decision engine: Azure RBAC evaluation in the order of docs/model.md#decision-order,
 //! over a compiled snapshot held behind an atomic pointer.
 //!
 //! A warm decision is a few hash look-ups and pattern comparisons: the
@@ -155,7 +155,7 @@ impl Loaded {
         effective::resolve(&self.snapshot, principal, self.snapshot.anchor(scope))
     }
 
-    /// Decides one request (SPEC §1.9).
+    /// Decides one request (docs/model.md#decision-order).
     pub fn decide(&self, req: &Request<'_>) -> Result<Decision<'_>, RequestError> {
         self.decide_with(req, None)
     }
@@ -265,7 +265,7 @@ impl Loaded {
             }
         }
 
-        // 7, 8. Plain RBAC, or the agent table of SPEC §2, where an active
+        // 7, 8. Plain RBAC, or the agent table of docs/agents-and-elevation.md#decision-table, where an active
         // grant counts as `has` and, for a Review-mode write, is the
         // approval to act. The cache entry is released first: asking a
         // grant's lender takes another entry of the same cache, and a
@@ -369,7 +369,7 @@ impl Loaded {
         );
     }
 
-    /// SPEC §1.5: some block of some applicable assignment matches the
+    /// docs/model.md#role-assignments: some block of some applicable assignment matches the
     /// operation in its allow list and not in its own subtract list.
     #[inline]
     fn allowed_by_roles(

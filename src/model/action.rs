@@ -1,4 +1,4 @@
-//! Operations and the wildcard patterns of role definitions (SPEC §1.3).
+//! Operations and the wildcard patterns of role definitions (docs/model.md#operations).
 //!
 //! Patterns are compiled once per snapshot into the cheapest shape that
 //! matches them (exact, prefix, suffix, …), stored lowercase, and compared
@@ -93,7 +93,7 @@ fn check_operation_precisely(bytes: &[u8]) -> Result<OperationInfo, OperationErr
 /// What a valid operation tells about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OperationInfo {
-    /// The last segment is `read` (SPEC §1.3); everything else is a write.
+    /// The last segment is `read` (docs/model.md#operations); everything else is a write.
     pub read_only: bool,
 }
 

@@ -1,4 +1,4 @@
-//! Agents (SPEC §2): a managed identity working inside managed scopes at a
+//! Agents (docs/agents-and-elevation.md#agents): a managed identity working inside managed scopes at a
 //! permission level and in an execution mode.
 
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub struct Agent {
     pub elevation: ElevationSettings,
 }
 
-/// How elevation works for one agent (SPEC §3). Validated here; acted on by
+/// How elevation works for one agent (docs/agents-and-elevation.md). Validated here; acted on by
 /// the elevation broker.
 #[derive(Debug, Clone)]
 pub struct ElevationSettings {

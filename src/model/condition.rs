@@ -1,4 +1,4 @@
-//! ABAC conditions (SPEC §1.7): the Azure condition language, version 2.0,
+//! ABAC conditions (docs/model.md#conditions): the Azure condition language, version 2.0,
 //! parsed once per snapshot and evaluated per request only for the
 //! assignments and permission blocks that carry one.
 //!

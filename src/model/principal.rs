@@ -1,4 +1,4 @@
-//! Principals (SPEC §1.1): users, groups, service principals and managed
+//! Principals (docs/model.md#principals): users, groups, service principals and managed
 //! identities, and the rule for comparing their ids.
 
 use std::borrow::Cow;
@@ -58,7 +58,7 @@ pub fn is_guid(id: &str) -> bool {
 }
 
 /// The key a principal id is compared by: GUIDs ignore case, other ids are
-/// exact (SPEC §1.1).
+/// exact (docs/model.md#principals).
 pub fn principal_key(id: &str) -> Cow<'_, str> {
     if is_guid(id) && id.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(id.to_ascii_lowercase())
@@ -81,7 +81,7 @@ pub enum PrincipalIdError {
 /// The longest principal id accepted, in bytes.
 pub const MAX_PRINCIPAL_ID_LEN: usize = 256;
 
-/// Checks a principal id: non-empty, bounded, no whitespace (SPEC §1.1).
+/// Checks a principal id: non-empty, bounded, no whitespace (docs/model.md#principals).
 pub fn check_principal_id(id: &str) -> Result<(), PrincipalIdError> {
     if id.is_empty() {
         return Err(PrincipalIdError::Empty);

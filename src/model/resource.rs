@@ -1,5 +1,5 @@
 //! Resources with tags and local-auth settings, and the access keys bound
-//! to them (SPEC §1.8).
+//! to them (docs/model.md#access-keys).
 
 use std::collections::BTreeMap;
 

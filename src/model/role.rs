@@ -1,5 +1,5 @@
-//! Role definitions (SPEC §1.4) and the role assignments and deny
-//! assignments that use them (SPEC §1.5, §1.6).
+//! Role definitions (docs/model.md#roles) and the role assignments and deny
+//! assignments that use them (docs/model.md#role-assignments and docs/model.md#deny-assignments).
 
 use super::action::PatternSet;
 use super::condition::Condition;

@@ -1,4 +1,4 @@
-//! Azure Resource Manager scopes (SPEC §1.2): parsing, validation and the
+//! Azure Resource Manager scopes (docs/model.md#scopes): parsing, validation and the
 //! structural half of ancestry.
 //!
 //! A scope's ancestors are every prefix of it that is itself a scope, then

@@ -1,6 +1,6 @@
 //! A validated tenant: everything a snapshot declares, with references
 //! resolved to indices, plus the management-group hierarchy that completes
-//! a scope's ancestry (SPEC §1.2).
+//! a scope's ancestry (docs/model.md#scopes).
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §6), in the text exposition format, on
+//! Prometheus metrics (docs/operations.md#metrics), in the text exposition format, on
 //! `--metrics-listen`.
 //!
 //! Decisions are counted on the hot path, so counters are sharded per

@@ -1,4 +1,4 @@
-//! Snapshots (SPEC §5): the YAML (or JSON) file of roles, assignments and
+//! Snapshots (docs/snapshot-format.md): the YAML (or JSON) file of roles, assignments and
 //! agents; its validation, with every problem located; and its compilation
 //! into the immutable form the engine decides on.
 

@@ -1,4 +1,4 @@
-//! Live reload (SPEC §5): a new snapshot is read, validated and compiled
+//! Live reload (docs/operations.md#live-reload): a new snapshot is read, validated and compiled
 //! off to the side and handed over only when it is good; a bad one is
 //! reported and the last good one keeps serving.
 //!

@@ -1,4 +1,4 @@
-//! The snapshot file as written (SPEC §5): serde types with Azure's
+//! The snapshot file as written (docs/snapshot-format.md): serde types with Azure's
 //! camelCase keys. Unknown keys are errors, so a typo such as `notAction`
 //! cannot silently drop a restriction.
 
