@@ -170,3 +170,28 @@ fn check_explains_an_offline_decision() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid action"));
 }
+
+#[test]
+fn validate_refuses_alias_bombs_and_runaway_nesting_before_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // 647 bytes that would expand to a billion values.
+    let mut bomb = String::from("revision: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("l{i}: &a{i} [{refs}]\n"));
+    }
+    let deep = format!("revision: &x r\nprincipals: {}{}\n", "[".repeat(100), "]".repeat(100));
+    let anchor_free_deep = format!("principals: {}{}\n", "[".repeat(5_000), "]".repeat(5_000));
+    for (name, text, expect) in [
+        ("bomb.yaml", bomb, "aliases expand"),
+        ("deep.yaml", deep, "deeper than 64 levels"),
+        ("deep-plain.yaml", anchor_free_deep, "invalid type: sequence"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = rampart().arg("validate").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let report = String::from_utf8_lossy(&out.stderr);
+        assert!(report.contains(expect), "{name}: {report}");
+    }
+}

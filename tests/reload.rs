@@ -18,7 +18,7 @@ use rampart::proto::admin_client::AdminClient;
 use rampart::proto::authorizer_client::AuthorizerClient;
 use rampart::proto::{GetSnapshotStatusRequest, ReloadOutcome, ReloadSnapshotRequest};
 use rampart::server::{self, Running, ServeConfig, Tokens};
-use rampart::snapshot::reload::{ReloadWatch, Reloader};
+use rampart::snapshot::reload::{ReloadWatch, Reloader, SETTLE};
 use tonic::transport::Channel;
 
 const READ: &str = "Microsoft.Compute/virtualMachines/read";
@@ -31,22 +31,25 @@ struct Served {
 }
 
 async fn serve(path: &Path, watch: bool) -> Served {
+    serve_with(path, watch, Duration::from_secs(60), SETTLE).await
+}
+
+async fn serve_with(path: &Path, watch: bool, poll: Duration, settle: Duration) -> Served {
     let snapshot = rampart::snapshot::load_file(path).unwrap_or_else(|e| panic!("{e}"));
     let hash = snapshot.info.content_sha256.clone();
     let engine = Arc::new(Engine::new(snapshot));
     let broker = Broker::start(engine.clone(), Store::in_memory().unwrap()).unwrap();
     let b = broker.clone();
-    let reloader = Arc::new(Reloader::new(
-        path.to_path_buf(),
-        Some(hash),
-        move |loaded| match loaded {
+    let reloader = Arc::new(
+        Reloader::new(path.to_path_buf(), Some(hash), move |loaded| match loaded {
             Ok(s) => b.swap_snapshot(s),
             Err(e) => engine.record_failure(e.to_string()),
-        },
-    ));
+        })
+        .with_settle(settle),
+    );
     let watch = watch.then(|| {
         reloader
-            .watch(Duration::from_millis(50), Duration::from_secs(60))
+            .watch(Duration::from_millis(50), poll)
             .expect("watch")
     });
     let config = ServeConfig {
@@ -279,4 +282,94 @@ async fn sighup_reloads_the_running_binary() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(revision, "rules-hup");
+}
+
+/// A tenant whose deny assignment comes last: cut before it, the file is a
+/// valid snapshot that allows what the whole file denies.
+fn deny_last(revision: &str) -> String {
+    format!(
+        "revision: {revision}
+subscriptions:
+  - id: 11111111-1111-1111-1111-111111111111
+principals:
+  - {{ id: alice, type: User }}
+roleAssignments:
+  - {{ principal: alice, role: Contributor, scope: {SUB1} }}
+denyAssignments:
+  - id: no-deletes
+    everyone: true
+    scope: {SUB1}
+    actions: [\"*/delete\"]
+"
+    )
+}
+
+#[tokio::test]
+async fn a_file_written_in_place_is_never_served_half_written() {
+    const DELETE: &str = "Microsoft.Compute/virtualMachines/delete";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot.yaml");
+    std::fs::write(&path, deny_last("whole-0")).unwrap();
+    // A poll as often as the watch's debounce, and a settle far longer
+    // than the writer's pause, so the half-written file is in reach of
+    // both and only the settle keeps it out.
+    let s = serve_with(
+        &path,
+        true,
+        Duration::from_millis(50),
+        Duration::from_secs(1),
+    )
+    .await;
+    let ask = || {
+        let mut client = s.authorizer.clone();
+        async move {
+            client
+                .authorize(request("alice", DELETE, SUB1, false))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    for round in 1..=3 {
+        let revision = format!("whole-{round}");
+        let text = deny_last(&revision);
+        let cut = text.find("denyAssignments").unwrap();
+        let writer = {
+            let (path, text) = (path.clone(), text.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                // In place: truncate, write the valid prefix, pause with the
+                // file open, then the rest.
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)
+                    .unwrap();
+                f.write_all(&text.as_bytes()[..cut]).unwrap();
+                f.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                f.write_all(&text.as_bytes()[cut..]).unwrap();
+            })
+        };
+        // Every answer until (and after) the new revision serves: never an
+        // ALLOW, which only the half-written file would give.
+        let mut served = false;
+        for _ in 0..1000 {
+            let r = ask().await;
+            assert_eq!(
+                r.decision(),
+                rampart::proto::Decision::Deny,
+                "revision {} allowed a delete: a half-written file was served",
+                r.snapshot_revision
+            );
+            if r.snapshot_revision == revision {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        writer.join().unwrap();
+        assert!(served, "{revision} was never served");
+    }
+    s.running.unwrap().shutdown().await.unwrap();
 }

@@ -181,12 +181,16 @@ impl Daemon {
         let mut watch = None;
         if let Some(r) = &reloader {
             if options.watch {
-                match r.watch(RELOAD_DEBOUNCE, options.reload_poll.max(MIN_RELOAD_POLL)) {
+                let poll = options.reload_poll.max(MIN_RELOAD_POLL);
+                match r.watch(RELOAD_DEBOUNCE, poll) {
                     Ok(w) => watch = Some(w),
-                    Err(e) => tracing::warn!(
-                        "cannot watch the snapshot's directory ({e}); polling every {:?}",
-                        options.reload_poll
-                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot watch the snapshot's directory ({e}); polling every {}s",
+                            poll.as_secs()
+                        );
+                        watch = Some(r.poll(poll));
+                    }
                 }
             }
             tasks.push(tokio::spawn(signals::reload_on_sighup(r.clone())));

@@ -59,3 +59,18 @@ impl fmt::Display for SnapshotError {
         Ok(())
     }
 }
+
+impl SnapshotError {
+    /// A problem with the file as a whole (unreadable, too large, …).
+    pub fn whole(source_name: String, message: String) -> SnapshotError {
+        SnapshotError {
+            source_name,
+            problems: vec![Problem {
+                path: String::new(),
+                id: None,
+                message,
+                location: None,
+            }],
+        }
+    }
+}

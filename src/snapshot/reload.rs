@@ -4,18 +4,28 @@
 //!
 //! The watch is on the snapshot's directory, not the file: a Kubernetes
 //! ConfigMap update swaps a `..data` symlink, which a watch on the file
-//! itself would not survive. Events are debounced, the path is re-resolved
-//! each time, content whose hash is unchanged is skipped, and a periodic
-//! poll catches whatever the watch misses.
+//! itself would not survive. Only events that end a write count — a file
+//! closed after writing, created, renamed or removed — so a file being
+//! written in place is not read half-way; a periodic poll catches whatever
+//! the watch misses, and every read must settle: the file must stay the
+//! same (inode, size, modification time) for a moment after it was read,
+//! or it is read again. The path is re-resolved each time, and content
+//! whose hash is unchanged is skipped. The safe way to update a snapshot
+//! remains writing a new file and renaming it over the old one.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
-use super::{load_file, CompiledSnapshot, SnapshotError};
+use super::{load_str_within, read_file, CompiledSnapshot, SnapshotError, LOAD_BUDGET};
+
+/// How long a file must stay unchanged after it was read.
+pub const SETTLE: Duration = Duration::from_millis(300);
+/// How many times a changing file is read again before the reload gives up.
+const SETTLE_TRIES: u32 = 20;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +34,29 @@ pub enum ReloadOutcome {
     Reloaded(String),
     /// The file's content is what is serving already.
     Unchanged,
-    /// The file is not a valid snapshot; the previous one keeps serving.
+    /// The file is not a valid snapshot (or kept changing while it was
+    /// read); the previous one keeps serving.
     Failed(String),
+}
+
+/// What identifies one version of a file without reading it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Version {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn version(path: &Path) -> Option<Version> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Version {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    })
 }
 
 type Apply = dyn Fn(Result<CompiledSnapshot, SnapshotError>) + Send + Sync;
@@ -35,9 +66,11 @@ pub struct Reloader {
     path: PathBuf,
     /// SHA-256 of the content serving (or last rejected), to skip repeats.
     last_hash: Mutex<Option<String>>,
-    /// One reload at a time.
+    /// One reload at a time; each is bounded in time ([`LOAD_BUDGET`]) and
+    /// size, so a bad file never holds up the reloads after it.
     running: Mutex<()>,
     apply: Box<Apply>,
+    settle: Duration,
 }
 
 impl Reloader {
@@ -52,7 +85,15 @@ impl Reloader {
             last_hash: Mutex::new(serving_hash),
             running: Mutex::new(()),
             apply: Box::new(apply),
+            settle: SETTLE,
         }
+    }
+
+    /// How long a file must stay unchanged after it was read (tests use a
+    /// shorter or longer one).
+    pub fn with_settle(mut self, settle: Duration) -> Reloader {
+        self.settle = settle;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -64,20 +105,12 @@ impl Reloader {
     pub fn reload(&self) -> ReloadOutcome {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Re-resolve the path each time: a symlink swap points it elsewhere.
-        let bytes = match std::fs::read(&self.path) {
+        let bytes = match self.read_settled() {
             Ok(b) => b,
             Err(e) => {
-                let message = format!("cannot read {}: {e}", self.path.display());
+                let message = e.to_string();
                 tracing::error!("snapshot reload failed: {message}");
-                (self.apply)(Err(SnapshotError {
-                    source_name: self.path.display().to_string(),
-                    problems: vec![super::Problem {
-                        path: String::new(),
-                        id: None,
-                        message: message.clone(),
-                        location: None,
-                    }],
-                }));
+                (self.apply)(Err(e));
                 return ReloadOutcome::Failed(message);
             }
         };
@@ -88,7 +121,13 @@ impl Reloader {
                 return ReloadOutcome::Unchanged;
             }
         }
-        let outcome = match load_file(&self.path) {
+        let name = self.path.display().to_string();
+        let loaded = String::from_utf8(bytes)
+            .map_err(|e| {
+                SnapshotError::whole(name.clone(), format!("the snapshot is not UTF-8: {e}"))
+            })
+            .and_then(|text| load_str_within(&text, &name, Instant::now() + LOAD_BUDGET));
+        let outcome = match loaded {
             Ok(snapshot) => {
                 let revision = snapshot.info.revision.clone();
                 tracing::info!(revision = %revision, path = %self.path.display(), "snapshot reloaded");
@@ -108,6 +147,29 @@ impl Reloader {
         outcome
     }
 
+    /// Reads the file once it has stopped changing: the same version
+    /// before and after the read, and still the same [`SETTLE`] later.
+    fn read_settled(&self) -> Result<Vec<u8>, SnapshotError> {
+        for _ in 0..SETTLE_TRIES {
+            let before = version(&self.path);
+            let bytes = read_file(&self.path)?;
+            if version(&self.path) != before {
+                continue;
+            }
+            std::thread::sleep(self.settle);
+            if version(&self.path) == before {
+                return Ok(bytes);
+            }
+        }
+        Err(SnapshotError::whole(
+            self.path.display().to_string(),
+            format!(
+                "the file kept changing for {SETTLE_TRIES} reads; write the new snapshot \
+                 to another file and rename it into place"
+            ),
+        ))
+    }
+
     /// Watches the file's directory (debounced) and polls every `poll`,
     /// reloading on change, until the returned handle is dropped.
     pub fn watch(
@@ -115,10 +177,10 @@ impl Reloader {
         debounce: Duration,
         poll: Duration,
     ) -> Result<ReloadWatch, notify::Error> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|e| ends_a_write(&e.kind)) {
                     let _ = tx.send(());
                 }
             })?;
@@ -128,46 +190,172 @@ impl Reloader {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or_else(|| Path::new("."));
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
-        let reloader = self.clone();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(poll);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    event = rx.recv() => {
-                        if event.is_none() {
-                            return;
-                        }
-                        // Debounce: wait until the directory is quiet.
-                        loop {
-                            match tokio::time::timeout(debounce, rx.recv()).await {
-                                Ok(Some(())) => continue,
-                                Ok(None) => return,
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    _ = tick.tick() => {}
-                }
-                let r = reloader.clone();
-                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-            }
-        });
         Ok(ReloadWatch {
-            _watcher: watcher,
-            task,
+            _watcher: Some(watcher),
+            task: tokio::spawn(self.clone().run(Some(rx), debounce, poll)),
         })
     }
+
+    /// Polls every `poll` without a directory watch (when one cannot be
+    /// set up), until the returned handle is dropped.
+    pub fn poll(self: &Arc<Self>, poll: Duration) -> ReloadWatch {
+        ReloadWatch {
+            _watcher: None,
+            task: tokio::spawn(self.clone().run(None, Duration::ZERO, poll)),
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut events: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+        debounce: Duration,
+        poll: Duration,
+    ) {
+        let mut tick = tokio::time::interval(poll);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                event = next(&mut events) => {
+                    if event.is_none() {
+                        return;
+                    }
+                    // Debounce: wait until the directory is quiet.
+                    loop {
+                        match tokio::time::timeout(debounce, next(&mut events)).await {
+                            Ok(Some(())) => continue,
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            let r = self.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    }
+}
+
+/// The next watch event; never, when there is no watch.
+async fn next(events: &mut Option<tokio::sync::mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a directory event means a write has ended: a file closed after
+/// writing, created, renamed or removed (a ConfigMap's symlink swap is a
+/// rename). Plain data writes are ignored: the file is still being written.
+fn ends_a_write(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
 }
 
 /// A running watch; dropping it stops watching.
 pub struct ReloadWatch {
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ReloadWatch {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RenameMode};
+    use notify::EventKind;
+
+    #[test]
+    fn only_events_that_end_a_write_trigger_a_reload() {
+        assert!(ends_a_write(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(ends_a_write(&EventKind::Create(CreateKind::File)));
+        assert!(ends_a_write(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
+        assert!(!ends_a_write(&EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        ))));
+        assert!(!ends_a_write(&EventKind::Access(AccessKind::Open(
+            AccessMode::Write
+        ))));
+    }
+
+    /// What a test reloader was handed: revisions, or error messages.
+    type Seen = Arc<Mutex<Vec<Result<String, String>>>>;
+
+    fn reloader(path: &Path) -> (Arc<Reloader>, Seen) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let r = Reloader::new(path.to_path_buf(), None, move |loaded| {
+            let entry = loaded
+                .map(|s| s.info.revision.clone())
+                .map_err(|e| e.to_string());
+            log.lock().unwrap().push(entry);
+        })
+        .with_settle(Duration::from_millis(20));
+        (Arc::new(r), seen)
+    }
+
+    #[test]
+    fn a_file_that_keeps_changing_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, "revision: r0\n").unwrap();
+        let (r, seen) = reloader(&path);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    std::fs::write(&path, format!("revision: r{n}\n")).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        let outcome = r.reload();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        match outcome {
+            ReloadOutcome::Failed(m) => assert!(m.contains("kept changing"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Once still, it loads.
+        assert!(matches!(r.reload(), ReloadOutcome::Reloaded(_)));
+        assert!(seen.lock().unwrap().last().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_bad_file_does_not_hold_up_the_next_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        std::fs::write(&path, bomb).unwrap();
+        let (r, _) = reloader(&path);
+        match r.reload() {
+            ReloadOutcome::Failed(m) => assert!(m.contains("aliases expand"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&path, "revision: good\n").unwrap();
+        assert_eq!(r.reload(), ReloadOutcome::Reloaded("good".into()));
     }
 }
