@@ -1,7 +1,7 @@
 //! The audit trail as JSON lines (`--audit-log FILE`, docs/operations.md#audit-log): every
 //! elevation event and grant, always; decisions at a sampling rate. Each
 //! line has the time, principal, operation, scope, decision or state,
-//! reason and snapshot revision.
+//! reason and snapshot revision, with the API's spelling of every enum.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -9,7 +9,55 @@ use std::io::{LineWriter, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-use serde_json::Value;
+use serde::Serialize;
+
+use crate::engine::{Decision, DecisionId, Reason, Verdict};
+
+/// A sampled Authorize decision, as one audit line:
+/// `{"event":"decision",…}`. Borrowed from the request and the decision.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename = "decision")]
+pub struct DecisionEvent<'a> {
+    pub decision_id: DecisionId,
+    pub principal: &'a str,
+    pub action: &'a str,
+    pub scope: &'a str,
+    pub data_action: bool,
+    pub decision: Verdict,
+    pub reason: Reason,
+    pub revision: &'a str,
+}
+
+impl<'a> DecisionEvent<'a> {
+    /// The event for `decision`, answering the request's principal,
+    /// operation and scope.
+    pub fn new(
+        principal: &'a str,
+        action: &'a str,
+        scope: &'a str,
+        data_action: bool,
+        decision: &Decision<'a>,
+    ) -> Self {
+        DecisionEvent {
+            decision_id: decision.decision_id,
+            principal,
+            action,
+            scope,
+            data_action,
+            decision: decision.verdict,
+            reason: decision.reason,
+            revision: decision.snapshot_revision,
+        }
+    }
+}
+
+/// An event with the time it was written, last on the line.
+#[derive(Serialize)]
+struct Stamped<'a, E: Serialize> {
+    #[serde(flatten)]
+    event: &'a E,
+    time: String,
+}
 
 pub struct AuditLog {
     out: Mutex<LineWriter<File>>,
@@ -32,16 +80,22 @@ impl AuditLog {
         })
     }
 
-    /// Appends one event, stamped with the time, as a line of JSON.
-    pub fn write(&self, mut event: Value) {
-        if let Value::Object(map) = &mut event {
-            map.insert(
-                "time".into(),
-                Value::String(chrono::Utc::now().to_rfc3339()),
-            );
-        }
+    /// Appends one event (a struct or an internally tagged enum, so it
+    /// serialises as a JSON object), stamped with the time, as a line.
+    pub fn write<E: Serialize>(&self, event: &E) {
+        let stamped = Stamped {
+            event,
+            time: chrono::Utc::now().to_rfc3339(),
+        };
+        let line = match serde_json::to_string(&stamped) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!("cannot encode an audit event for {}: {e}", self.path);
+                return;
+            }
+        };
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = writeln!(out, "{event}") {
+        if let Err(e) = writeln!(out, "{line}") {
             tracing::error!("cannot write the audit log {}: {e}", self.path);
         }
     }
@@ -77,6 +131,7 @@ pub fn sampled(rate: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn sampling_rates_hold_at_the_extremes_and_roughly_between() {
@@ -91,8 +146,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path).unwrap();
-        log.write(serde_json::json!({"event": "a"}));
-        log.write(serde_json::json!({"event": "b"}));
+        log.write(&serde_json::json!({"event": "a"}));
+        log.write(&serde_json::json!({"event": "b"}));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -101,5 +156,35 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["event"], "b");
         assert!(lines[0]["time"].as_str().unwrap().contains('T'));
+    }
+
+    #[test]
+    fn a_decision_line_uses_the_api_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.write(&DecisionEvent {
+            decision_id: DecisionId(7),
+            principal: "agent-r",
+            action: "Microsoft.Compute/virtualMachines/restart/action",
+            scope: "/subscriptions/s1",
+            data_action: false,
+            decision: Verdict::ApprovalRequired,
+            reason: Reason::NeedsElevation,
+            revision: "r1",
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(r#"{"event":"decision","decision_id":"00000000-"#),
+            "{text}"
+        );
+        let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["decision"], "APPROVAL_REQUIRED");
+        assert_eq!(line["reason"], "NEEDS_ELEVATION");
+        assert_eq!(line["principal"], "agent-r");
+        assert_eq!(line["data_action"], false);
+        assert_eq!(line["revision"], "r1");
+        assert!(line["time"].as_str().unwrap().contains('T'));
+        assert!(text.trim_end().ends_with("\"}"), "time comes last: {text}");
     }
 }

@@ -96,7 +96,19 @@ async fn the_audit_log_records_elevations_grants_and_sampled_decisions() {
     }
     let decision = lines.iter().find(|l| l["event"] == "decision").unwrap();
     assert_eq!(decision["reason"], "NEEDS_ELEVATION");
+    assert_eq!(decision["decision"], "APPROVAL_REQUIRED");
     assert_eq!(decision["action"], RESTART);
+    // Every enum as the API spells it.
+    let state_of = |event: &str| {
+        lines
+            .iter()
+            .find(|l| l["event"] == event)
+            .map(|l| l["state"].clone())
+    };
+    assert_eq!(state_of("elevation.requested"), Some("PENDING".into()));
+    assert_eq!(state_of("elevation.approved"), Some("APPROVED".into()));
+    let ended = lines.iter().find(|l| l["event"] == "grant.ended").unwrap();
+    assert_eq!(ended["reason"], "revoked by oncall", "{ended}");
     s.stop().await;
 }
 

@@ -2,77 +2,35 @@
 //! human or the auto-approve policy resolves them, they expire, or their
 //! callers go away; approvals become grants that the engine honours.
 //!
-//! Every state change is written to the store before it is acknowledged or
-//! published, and grants are written before the approval returns.
+//! The broker keeps the in-memory index, the locks, the waiting callers and
+//! the subscribers; what is allowed is decided by [`super::policy`]. Every
+//! state change is written to the store before it is acknowledged or
+//! published, and an approval's grant is written with it, before the
+//! approval returns.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::SystemTime;
 
-use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
-use super::store::{Store, StoreError};
-use super::types::{new_id, Elevation, ElevationState, Grant, GrantState};
+use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, GrantEnded};
+use super::policy::auto_approve::{self, Skipped};
+use super::policy::lifecycle::{self, EndReason};
+use super::policy::request::{self, ElevationRequest, PendingKey};
+use super::policy::{agent_by_id, agent_of, approver};
+use super::store::{Resolved, StateStore, StoreError};
+use super::types::{Approval, Elevation, ElevationState, Grant};
+use super::ElevationError;
 use crate::audit::AuditLog;
-use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Request, Verdict};
-use crate::model::{principal_key, Agent, ExecutionMode, Scope};
+use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
+use crate::model::{principal_key, Agent, ExecutionMode};
 use crate::snapshot::CompiledSnapshot;
 
-/// The default wait for a decision (docs/agents-and-elevation.md#requestelevation).
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 /// At most this many pending elevations per principal.
 pub const MAX_PENDING_PER_PRINCIPAL: usize = 100;
-/// The longest justification and comment kept.
-pub const MAX_TEXT: usize = 1024;
 /// Resolved elevations kept in memory for listing (all stay in the store).
 const HISTORY: usize = 10_000;
-
-/// Why the broker refused; the gRPC edge maps each to a status code.
-#[derive(Debug, thiserror::Error)]
-pub enum ElevationError {
-    #[error("{field}: {message}")]
-    InvalidArgument {
-        field: &'static str,
-        message: String,
-    },
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for ElevationError {
-    fn from(e: StoreError) -> Self {
-        ElevationError::Unavailable(e.to_string())
-    }
-}
-
-/// What an agent asks for.
-pub struct ElevationRequest<'a> {
-    pub principal_id: &'a str,
-    pub action: &'a str,
-    pub scope: &'a str,
-    pub data_action: bool,
-    pub justification: &'a str,
-    pub requested_duration: Option<Duration>,
-    pub wait_timeout: Option<Duration>,
-    /// Request attributes for ABAC conditions; bounded at the edge.
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// What an approver decides.
-pub struct Approval<'a> {
-    pub duration: Option<Duration>,
-    pub max_uses: u32,
-    pub comment: Option<&'a str>,
-}
 
 struct Entry {
     elevation: Elevation,
@@ -85,81 +43,81 @@ struct Inner {
     pending: HashMap<PendingKey, String>,
     resolved_order: VecDeque<String>,
     grants: HashMap<String, Grant>,
-    /// Auto-approvals per (agent, rule), for `maxPerHour`.
-    auto_approvals: HashMap<(String, usize), VecDeque<SystemTime>>,
 }
 
 pub struct Broker {
     engine: Arc<Engine>,
-    store: Store,
+    store: Box<dyn StateStore>,
     inner: Mutex<Inner>,
+    /// Auto-approvals per rule, for `maxPerHour`; used under `resolving`.
+    auto_approvals: Mutex<auto_approve::Window>,
     /// Serialises resolutions, so two approvers cannot both approve.
     resolving: tokio::sync::Mutex<()>,
     events: broadcast::Sender<Elevation>,
     /// The JSON-lines audit file, when `--audit-log` is given.
-    audit_log: std::sync::OnceLock<Arc<AuditLog>>,
+    audit_log: OnceLock<Arc<AuditLog>>,
 }
 
-/// What makes two requests identical, so the second joins the first:
-/// (principal key, lowercase action, lowercase scope, plane, attributes).
-type PendingKey = (String, String, String, bool, BTreeMap<String, String>);
-
-fn pending_key(e: &Elevation) -> PendingKey {
-    (
-        principal_key(&e.principal_id).into_owned(),
-        e.action.to_ascii_lowercase(),
-        e.scope.to_ascii_lowercase(),
-        e.data_action,
-        e.attributes.clone(),
-    )
-}
-
-fn bounded(text: &str) -> String {
-    text.chars().take(MAX_TEXT).collect()
+fn not_found(what: &'static str, id: &str) -> ElevationError {
+    ElevationError::NotFound {
+        what,
+        id: id.to_owned(),
+    }
 }
 
 impl Broker {
     /// Starts the broker on a store: active grants come back (minus those
-    /// that expired meanwhile), pending elevations become `CANCELLED` —
-    /// their callers are gone.
-    pub fn start(engine: Arc<Engine>, store: Store) -> Result<Arc<Broker>, StoreError> {
+    /// that expired meanwhile or the snapshot no longer supports), pending
+    /// elevations become `CANCELLED` — their callers are gone.
+    pub fn start(
+        engine: Arc<Engine>,
+        store: impl StateStore + 'static,
+    ) -> Result<Arc<Broker>, StoreError> {
         let (events, _) = broadcast::channel(4096);
         let broker = Arc::new(Broker {
             engine,
-            store,
+            store: Box::new(store),
             inner: Mutex::new(Inner::default()),
+            auto_approvals: Mutex::new(auto_approve::Window::default()),
             resolving: tokio::sync::Mutex::new(()),
             events,
-            audit_log: std::sync::OnceLock::new(),
+            audit_log: OnceLock::new(),
         });
-        let (elevations, grants) = broker.store.load()?;
+        broker.restore()?;
+        Ok(broker)
+    }
+
+    fn restore(&self) -> Result<(), StoreError> {
+        let (elevations, grants) = self.store.load()?;
         let now = SystemTime::now();
-        let mut inner = broker.lock();
-        let loaded = broker.engine.current();
+        let mut inner = self.lock();
+        let loaded = self.engine.current();
         for mut g in grants {
-            if g.state.is_active() && g.expires_at <= now {
-                broker.end_grant_record(&mut g, "expired", now)?;
-            }
             // What changed while rampart was down is checked as at a swap.
             if g.state.is_active() {
-                if let Err(reason) = still_supported(&loaded, &g) {
-                    broker.end_grant_record(&mut g, &reason, now)?;
+                if let Err(reason) = lifecycle::restored(&loaded, &g, now) {
+                    self.record_end(&mut g, &reason, now)?;
                 }
             }
             if g.state.is_active() {
-                broker.engine.grants.insert(active(&g));
+                self.engine.grants.insert(active(&g));
             }
             inner.grants.insert(g.id.clone(), g);
         }
         drop(loaded);
         for mut e in elevations {
             if e.state.is_pending() {
-                e.state = ElevationState::Cancelled;
-                e.resolved_at = Some(now);
-                e.resolved_by = Some("rampart".into());
-                e.comment = Some("rampart restarted while the elevation was pending".into());
-                broker.store.put_elevation(&e)?;
-                broker.audit("elevation.cancelled", &e, None);
+                let why = "rampart restarted while the elevation was pending";
+                lifecycle::resolve(
+                    &mut e,
+                    ElevationState::Cancelled,
+                    None,
+                    "rampart",
+                    Some(why),
+                    now,
+                );
+                self.store.resolve(&e, None)?;
+                self.audit(ElevationEventKind::Cancelled, &e, None);
             }
             let (changed, _) = watch::channel(e.clone());
             inner.resolved_order.push_back(e.id.clone());
@@ -171,8 +129,7 @@ impl Broker {
                 },
             );
         }
-        drop(inner);
-        Ok(broker)
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -197,27 +154,23 @@ impl Broker {
         let _ = self.events.send(e.clone());
     }
 
-    fn audit(&self, event: &str, e: &Elevation, by: Option<&str>) {
-        let record = json!({
-            "event": event,
-            "elevation_id": e.id,
-            "principal": e.principal_id,
-            "agent": e.agent_id,
-            "action": e.action,
-            "scope": e.scope,
-            "data_action": e.data_action,
-            "state": e.state,
-            "by": by,
-            "grant_id": e.grant.as_ref().map(|g| g.id.clone()),
-            "revision": self.engine.current().snapshot.info.revision,
-        });
-        if let Err(err) = self.store.audit(&record) {
+    /// Writes an event to the audit log file and the store's trail.
+    fn write_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        if let Some(log) = self.audit_log.get() {
+            log.write(event);
+        }
+        self.store.append_audit(event)
+    }
+
+    /// Audits an elevation event; a failure to write is logged, the event
+    /// itself already happened.
+    fn audit(&self, kind: ElevationEventKind, e: &Elevation, by: Option<&str>) {
+        let revision = self.engine.current().snapshot.info.revision.clone();
+        let event = ElevationEvent::new(kind, e, by, &revision).into();
+        if let Err(err) = self.write_audit(&event) {
             tracing::error!("cannot write the audit trail: {err}");
         }
-        if let Some(log) = self.audit_log.get() {
-            log.write(record);
-        }
-        tracing::info!(target: "rampart::audit", event, elevation = %e.id, principal = %e.principal_id, action = %e.action, scope = %e.scope, "elevation event");
+        tracing::info!(target: "rampart::audit", event = kind.as_str(), elevation = %e.id, principal = %e.principal_id, action = %e.action, scope = %e.scope, state = e.state.as_str(), "elevation event");
     }
 
     /// RequestElevation (docs/agents-and-elevation.md#requestelevation): answers at once when nothing needs
@@ -226,110 +179,28 @@ impl Broker {
         self: &Arc<Self>,
         r: ElevationRequest<'_>,
     ) -> Result<Elevation, ElevationError> {
-        if r.justification.trim().is_empty() {
-            return Err(ElevationError::InvalidArgument {
-                field: "justification",
-                message: "justification is required: say why the agent needs this".into(),
-            });
-        }
-        if r.justification.chars().count() > MAX_TEXT {
-            return Err(ElevationError::InvalidArgument {
-                field: "justification",
-                message: format!("justification is longer than {MAX_TEXT} characters"),
-            });
-        }
+        request::check_justification(r.justification)?;
         let loaded = self.engine.current_arc();
-        let request = Request {
-            principal_id: r.principal_id,
-            action: r.action,
-            scope: r.scope,
-            data_action: r.data_action,
-            attributes: &r.attributes,
-            explain: false,
-            dry_run: true,
-        };
         // Grants count (an active one makes the elevation unnecessary), but
         // asking takes no use of them.
-        let decision = loaded
-            .decide_with(&request, Some(&self.engine.grants))
-            .map_err(|e| ElevationError::InvalidArgument {
-                field: e.field,
-                message: e.message,
-            })?;
+        let decision = loaded.decide_with(&r.question(), Some(&self.engine.grants))?;
         let now = SystemTime::now();
-        match decision.verdict {
+        let agent = agent_of(&loaded.snapshot, r.principal_id);
+        let agent = match decision.verdict {
             Verdict::Deny => {
-                return Err(ElevationError::FailedPrecondition(format!(
-                    "Authorize denies this ({}): a denial cannot be elevated",
-                    decision.reason.as_str()
-                )))
+                return Err(ElevationError::CannotElevate {
+                    reason: decision.reason,
+                })
             }
-            Verdict::Allow => return Ok(self.not_needed(&loaded, &r, decision.read_only, now)),
-            Verdict::ApprovalRequired => {}
-        }
-        let agent = agent_of(&loaded.snapshot, r.principal_id).ok_or_else(|| {
-            ElevationError::FailedPrecondition("only agents request elevation".into())
-        })?;
-        let wait = r
-            .wait_timeout
-            .unwrap_or(DEFAULT_WAIT)
-            .min(agent.elevation.max_wait);
-        let duration = r
-            .requested_duration
-            .unwrap_or(agent.elevation.default_duration)
-            .min(agent.elevation.max_duration);
-        let candidate = Elevation {
-            id: new_id(),
-            principal_id: r.principal_id.to_owned(),
-            agent_id: agent.id.clone(),
-            action: r.action.to_owned(),
-            scope: r.scope.to_owned(),
-            data_action: r.data_action,
-            read_only: decision.read_only,
-            justification: bounded(r.justification),
-            attributes: r.attributes.clone(),
-            reason: decision.reason,
-            requested_duration: duration,
-            state: ElevationState::Pending,
-            created_at: now,
-            wait_deadline: now + wait,
-            resolved_at: None,
-            resolved_by: None,
-            comment: None,
-            grant: None,
-            waiters: 1,
-        };
-        let key = pending_key(&candidate);
-
-        let (id, mut changes, created) = {
-            let mut inner = self.lock();
-            if let Some(id) = inner.pending.get(&key).cloned() {
-                let entry = inner.elevations.get_mut(&id).ok_or_else(|| {
-                    ElevationError::Unavailable("pending index out of step".into())
-                })?;
-                entry.elevation.waiters += 1;
-                (id, entry.changed.subscribe(), None)
-            } else {
-                let waiting = inner.pending.keys().filter(|k| k.0 == key.0).count();
-                if waiting >= MAX_PENDING_PER_PRINCIPAL {
-                    return Err(ElevationError::ResourceExhausted(format!(
-                        "{} has {waiting} pending elevations; the limit is {MAX_PENDING_PER_PRINCIPAL}",
-                        r.principal_id
-                    )));
-                }
-                let elevation = candidate;
-                let (changed, rx) = watch::channel(elevation.clone());
-                inner.pending.insert(key.clone(), elevation.id.clone());
-                inner.elevations.insert(
-                    elevation.id.clone(),
-                    Entry {
-                        elevation: elevation.clone(),
-                        changed,
-                    },
-                );
-                (elevation.id.clone(), rx, Some(elevation))
+            Verdict::Allow => {
+                return Ok(request::not_needed(&r, agent, decision.read_only, now));
             }
+            Verdict::ApprovalRequired => agent.ok_or_else(|| ElevationError::NotAnAgent {
+                principal: r.principal_id.to_owned(),
+            })?,
         };
+        let (candidate, wait) = request::pending(&r, agent, &decision, now);
+        let (id, changes, opened) = self.join_or_open(candidate)?;
         // Leaving the wait for any reason but a resolution (the caller
         // cancelled, its deadline passed) drops this guard.
         let mut guard = WaitGuard {
@@ -337,16 +208,13 @@ impl Broker {
             id: id.clone(),
             armed: true,
         };
-
-        if let Some(elevation) = created {
-            if let Err(e) = self.store.put_elevation(&elevation) {
-                let mut inner = self.lock();
-                inner.pending.remove(&key);
-                inner.elevations.remove(&id);
+        if let Some(elevation) = opened {
+            if let Err(e) = self.store.create_elevation(&elevation) {
+                self.forget(&elevation);
                 guard.armed = false;
                 return Err(e.into());
             }
-            self.audit("elevation.requested", &elevation, None);
+            self.audit(ElevationEventKind::Requested, &elevation, None);
             self.publish(&elevation);
             if agent.execution_mode == ExecutionMode::Auto {
                 self.try_auto_approve(&loaded, agent, &id).await?;
@@ -356,13 +224,65 @@ impl Broker {
 
         // This caller waits for its own timeout or the elevation's, the
         // sooner (a joiner may ask to wait less than the first caller).
-        let deadline = {
-            let inner = self.lock();
-            inner
+        let deadline = self
+            .lock()
+            .elevations
+            .get(&id)
+            .map_or(now, |e| e.elevation.wait_deadline.min(now + wait));
+        self.wait(changes, guard, deadline).await
+    }
+
+    /// Joins the pending elevation identical to `candidate`, or opens
+    /// `candidate`: its id, its changes, and the elevation when it is new.
+    fn join_or_open(
+        &self,
+        candidate: Elevation,
+    ) -> Result<(String, watch::Receiver<Elevation>, Option<Elevation>), ElevationError> {
+        let key = request::pending_key(&candidate);
+        let mut inner = self.lock();
+        if let Some(id) = inner.pending.get(&key).cloned() {
+            let entry = inner
                 .elevations
-                .get(&id)
-                .map_or(now, |e| e.elevation.wait_deadline.min(now + wait))
-        };
+                .get_mut(&id)
+                .ok_or(ElevationError::Lost("pending index out of step"))?;
+            entry.elevation.waiters += 1;
+            let changes = entry.changed.subscribe();
+            return Ok((id, changes, None));
+        }
+        let pending = inner.pending.keys().filter(|k| k.0 == key.0).count();
+        if pending >= MAX_PENDING_PER_PRINCIPAL {
+            return Err(ElevationError::TooManyPending {
+                principal: candidate.principal_id,
+                pending,
+                limit: MAX_PENDING_PER_PRINCIPAL,
+            });
+        }
+        let (changed, changes) = watch::channel(candidate.clone());
+        inner.pending.insert(key, candidate.id.clone());
+        inner.elevations.insert(
+            candidate.id.clone(),
+            Entry {
+                elevation: candidate.clone(),
+                changed,
+            },
+        );
+        Ok((candidate.id.clone(), changes, Some(candidate)))
+    }
+
+    /// Drops an elevation that could not be stored.
+    fn forget(&self, e: &Elevation) {
+        let mut inner = self.lock();
+        inner.pending.remove(&request::pending_key(e));
+        inner.elevations.remove(&e.id);
+    }
+
+    /// Waits until the elevation is resolved or `deadline` passes.
+    async fn wait(
+        &self,
+        mut changes: watch::Receiver<Elevation>,
+        mut guard: WaitGuard,
+        deadline: SystemTime,
+    ) -> Result<Elevation, ElevationError> {
         let sleep_for = deadline
             .duration_since(SystemTime::now())
             .unwrap_or_default();
@@ -382,46 +302,14 @@ impl Broker {
                 changed = changes.changed() => {
                     if changed.is_err() {
                         guard.armed = false;
-                        return Err(ElevationError::Unavailable("the elevation disappeared".into()));
+                        return Err(ElevationError::Lost("the elevation disappeared"));
                     }
                 }
                 _ = &mut timer => {
                     guard.armed = false;
-                    return self.wait_expired(&id);
+                    return self.wait_expired(&guard.id);
                 }
             }
-        }
-    }
-
-    fn not_needed(
-        &self,
-        loaded: &Loaded,
-        r: &ElevationRequest<'_>,
-        read_only: bool,
-        now: SystemTime,
-    ) -> Elevation {
-        Elevation {
-            id: new_id(),
-            principal_id: r.principal_id.to_owned(),
-            agent_id: agent_of(&loaded.snapshot, r.principal_id)
-                .map(|a| a.id.clone())
-                .unwrap_or_default(),
-            action: r.action.to_owned(),
-            scope: r.scope.to_owned(),
-            data_action: r.data_action,
-            read_only,
-            justification: bounded(r.justification),
-            attributes: r.attributes.clone(),
-            reason: Reason::RoleAssignment,
-            requested_duration: Duration::ZERO,
-            state: ElevationState::NotNeeded,
-            created_at: now,
-            wait_deadline: now,
-            resolved_at: Some(now),
-            resolved_by: Some("rampart".into()),
-            comment: Some("Authorize already allows this".into()),
-            grant: None,
-            waiters: 0,
         }
     }
 
@@ -440,8 +328,7 @@ impl Broker {
                 None => (false, None),
             }
         };
-        let current =
-            current.ok_or_else(|| ElevationError::NotFound(format!("no elevation {id}")))?;
+        let current = current.ok_or_else(|| not_found("elevation", id))?;
         if last {
             return self.finish(
                 id,
@@ -495,30 +382,33 @@ impl Broker {
             let entry = inner
                 .elevations
                 .get_mut(id)
-                .ok_or_else(|| ElevationError::NotFound(format!("no elevation {id}")))?;
+                .ok_or_else(|| not_found("elevation", id))?;
             if !entry.elevation.state.is_pending() {
                 return Ok(entry.elevation.clone());
             }
-            entry.elevation.state = state;
-            entry.elevation.resolved_at = Some(SystemTime::now());
-            entry.elevation.resolved_by = Some(by.to_owned());
-            entry.elevation.comment = comment.map(bounded);
-            entry.elevation.waiters = 0;
+            let now = SystemTime::now();
+            lifecycle::resolve(&mut entry.elevation, state, None, by, comment, now);
             let e = entry.elevation.clone();
-            let key = pending_key(&e);
-            inner.pending.remove(&key);
+            inner.pending.remove(&request::pending_key(&e));
             Self::remember(&mut inner, id);
             e
         };
-        self.store.put_elevation(&elevation)?;
+        self.store_resolution(&elevation, None)?;
         self.notify(&elevation);
-        let event = match state {
-            ElevationState::Denied => "elevation.denied",
-            ElevationState::Expired => "elevation.expired",
-            _ => "elevation.cancelled",
-        };
-        self.audit(event, &elevation, Some(by));
+        self.audit(ElevationEventKind::resolved(state), &elevation, Some(by));
         Ok(elevation)
+    }
+
+    /// Writes a resolution durably, refusing it when the store has the
+    /// elevation resolved already.
+    fn store_resolution(&self, e: &Elevation, grant: Option<&Grant>) -> Result<(), ElevationError> {
+        match self.store.resolve(e, grant)? {
+            Resolved::Written => Ok(()),
+            Resolved::AlreadyResolved(state) => Err(ElevationError::AlreadyResolved {
+                id: e.id.clone(),
+                state,
+            }),
+        }
     }
 
     fn remember(inner: &mut Inner, id: &str) {
@@ -546,21 +436,7 @@ impl Broker {
     /// May `caller` interact with the agent of this id (rule (a))? An
     /// agent no longer in the snapshot is nobody's to interact with.
     pub fn may_interact_with(&self, caller: &str, agent_id: &str) -> bool {
-        let loaded = self.engine.current();
-        agent_by_id(&loaded.snapshot, agent_id)
-            .is_some_and(|agent| self.may_interact(&loaded, caller, agent))
-    }
-
-    /// May `caller` interact with the agent (rule (a))?
-    pub fn may_interact(&self, loaded: &Loaded, caller: &str, agent: &Agent) -> bool {
-        allows(
-            loaded,
-            caller,
-            &agent.elevation.interact_action,
-            agent.resource.as_str(),
-            false,
-            &BTreeMap::new(),
-        )
+        approver::may_interact_with(&self.engine.current(), caller, agent_id)
     }
 
     /// Approves as `caller`: the approver rules (a), (b), (c)
@@ -574,52 +450,16 @@ impl Broker {
     ) -> Result<Elevation, ElevationError> {
         let _one_at_a_time = self.resolving.lock().await;
         let elevation = self.pending(id)?;
-        let loaded = self.engine.current();
-        let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
-            ElevationError::FailedPrecondition(format!(
-                "agent {} is no longer in the snapshot",
-                elevation.agent_id
-            ))
-        })?;
-        let agent_principal = &loaded.snapshot.tenant.principals[agent.principal].id;
-        if principal_key(caller) == principal_key(agent_principal) {
-            return Err(ElevationError::PermissionDenied(format!(
-                "{caller} is the agent's own identity: an agent cannot approve its own elevation (rule c)"
-            )));
-        }
-        if !self.may_interact(&loaded, caller, agent) {
-            return Err(ElevationError::PermissionDenied(format!(
-                "{caller} is not allowed {} at {}, so may not interact with agent {} (rule a)",
-                agent.elevation.interact_action, agent.resource, agent.id
-            )));
-        }
-        if !allows(
-            &loaded,
-            caller,
-            &elevation.action,
-            &elevation.scope,
-            elevation.data_action,
-            &elevation.attributes,
-        ) {
-            return Err(ElevationError::PermissionDenied(format!(
-                "{caller} does not hold {} at {} and cannot lend what it does not hold (rule b)",
-                elevation.action, elevation.scope
-            )));
-        }
-        let mut duration = elevation.requested_duration;
-        if let Some(d) = approval.duration {
-            if d > duration {
-                return Err(ElevationError::InvalidArgument {
-                    field: "duration",
-                    message: format!(
-                        "duration may only shorten the requested {}s",
-                        duration.as_secs()
-                    ),
-                });
-            }
-            duration = d;
-        }
-        drop(loaded);
+        let duration = {
+            let loaded = self.engine.current();
+            let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
+                ElevationError::AgentGone {
+                    agent: elevation.agent_id.clone(),
+                }
+            })?;
+            approver::may_approve(&loaded, caller, agent, &elevation)?;
+            lifecycle::granted_duration(elevation.requested_duration, approval.duration)?
+        };
         self.grant(
             elevation,
             caller,
@@ -639,16 +479,7 @@ impl Broker {
     ) -> Result<Elevation, ElevationError> {
         let _one_at_a_time = self.resolving.lock().await;
         let elevation = self.pending(id)?;
-        let loaded = self.engine.current();
-        if let Some(agent) = agent_by_id(&loaded.snapshot, &elevation.agent_id) {
-            if !self.may_interact(&loaded, caller, agent) {
-                return Err(ElevationError::PermissionDenied(format!(
-                    "{caller} is not allowed {} at {}, so may not interact with agent {} (rule a)",
-                    agent.elevation.interact_action, agent.resource, agent.id
-                )));
-            }
-        }
-        drop(loaded);
+        approver::may_deny(&self.engine.current(), caller, &elevation.agent_id)?;
         self.finish(id, ElevationState::Denied, caller, comment)
     }
 
@@ -657,57 +488,42 @@ impl Broker {
         let entry = inner
             .elevations
             .get(id)
-            .ok_or_else(|| ElevationError::NotFound(format!("no elevation {id}")))?;
+            .ok_or_else(|| not_found("elevation", id))?;
         if !entry.elevation.state.is_pending() {
-            return Err(ElevationError::FailedPrecondition(format!(
-                "elevation {id} is {:?} already",
-                entry.elevation.state
-            )));
+            return Err(ElevationError::AlreadyResolved {
+                id: id.to_owned(),
+                state: entry.elevation.state,
+            });
         }
         Ok(entry.elevation.clone())
     }
 
-    /// Writes the grant durably, then resolves the elevation with it.
+    /// Writes the grant and the approval durably (one transaction), then
+    /// lets the engine honour the grant and answers the waiters.
     fn grant(
         &self,
         mut elevation: Elevation,
         resolved_by: &str,
         on_behalf_of: &str,
-        duration: Duration,
+        duration: std::time::Duration,
         max_uses: u32,
         comment: Option<&str>,
     ) -> Result<Elevation, ElevationError> {
         let now = SystemTime::now();
-        let grant = Grant {
-            id: new_id(),
-            elevation_id: elevation.id.clone(),
-            principal_id: elevation.principal_id.clone(),
-            agent_id: elevation.agent_id.clone(),
-            action: elevation.action.clone(),
-            scope: elevation.scope.clone(),
-            data_action: elevation.data_action,
-            on_behalf_of: on_behalf_of.to_owned(),
-            attributes: elevation.attributes.clone(),
-            created_at: now,
-            expires_at: now + duration,
-            max_uses,
-            uses: 0,
-            state: GrantState::Active,
-            ended_reason: None,
-            ended_at: None,
-        };
-        self.store.put_grant(&grant)?;
-        elevation.state = ElevationState::Approved;
-        elevation.resolved_at = Some(now);
-        elevation.resolved_by = Some(resolved_by.to_owned());
-        elevation.comment = comment.map(bounded);
-        elevation.grant = Some(grant.clone());
-        elevation.waiters = 0;
-        self.store.put_elevation(&elevation)?;
+        let grant = lifecycle::new_grant(&elevation, on_behalf_of, duration, max_uses, now);
+        lifecycle::resolve(
+            &mut elevation,
+            ElevationState::Approved,
+            Some(grant.clone()),
+            resolved_by,
+            comment,
+            now,
+        );
+        self.store_resolution(&elevation, Some(&grant))?;
         self.engine.grants.insert(active(&grant));
         {
             let mut inner = self.lock();
-            inner.pending.remove(&pending_key(&elevation));
+            inner.pending.remove(&request::pending_key(&elevation));
             inner.grants.insert(grant.id.clone(), grant);
             if let Some(entry) = inner.elevations.get_mut(&elevation.id) {
                 entry.elevation = elevation.clone();
@@ -715,12 +531,12 @@ impl Broker {
             Self::remember(&mut inner, &elevation.id);
         }
         self.notify(&elevation);
-        self.audit("elevation.approved", &elevation, Some(resolved_by));
+        self.audit(ElevationEventKind::Approved, &elevation, Some(resolved_by));
         Ok(elevation)
     }
 
-    /// The auto-approve policy (docs/agents-and-elevation.md#auto-approve), for Auto-mode agents: the first
-    /// rule that matches and whose `onBehalfOf` holds the operation.
+    /// The auto-approve policy (docs/agents-and-elevation.md#auto-approve),
+    /// for Auto-mode agents.
     async fn try_auto_approve(
         &self,
         loaded: &Loaded,
@@ -731,63 +547,39 @@ impl Broker {
         let Ok(elevation) = self.pending(id) else {
             return Ok(());
         };
-        let Ok(scope) = Scope::parse(&elevation.scope) else {
+        let now = SystemTime::now();
+        let outcome = {
+            let mut window = self
+                .auto_approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let outcome = auto_approve::choose(loaded, agent, &elevation, &window, now);
+            if let Some(choice) = outcome.choice.as_ref().filter(|c| c.counted) {
+                window.record(&agent.id, choice.rule, now);
+            }
+            outcome
+        };
+        for skipped in &outcome.skipped {
+            match skipped {
+                Skipped::LenderLacks { rule, on_behalf_of } => {
+                    tracing::info!(agent = %agent.id, rule = *rule, %on_behalf_of, "auto-approve rule skipped: its onBehalfOf does not hold the operation");
+                }
+                Skipped::HourlyLimit { rule, .. } => {
+                    tracing::info!(agent = %agent.id, rule = *rule, "auto-approve rule skipped: maxPerHour reached");
+                }
+            }
+        }
+        let Some(choice) = outcome.choice else {
             return Ok(());
         };
-        let tenant = &loaded.snapshot.tenant;
-        let now = SystemTime::now();
-        for (i, rule) in agent.elevation.auto_approve.iter().enumerate() {
-            let matches = rule.actions.iter().any(|p| p.matches(&elevation.action))
-                && (rule.scopes.is_empty()
-                    || rule.scopes.iter().any(|s| scope.is_structurally_within(s)))
-                && rule.data_action.is_none_or(|d| d == elevation.data_action)
-                && rule.read_only.is_none_or(|r| r == elevation.read_only);
-            if !matches {
-                continue;
-            }
-            let on_behalf_of = &tenant.principals[rule.on_behalf_of].id;
-            if !allows(
-                loaded,
-                on_behalf_of,
-                &elevation.action,
-                &elevation.scope,
-                elevation.data_action,
-                &elevation.attributes,
-            ) {
-                tracing::info!(agent = %agent.id, rule = i, %on_behalf_of, "auto-approve rule skipped: its onBehalfOf does not hold the operation");
-                continue;
-            }
-            if let Some(max) = rule.max_per_hour {
-                let mut inner = self.lock();
-                let recent = inner
-                    .auto_approvals
-                    .entry((agent.id.clone(), i))
-                    .or_default();
-                while recent.front().is_some_and(|t| {
-                    now.duration_since(*t).unwrap_or_default() > Duration::from_secs(3600)
-                }) {
-                    recent.pop_front();
-                }
-                if recent.len() >= max as usize {
-                    tracing::info!(agent = %agent.id, rule = i, "auto-approve rule skipped: maxPerHour reached");
-                    continue;
-                }
-                recent.push_back(now);
-            }
-            let duration = rule.max_duration.map_or(elevation.requested_duration, |m| {
-                m.min(elevation.requested_duration)
-            });
-            let by = format!("auto-approve:{}#{i}", agent.id);
-            self.grant(
-                elevation,
-                &by,
-                on_behalf_of,
-                duration,
-                0,
-                Some("approved by the auto-approve policy"),
-            )?;
-            return Ok(());
-        }
+        self.grant(
+            elevation,
+            &choice.resolved_by(agent),
+            &choice.on_behalf_of,
+            choice.duration,
+            0,
+            Some("approved by the auto-approve policy"),
+        )?;
         Ok(())
     }
 
@@ -826,24 +618,21 @@ impl Broker {
             .grants
             .get(grant_id)
             .cloned()
-            .ok_or_else(|| ElevationError::NotFound(format!("no grant {grant_id}")))?;
-        if !admin && !self.may_interact_with(caller, &grant.agent_id) {
-            return Err(ElevationError::PermissionDenied(format!(
-                "{caller} may not interact with agent {} (rule a), so may not revoke its grants",
-                grant.agent_id
-            )));
-        }
-        let reason = match comment {
-            Some(c) => format!("revoked by {caller}: {}", bounded(c)),
-            None => format!("revoked by {caller}"),
-        };
-        self.end_grant(grant_id, &reason)?.ok_or_else(|| {
-            ElevationError::FailedPrecondition(format!("grant {grant_id} has ended already"))
-        })
+            .ok_or_else(|| not_found("grant", grant_id))?;
+        approver::may_revoke(&self.engine.current(), caller, admin, &grant.agent_id)?;
+        let reason = EndReason::revoked(caller, comment);
+        self.end_grant(grant_id, &reason)?
+            .ok_or_else(|| ElevationError::AlreadyEnded {
+                id: grant_id.to_owned(),
+            })
     }
 
     /// Ends an active grant durably; `None` when it had ended already.
-    pub fn end_grant(&self, grant_id: &str, reason: &str) -> Result<Option<Grant>, ElevationError> {
+    pub fn end_grant(
+        &self,
+        grant_id: &str,
+        reason: &EndReason,
+    ) -> Result<Option<Grant>, ElevationError> {
         let Some(mut grant) = self.lock().grants.get(grant_id).cloned() else {
             return Ok(None);
         };
@@ -853,36 +642,23 @@ impl Broker {
         if let Some(active) = self.engine.grants.remove(grant_id) {
             grant.uses = active.uses.load(std::sync::atomic::Ordering::Acquire);
         }
-        self.end_grant_record(&mut grant, reason, SystemTime::now())?;
+        self.record_end(&mut grant, reason, SystemTime::now())?;
         self.lock().grants.insert(grant.id.clone(), grant.clone());
-        tracing::info!(target: "rampart::audit", grant = %grant.id, reason, "grant ended");
+        tracing::info!(target: "rampart::audit", grant = %grant.id, %reason, "grant ended");
         Ok(Some(grant))
     }
 
-    fn end_grant_record(
+    /// Ends the record of a grant durably and audits it.
+    fn record_end(
         &self,
         grant: &mut Grant,
-        reason: &str,
+        reason: &EndReason,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        grant.state = GrantState::Ended;
-        grant.ended_reason = Some(reason.to_owned());
-        grant.ended_at = Some(now);
+        lifecycle::end(grant, reason, now);
         self.store.put_grant(grant)?;
-        let record = json!({
-            "event": "grant.ended",
-            "grant_id": grant.id,
-            "principal": grant.principal_id,
-            "action": grant.action,
-            "scope": grant.scope,
-            "on_behalf_of": grant.on_behalf_of,
-            "reason": reason,
-            "revision": self.engine.current().snapshot.info.revision,
-        });
-        if let Some(log) = self.audit_log.get() {
-            log.write(record.clone());
-        }
-        self.store.audit(&record)
+        let revision = self.engine.current().snapshot.info.revision.clone();
+        self.write_audit(&GrantEnded::new(grant, reason, &revision).into())
     }
 
     /// Ends grants that expired or were used up, and records uses.
@@ -905,15 +681,8 @@ impl Broker {
                     tracing::error!("cannot record uses of grant {}: {e}", g.id);
                 }
             }
-            let reason = if active.expires_at <= now {
-                Some("expired")
-            } else if active.is_used_up() {
-                Some("used up")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                if let Err(e) = self.end_grant(&active.id, reason) {
+            if let Some(reason) = lifecycle::due(active.expires_at, active.is_used_up(), now) {
+                if let Err(e) = self.end_grant(&active.id, &reason) {
                     tracing::error!("cannot end grant {}: {e}", active.id);
                 }
             }
@@ -921,7 +690,10 @@ impl Broker {
     }
 
     /// Runs [`Broker::sweep`] every `every` until the broker is dropped.
-    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_sweeper(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -933,9 +705,8 @@ impl Broker {
         })
     }
 
-    /// Swaps in a new snapshot and ends the grants it no longer supports:
-    /// the scope left the agent's managed scopes, or the `onBehalfOf`
-    /// principal no longer holds the operation there (docs/agents-and-elevation.md#when-a-grant-ends).
+    /// Swaps in a new snapshot and ends the grants it no longer supports
+    /// (docs/agents-and-elevation.md#when-a-grant-ends).
     pub fn swap_snapshot(&self, snapshot: CompiledSnapshot) {
         self.engine.swap(snapshot);
         let loaded = self.engine.current();
@@ -947,8 +718,7 @@ impl Broker {
             .cloned()
             .collect();
         for g in active {
-            let reason = still_supported(&loaded, &g).err();
-            if let Some(reason) = reason {
+            if let Err(reason) = lifecycle::still_supported(&loaded, &g) {
                 if let Err(e) = self.end_grant(&g.id, &reason) {
                     tracing::error!("cannot end grant {}: {e}", g.id);
                 }
@@ -989,6 +759,7 @@ impl Drop for WaitGuard {
     }
 }
 
+/// The engine's view of a grant.
 fn active(g: &Grant) -> Arc<ActiveGrant> {
     Arc::new(ActiveGrant {
         id: g.id.as_str().into(),
@@ -1002,72 +773,4 @@ fn active(g: &Grant) -> Arc<ActiveGrant> {
         uses: std::sync::atomic::AtomicU32::new(g.uses),
         on_behalf_of: g.on_behalf_of.as_str().into(),
     })
-}
-
-/// Whether the snapshot's roles (no grants) allow `principal` the operation
-/// with these request attributes.
-fn allows(
-    loaded: &Loaded,
-    principal: &str,
-    action: &str,
-    scope: &str,
-    data_action: bool,
-    attributes: &BTreeMap<String, String>,
-) -> bool {
-    loaded
-        .decide(&Request {
-            principal_id: principal,
-            action,
-            scope,
-            data_action,
-            attributes,
-            explain: false,
-            dry_run: true,
-        })
-        .is_ok_and(|d| d.verdict == Verdict::Allow)
-}
-
-/// Whether a snapshot still supports an active grant: its agent is still
-/// there with the same identity, the scope is still inside the agent's
-/// managed scopes, and the lender (`onBehalfOf`) still holds the operation
-/// at the grant's scope with the elevation's attributes. Applied at every
-/// snapshot swap and to grants restored at start. The engine also asks the
-/// lender on every use, at the request's own scope and attributes, so a
-/// grant never lends more than its lender holds even between swaps.
-fn still_supported(loaded: &Loaded, g: &Grant) -> Result<(), String> {
-    let Some(agent) = agent_by_id(&loaded.snapshot, &g.agent_id) else {
-        return Err("the agent is no longer in the snapshot".to_owned());
-    };
-    let inside = Scope::parse(&g.scope).is_ok_and(|s| {
-        agent
-            .managed_scopes
-            .iter()
-            .any(|m| s.is_structurally_within(m))
-    });
-    let same_identity = principal_key(&loaded.snapshot.tenant.principals[agent.principal].id)
-        == principal_key(&g.principal_id);
-    if !inside || !same_identity {
-        return Err("the scope was removed from the agent's managed scopes".to_owned());
-    }
-    if !allows(
-        loaded,
-        &g.on_behalf_of,
-        &g.action,
-        &g.scope,
-        g.data_action,
-        &g.attributes,
-    ) {
-        return Err(format!("{} no longer holds the operation", g.on_behalf_of));
-    }
-    Ok(())
-}
-
-fn agent_of<'s>(snapshot: &'s CompiledSnapshot, principal_id: &str) -> Option<&'s Agent> {
-    let p = snapshot.principal(principal_id)?;
-    let a = snapshot.agent_of[p as usize]?;
-    snapshot.tenant.agents.get(a as usize)
-}
-
-fn agent_by_id<'s>(snapshot: &'s CompiledSnapshot, agent_id: &str) -> Option<&'s Agent> {
-    snapshot.tenant.agents.iter().find(|a| a.id == agent_id)
 }

@@ -2,11 +2,23 @@
 //! state store. Agents ask; humans (or the auto-approve policy of an
 //! Auto-mode agent) decide; an approval lends the approver's own permission
 //! for a bounded time.
+//!
+//! The policy (who may approve, what auto-approves, when a grant ends) is
+//! pure functions in [`policy`]; the [`broker`] wraps them with locking,
+//! the [`store`] and publishing.
 
 pub mod broker;
+pub mod error;
+pub mod events;
+pub mod policy;
 pub mod store;
 pub mod types;
 
-pub use broker::{Approval, Broker, ElevationError, ElevationRequest};
-pub use store::{Store, StoreError};
-pub use types::{Elevation, ElevationState, Grant, GrantState};
+pub use broker::Broker;
+pub use error::ElevationError;
+pub use events::AuditEvent;
+pub use policy::approver::Refusal;
+pub use policy::lifecycle::EndReason;
+pub use policy::request::ElevationRequest;
+pub use store::{Resolved, StateStore, Store, StoreError};
+pub use types::{Approval, Elevation, ElevationState, Grant, GrantState};

@@ -1,25 +1,62 @@
 //! Elevations and grants as the broker keeps them (docs/agents-and-elevation.md).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Reason;
 
+/// Where an elevation stands. Serialised with the API's spelling
+/// (`PENDING`…); the aliases read records written before that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ElevationState {
+    #[serde(alias = "Pending")]
     Pending,
+    #[serde(alias = "Approved")]
     Approved,
+    #[serde(alias = "Denied")]
     Denied,
+    #[serde(alias = "Expired")]
     Expired,
+    #[serde(alias = "Cancelled")]
     Cancelled,
+    #[serde(alias = "NotNeeded")]
     NotNeeded,
 }
 
 impl ElevationState {
+    pub const ALL: [ElevationState; 6] = [
+        ElevationState::Pending,
+        ElevationState::Approved,
+        ElevationState::Denied,
+        ElevationState::Expired,
+        ElevationState::Cancelled,
+        ElevationState::NotNeeded,
+    ];
+
     pub fn is_pending(self) -> bool {
         self == ElevationState::Pending
+    }
+
+    /// The API's spelling, used in logs, audit and messages too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ElevationState::Pending => "PENDING",
+            ElevationState::Approved => "APPROVED",
+            ElevationState::Denied => "DENIED",
+            ElevationState::Expired => "EXPIRED",
+            ElevationState::Cancelled => "CANCELLED",
+            ElevationState::NotNeeded => "NOT_NEEDED",
+        }
+    }
+}
+
+impl fmt::Display for ElevationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -53,15 +90,34 @@ pub struct Elevation {
     pub waiters: u32,
 }
 
+/// Whether a grant still lends. Serialised as `ACTIVE`/`ENDED`; the
+/// aliases read records written before that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum GrantState {
+    #[serde(alias = "Active")]
     Active,
+    #[serde(alias = "Ended")]
     Ended,
 }
 
 impl GrantState {
     pub fn is_active(self) -> bool {
         self == GrantState::Active
+    }
+
+    /// The API's spelling, used in logs, audit and messages too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Active => "ACTIVE",
+            GrantState::Ended => "ENDED",
+        }
+    }
+}
+
+impl fmt::Display for GrantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -91,6 +147,15 @@ pub struct Grant {
     pub ended_at: Option<SystemTime>,
 }
 
+/// What an approver decides.
+pub struct Approval<'a> {
+    /// Shorter than requested, or the requested duration when `None`.
+    pub duration: Option<Duration>,
+    /// 0 = unlimited.
+    pub max_uses: u32,
+    pub comment: Option<&'a str>,
+}
+
 /// A new id: 128 random bits, UUID-shaped.
 pub fn new_id() -> String {
     let mut b = [0u8; 16];
@@ -108,4 +173,32 @@ pub fn new_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     crate::model::uuid_text(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_serialise_with_the_api_spelling_and_read_the_old_one() {
+        for state in ElevationState::ALL {
+            let json = serde_json::to_string(&state).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            let old = format!("\"{state:?}\"");
+            let back: Option<ElevationState> = serde_json::from_str(&old).ok();
+            assert_eq!(back, Some(state), "{old}");
+        }
+        for state in [GrantState::Active, GrantState::Ended] {
+            let json = serde_json::to_string(&state).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+            let back: Option<GrantState> = serde_json::from_str(&format!("\"{state:?}\"")).ok();
+            assert_eq!(back, Some(state));
+        }
+    }
+
+    #[test]
+    fn an_unknown_state_does_not_decode() {
+        assert!(serde_json::from_str::<ElevationState>("\"pending\"").is_err());
+        assert!(serde_json::from_str::<GrantState>("\"LIVE\"").is_err());
+    }
 }

@@ -28,29 +28,77 @@ impl Request<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialised with the API's spelling (`ALLOW`…), as in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Verdict {
     Allow,
     Deny,
     ApprovalRequired,
 }
 
-/// The step of docs/model.md#decision-order that decided.
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::ApprovalRequired];
+
+    /// The API's spelling, used in logs, metrics and audit too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "ALLOW",
+            Verdict::Deny => "DENY",
+            Verdict::ApprovalRequired => "APPROVAL_REQUIRED",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The step of docs/model.md#decision-order that decided. Serialised with
+/// the API's spelling (`NEEDS_ELEVATION`…); the aliases read elevations
+/// stored before that.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Reason {
+    #[serde(alias = "RoleAssignment")]
     RoleAssignment,
+    #[serde(alias = "ElevationGrant")]
     ElevationGrant,
+    #[serde(alias = "KeyAccess")]
     KeyAccess,
+    #[serde(alias = "NoMatchingAssignment")]
     NoMatchingAssignment,
+    #[serde(alias = "DenyAssignment")]
     DenyAssignment,
+    #[serde(alias = "OutOfAgentScope")]
     OutOfAgentScope,
+    #[serde(alias = "ReviewModeWrite")]
     ReviewModeWrite,
+    #[serde(alias = "NeedsElevation")]
     NeedsElevation,
+    #[serde(alias = "UnknownPrincipal")]
     UnknownPrincipal,
+    #[serde(alias = "LocalAuthDisabled")]
     LocalAuthDisabled,
 }
 
 impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::RoleAssignment,
+        Reason::ElevationGrant,
+        Reason::KeyAccess,
+        Reason::NoMatchingAssignment,
+        Reason::DenyAssignment,
+        Reason::OutOfAgentScope,
+        Reason::ReviewModeWrite,
+        Reason::NeedsElevation,
+        Reason::UnknownPrincipal,
+        Reason::LocalAuthDisabled,
+    ];
+
+    /// The API's spelling, used in logs, metrics and audit too.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::RoleAssignment => "ROLE_ASSIGNMENT",
@@ -84,6 +132,12 @@ impl Reason {
             Reason::UnknownPrincipal => "the principal is not in the snapshot",
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
         }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -221,6 +275,12 @@ impl fmt::Display for DecisionId {
     }
 }
 
+impl serde::Serialize for DecisionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Debug for DecisionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -246,5 +306,32 @@ mod tests {
         let unique: HashSet<_> = ids.iter().map(|d| d.to_string()).collect();
         assert_eq!(unique.len(), 4000);
         assert_eq!(ids[0].to_string().len(), 36);
+    }
+
+    #[test]
+    fn verdicts_and_reasons_serialise_as_the_api_spells_them() {
+        for v in Verdict::ALL {
+            let json = serde_json::to_string(&v).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", v.as_str()));
+            assert_eq!(v.to_string(), v.as_str());
+        }
+        for r in Reason::ALL {
+            let json = serde_json::to_string(&r).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            // Elevations stored before the API spelling still load.
+            let old: Option<Reason> = serde_json::from_str(&format!("\"{r:?}\"")).ok();
+            assert_eq!(old, Some(r));
+            let new: Option<Reason> = serde_json::from_str(&json).ok();
+            assert_eq!(new, Some(r));
+        }
+    }
+
+    #[test]
+    fn a_decision_id_serialises_as_its_text() {
+        let id = DecisionId(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        assert_eq!(
+            serde_json::to_string(&id).unwrap_or_default(),
+            format!("\"{id}\"")
+        );
     }
 }

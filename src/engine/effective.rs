@@ -3,9 +3,10 @@
 
 use crate::snapshot::{Anchor, CompiledSnapshot, NodeId};
 
-/// An applicable role assignment and the group it came through.
+/// An applicable role assignment and the group it came through: a source
+/// of the principal's permissions (not an elevation grant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grantor {
+pub struct AssignmentSource {
     pub assignment: u32,
     /// The group the assignment names, when it is not the principal itself.
     pub via: Option<u32>,
@@ -22,15 +23,15 @@ pub struct BlockRef {
 #[derive(Debug, Clone, Default)]
 pub struct Effective {
     /// Every applicable assignment, for explanations and admin views.
-    pub grantors: Box<[Grantor]>,
-    /// Distinct unconditional blocks that grant something on each plane:
+    pub sources: Box<[AssignmentSource]>,
+    /// Distinct unconditional blocks that allow something on each plane:
     /// the whole work of a warm decision.
     pub control_blocks: Box<[BlockRef]>,
     pub data_blocks: Box<[BlockRef]>,
     /// Assignments with a condition on the assignment or on a block of
     /// their role; evaluated per request, and only when no unconditional
-    /// block grants.
-    pub conditional: Box<[Grantor]>,
+    /// block allows.
+    pub conditional: Box<[AssignmentSource]>,
     /// Deny assignments that apply to the principal at this scope; whether
     /// they cover the operation is checked per request.
     pub denies: Box<[u32]>,
@@ -52,11 +53,11 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
     let p = principal as usize;
     let members = std::iter::once(principal).chain(snapshot.groups[p].iter().copied());
 
-    let mut grantors = Vec::new();
+    let mut sources = Vec::new();
     for member in members.clone() {
         for &a in snapshot.assignments_of[member as usize].iter() {
             if on_chain(snapshot.assignment_node[a as usize]) {
-                grantors.push(Grantor {
+                sources.push(AssignmentSource {
                     assignment: a,
                     via: (member != principal).then_some(member),
                 });
@@ -67,7 +68,7 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
     let mut control_blocks = Vec::new();
     let mut data_blocks = Vec::new();
     let mut conditional = Vec::new();
-    for g in &grantors {
+    for g in &sources {
         let assignment = &tenant.role_assignments[g.assignment as usize];
         let role = &tenant.role_definitions[assignment.role];
         if assignment.condition.is_some() || role.permissions.iter().any(|b| b.condition.is_some())
@@ -116,7 +117,7 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
     });
 
     Effective {
-        grantors: grantors.into_boxed_slice(),
+        sources: sources.into_boxed_slice(),
         control_blocks: control_blocks.into_boxed_slice(),
         data_blocks: data_blocks.into_boxed_slice(),
         conditional: conditional.into_boxed_slice(),

@@ -26,7 +26,7 @@ use foldhash::fast::RandomState;
 pub use decision::{
     Decision, DecisionId, Match, MatchKind, Reason, Request, RequestError, Verdict,
 };
-pub use effective::{AgentPosition, BlockRef, Effective, Grantor};
+pub use effective::{AgentPosition, AssignmentSource, BlockRef, Effective};
 pub use grants::{ActiveGrant, GrantTable};
 
 use crate::model::{
@@ -253,7 +253,7 @@ impl Loaded {
         let has = self.allowed_by_roles(&effective, principal, anchor, req);
         if req.explain {
             if has {
-                self.explain_grants(&effective, principal, anchor, req, &mut decision.matches);
+                self.explain_sources(&effective, principal, anchor, req, &mut decision.matches);
             } else {
                 self.explain_unmet_conditions(
                     &effective,
@@ -398,19 +398,20 @@ impl Loaded {
         })
     }
 
-    /// The blocks of a grantor's role whose patterns take the request
+    /// The blocks of a source's role whose patterns take the request
     /// (allowed and not subtracted), each evaluated: `Ok(pattern)` when it
-    /// grants, `Err(condition)` when a condition of the block or of the
-    /// assignment does not hold. Lazy, so a grant stops the evaluation.
+    /// allows, `Err(condition)` when a condition of the block or of the
+    /// assignment does not hold. Lazy, so an allowing block stops the
+    /// evaluation.
     fn evaluate_blocks<'s>(
         &'s self,
-        grantor: &Grantor,
+        source: &AssignmentSource,
         principal: u32,
         anchor: Anchor,
         req: &'s Request<'s>,
     ) -> impl Iterator<Item = Result<&'s ActionPattern, &'s Condition>> + 's {
         let tenant = &self.snapshot.tenant;
-        let assignment = &tenant.role_assignments[grantor.assignment as usize];
+        let assignment = &tenant.role_assignments[source.assignment as usize];
         let role = &tenant.role_definitions[assignment.role];
         let assignment_holds = std::cell::Cell::new(None::<bool>);
         role.permissions.iter().filter_map(move |block| {
@@ -463,9 +464,9 @@ impl Loaded {
     }
 
     /// A role-assignment match for explanations.
-    fn assignment_match(&self, grantor: &Grantor, kind: MatchKind) -> Match {
+    fn assignment_match(&self, source: &AssignmentSource, kind: MatchKind) -> Match {
         let tenant = &self.snapshot.tenant;
-        let assignment = &tenant.role_assignments[grantor.assignment as usize];
+        let assignment = &tenant.role_assignments[source.assignment as usize];
         let role = &tenant.role_definitions[assignment.role];
         Match {
             kind,
@@ -473,9 +474,7 @@ impl Loaded {
             role_id: role.id.clone(),
             role_name: role.role_name.clone(),
             scope: assignment.scope.as_str().to_owned(),
-            via_group: grantor
-                .via
-                .map(|v| tenant.principals[v as usize].id.clone()),
+            via_group: source.via.map(|v| tenant.principals[v as usize].id.clone()),
             derived_from_agent: assignment
                 .derived_from_agent
                 .map(|a| tenant.agents[a].id.clone()),
@@ -506,7 +505,9 @@ impl Loaded {
         }
     }
 
-    fn explain_grants(
+    /// Explains an allow by roles: the applicable assignments with a block
+    /// that allows the operation.
+    fn explain_sources(
         &self,
         effective: &Effective,
         principal: u32,
@@ -514,11 +515,11 @@ impl Loaded {
         req: &Request<'_>,
         out: &mut Vec<Match>,
     ) {
-        for g in effective.grantors.iter() {
-            let granted = self
+        for g in effective.sources.iter() {
+            let allowing = self
                 .evaluate_blocks(g, principal, anchor, req)
                 .find_map(Result::ok);
-            if let Some(pattern) = granted {
+            if let Some(pattern) = allowing {
                 let mut m = self.assignment_match(g, MatchKind::RoleAssignment);
                 m.pattern = Some(pattern.as_str().to_owned());
                 out.push(m);

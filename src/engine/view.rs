@@ -66,7 +66,7 @@ pub fn effective_view<'a>(
     let effective = effective::resolve(snapshot, principal, snapshot.anchor(scope));
 
     let assignments = effective
-        .grantors
+        .sources
         .iter()
         .map(|g| {
             let a = &t.role_assignments[g.assignment as usize];

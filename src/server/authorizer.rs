@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 use super::{convert, metrics};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, DecisionEvent};
 use crate::elevation::{Broker, ElevationRequest};
 use crate::engine::Engine;
 use crate::engine::{Decision, RequestError};
@@ -39,17 +39,13 @@ impl AuthorizerService {
         if !crate::audit::sampled(*rate) {
             return;
         }
-        log.write(serde_json::json!({
-            "event": "decision",
-            "decision_id": d.decision_id.to_string(),
-            "principal": req.principal_id,
-            "action": req.action,
-            "scope": req.scope,
-            "data_action": req.data_action,
-            "decision": format!("{:?}", d.verdict),
-            "reason": d.reason.as_str(),
-            "revision": d.snapshot_revision,
-        }));
+        log.write(&DecisionEvent::new(
+            &req.principal_id,
+            &req.action,
+            &req.scope,
+            req.data_action,
+            d,
+        ));
     }
 }
 

@@ -203,13 +203,21 @@ fn attributes(
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The gRPC status of each elevation error; the message is the error's
+/// text (without the field name for a malformed request).
 pub fn elevation_error(e: ElevationError) -> Status {
     match e {
-        ElevationError::InvalidArgument { message, .. } => Status::invalid_argument(message),
-        ElevationError::FailedPrecondition(m) => Status::failed_precondition(m),
-        ElevationError::PermissionDenied(m) => Status::permission_denied(m),
-        ElevationError::NotFound(m) => Status::not_found(m),
-        ElevationError::ResourceExhausted(m) => Status::resource_exhausted(m),
-        ElevationError::Unavailable(m) => Status::unavailable(m),
+        ElevationError::InvalidRequest { message, .. } => Status::invalid_argument(message),
+        e @ (ElevationError::CannotElevate { .. }
+        | ElevationError::NotAnAgent { .. }
+        | ElevationError::AlreadyResolved { .. }
+        | ElevationError::AlreadyEnded { .. }
+        | ElevationError::AgentGone { .. }) => Status::failed_precondition(e.to_string()),
+        ElevationError::Refused(refusal) => Status::permission_denied(refusal.to_string()),
+        e @ ElevationError::NotFound { .. } => Status::not_found(e.to_string()),
+        e @ ElevationError::TooManyPending { .. } => Status::resource_exhausted(e.to_string()),
+        e @ (ElevationError::Lost(_) | ElevationError::Store(_)) => {
+            Status::unavailable(e.to_string())
+        }
     }
 }

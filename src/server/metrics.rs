@@ -16,26 +16,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::elevation::{Broker, ElevationState};
+use crate::elevation::Broker;
 use crate::engine::{Reason, Verdict};
 
-const VERDICTS: [(Verdict, &str); 3] = [
-    (Verdict::Allow, "ALLOW"),
-    (Verdict::Deny, "DENY"),
-    (Verdict::ApprovalRequired, "APPROVAL_REQUIRED"),
-];
-const REASONS: [Reason; 10] = [
-    Reason::RoleAssignment,
-    Reason::ElevationGrant,
-    Reason::KeyAccess,
-    Reason::NoMatchingAssignment,
-    Reason::DenyAssignment,
-    Reason::OutOfAgentScope,
-    Reason::ReviewModeWrite,
-    Reason::NeedsElevation,
-    Reason::UnknownPrincipal,
-    Reason::LocalAuthDisabled,
-];
+const VERDICTS: [Verdict; 3] = Verdict::ALL;
+const REASONS: [Reason; 10] = Reason::ALL;
 /// Upper bounds of the latency histogram, in microseconds.
 const BUCKETS_US: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000];
 
@@ -73,10 +58,7 @@ fn with_shard(f: impl FnOnce(&Shard)) {
 }
 
 fn slot(verdict: Verdict, reason: Reason) -> usize {
-    let v = VERDICTS
-        .iter()
-        .position(|(x, _)| *x == verdict)
-        .unwrap_or(0);
+    let v = VERDICTS.iter().position(|x| *x == verdict).unwrap_or(0);
     let r = REASONS.iter().position(|x| *x == reason).unwrap_or(0);
     v * REASONS.len() + r
 }
@@ -128,13 +110,14 @@ pub fn render(broker: &Broker) -> String {
     let t = totals();
     let mut out = String::with_capacity(4096);
     out.push_str("# HELP rampart_decisions_total Authorize decisions, by decision and reason.\n# TYPE rampart_decisions_total counter\n");
-    for (vi, (_, vname)) in VERDICTS.iter().enumerate() {
+    for (vi, verdict) in VERDICTS.iter().enumerate() {
         for (ri, reason) in REASONS.iter().enumerate() {
             let n = t[vi * REASONS.len() + ri];
             if n > 0 {
                 let _ = writeln!(
                     out,
-                    "rampart_decisions_total{{decision=\"{vname}\",reason=\"{}\"}} {n}",
+                    "rampart_decisions_total{{decision=\"{}\",reason=\"{}\"}} {n}",
+                    verdict.as_str(),
                     reason.as_str()
                 );
             }
@@ -177,7 +160,7 @@ pub fn render(broker: &Broker) -> String {
     let pending = broker
         .list()
         .iter()
-        .filter(|e| e.state == ElevationState::Pending)
+        .filter(|e| e.state.is_pending())
         .count();
     let active = broker
         .grants()
