@@ -563,6 +563,50 @@ impl Broker {
         )
     }
 
+    /// Whether `caller` may approve `elevation` now: the approver rules (c),
+    /// (a), (b) against the current snapshot, refusing with the message
+    /// `approve` would give. Read-only, so a page can tell a viewer before
+    /// they click; `approve` remains the decision.
+    pub fn check_approver(
+        &self,
+        caller: &str,
+        elevation: &Elevation,
+    ) -> Result<(), ElevationError> {
+        let loaded = self.engine.current();
+        let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
+            ElevationError::FailedPrecondition(format!(
+                "agent {} is no longer in the snapshot",
+                elevation.agent_id
+            ))
+        })?;
+        let agent_principal = &loaded.snapshot.tenant.principals[agent.principal].id;
+        if principal_key(caller) == principal_key(agent_principal) {
+            return Err(ElevationError::PermissionDenied(format!(
+                "{caller} is the agent's own identity: an agent cannot approve its own elevation (rule c)"
+            )));
+        }
+        if !self.may_interact(&loaded, caller, agent) {
+            return Err(ElevationError::PermissionDenied(format!(
+                "{caller} is not allowed {} at {}, so may not interact with agent {} (rule a)",
+                agent.elevation.interact_action, agent.resource, agent.id
+            )));
+        }
+        if !allows(
+            &loaded,
+            caller,
+            &elevation.action,
+            &elevation.scope,
+            elevation.data_action,
+            &elevation.attributes,
+        ) {
+            return Err(ElevationError::PermissionDenied(format!(
+                "{caller} does not hold {} at {} and cannot lend what it does not hold (rule b)",
+                elevation.action, elevation.scope
+            )));
+        }
+        Ok(())
+    }
+
     /// Approves as `caller`: the approver rules (a), (b), (c)
     /// (docs/agents-and-elevation.md#approver-rules), then a durable
     /// grant, then the answer.
