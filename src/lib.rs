@@ -15,3 +15,4 @@ pub mod model;
 pub mod proto;
 pub mod server;
 pub mod snapshot;
+pub mod ui;
