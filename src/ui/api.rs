@@ -237,6 +237,13 @@ fn comment(text: &Option<String>) -> Option<&str> {
     text.as_deref().filter(|t| !t.trim().is_empty())
 }
 
+/// The `{id}` of a path. A struct, not a `String`: tonic's route to the
+/// page adds its own `rest` parameter, which a struct ignores.
+#[derive(Deserialize)]
+pub struct IdPath {
+    id: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ApproveBody {
@@ -252,7 +259,7 @@ struct ApproveBody {
 pub async fn approve(
     State(state): Shared,
     Viewer(caller): Viewer,
-    Path(id): Path<String>,
+    Path(IdPath { id }): Path<IdPath>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -290,7 +297,7 @@ struct CommentBody {
 pub async fn deny(
     State(state): Shared,
     Viewer(caller): Viewer,
-    Path(id): Path<String>,
+    Path(IdPath { id }): Path<IdPath>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
@@ -336,7 +343,7 @@ pub async fn grants(
 pub async fn revoke(
     State(state): Shared,
     Viewer(caller): Viewer,
-    Path(id): Path<String>,
+    Path(IdPath { id }): Path<IdPath>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<Response, ApiError> {

@@ -218,15 +218,26 @@
     updateCounts();
   }
 
+  /// Marks a form busy without disabling its button: a disabled button
+  /// loses keyboard focus, and the approver's place on the page with it.
+  function busy(form, on) {
+    form.dataset.busy = on ? '1' : '';
+    form.querySelectorAll('button').forEach((b) => {
+      if (on) b.setAttribute('aria-disabled', 'true');
+      else b.removeAttribute('aria-disabled');
+    });
+  }
+
   async function decide(id, verb, form, body) {
-    const buttons = form.querySelectorAll('button');
-    buttons.forEach((b) => { b.disabled = true; });
+    if (form.dataset.busy === '1') return;
+    busy(form, true);
     const entry = state.pending.get(id);
+    if (entry) fill(entry.li, 'error', '');
     try {
       const e = await call('/elevations/' + encodeURIComponent(id) + '/' + verb, body);
       resolved(e);
     } catch (err) {
-      buttons.forEach((b) => { b.disabled = false; });
+      busy(form, false);
       if (entry) fill(entry.li, 'error', err.code + ': ' + err.message);
       if (err.status === 401) signOut('The token was refused: ' + err.message);
     }
@@ -312,15 +323,17 @@
     li.querySelector('article').appendChild(error);
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
-      const button = form.querySelector('button');
-      button.disabled = true;
+      if (form.dataset.busy === '1') return;
+      busy(form, true);
+      fill(li, 'error', '');
       try {
         await call('/grants/' + encodeURIComponent(g.id) + '/revoke', { comment: form.elements.comment.value });
         removeCard(state.grants, g.id, 'grants-title');
         announce('Grant of ' + who(g) + ' revoked');
       } catch (err) {
-        button.disabled = false;
+        busy(form, false);
         fill(li, 'error', err.code + ': ' + err.message);
+        if (err.status === 401) signOut('The token was refused: ' + err.message);
       }
     });
     const entry = { data: g, li: li, receivedAt: Date.now() };
