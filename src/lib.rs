@@ -12,6 +12,7 @@ pub mod elevation;
 pub mod engine;
 pub mod extauthz;
 pub mod model;
+pub mod notifications;
 pub mod proto;
 pub mod server;
 pub mod snapshot;
