@@ -56,18 +56,19 @@ impl From<Status> for ApiError {
     }
 }
 
-/// The HTTP status and the gRPC name of a code.
+/// The HTTP status of a gRPC code, and the code's name.
 fn http_status(code: Code) -> (StatusCode, &'static str) {
-    match code {
-        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
-        Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-        Code::PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
-        Code::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-        Code::FailedPrecondition => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
-        Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
-        Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
-    }
+    let status = match code {
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::FailedPrecondition => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, convert::code_name(code))
 }
 
 impl IntoResponse for ApiError {
