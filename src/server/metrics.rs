@@ -216,8 +216,11 @@ pub struct SinkMetrics {
     pub queued: AtomicU64,
 }
 
-fn sinks() -> &'static Mutex<Vec<(String, Arc<SinkMetrics>)>> {
-    static SINKS: OnceLock<Mutex<Vec<(String, Arc<SinkMetrics>)>>> = OnceLock::new();
+/// Every sink's counters, by name, in the order they were first used.
+type SinkRegistry = Mutex<Vec<(String, Arc<SinkMetrics>)>>;
+
+fn sinks() -> &'static SinkRegistry {
+    static SINKS: OnceLock<SinkRegistry> = OnceLock::new();
     SINKS.get_or_init(|| Mutex::new(Vec::new()))
 }
 
@@ -242,7 +245,13 @@ fn render_notifications(out: &mut String) {
     if all.is_empty() {
         return;
     }
-    let families: [(&str, &str, &str, fn(&SinkMetrics) -> &AtomicU64); 5] = [
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&SinkMetrics) -> &AtomicU64,
+    );
+    let families: [Family; 5] = [
         (
             "rampart_notifications_delivered_total",
             "counter",
