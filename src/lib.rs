@@ -12,6 +12,8 @@ pub mod elevation;
 pub mod engine;
 pub mod extauthz;
 pub mod model;
+pub mod notifications;
 pub mod proto;
 pub mod server;
 pub mod snapshot;
+pub mod ui;

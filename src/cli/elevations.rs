@@ -1,10 +1,11 @@
 //! `rampart elevations …`: the approval channel for people without grpcurl,
-//! a thin client of the Approvals service on the admin listener.
+//! a thin client of the Approvals service on the admin listener, in
+//! plaintext, TLS or mutual TLS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Request;
 
 use crate::model::agent::parse_duration;
@@ -13,18 +14,141 @@ use crate::proto::approvals_client::ApprovalsClient;
 
 #[derive(Debug, Clone, Args)]
 pub struct ElevationsArgs {
-    /// The admin listener.
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: ElevationsCommand,
+}
+
+/// Where the admin listener is and how to prove who you are; accepted
+/// before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The admin listener: HOST:PORT (http, or https with --ca or --cert)
+    /// or a URL (http://…, https://…).
     #[arg(
         long,
-        default_value = "http://127.0.0.1:50052",
+        global = true,
+        default_value = "127.0.0.1:50052",
         env = "RAMPART_ADMIN_ADDR"
     )]
     pub admin_addr: String,
     /// A file holding the bearer token (else $RAMPART_TOKEN).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: ElevationsCommand,
+    /// The CA (PEM) that signed the admin listener's certificate; without
+    /// it, https uses the public web roots.
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS: its subject maps to your
+    /// principal, and no token is needed.
+    #[arg(long, global = true, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server certificate must carry (default: the host of
+    /// --admin-addr).
+    #[arg(long, global = true)]
+    pub tls_server_name: Option<String>,
+}
+
+/// The URI to dial: a URL as given, or HOST:PORT with `https://` when TLS
+/// is asked for (`tls`), else `http://`.
+pub fn admin_uri(addr: &str, tls: bool) -> Result<String, String> {
+    let addr = addr.trim();
+    if addr.is_empty() {
+        return Err("--admin-addr is empty; give HOST:PORT, e.g. 127.0.0.1:50052".into());
+    }
+    match addr.split_once("://") {
+        Some(("https", rest)) if !rest.is_empty() => Ok(addr.to_owned()),
+        Some(("http", rest)) if !rest.is_empty() => {
+            if tls {
+                Err(format!("--admin-addr {addr} is plaintext, but --ca or --cert ask for TLS; write https:// or HOST:PORT"))
+            } else {
+                Ok(addr.to_owned())
+            }
+        }
+        Some((scheme, _)) => Err(format!(
+            "--admin-addr {addr}: use http://, https:// or HOST:PORT, not {scheme}://"
+        )),
+        None if tls => Ok(format!("https://{addr}")),
+        None => Ok(format!("http://{addr}")),
+    }
+}
+
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+}
+
+/// An error with its causes, since tonic's own text is often only
+/// "transport error".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+impl Connection {
+    fn wants_tls(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some()
+    }
+
+    /// Connects to the admin listener.
+    pub async fn channel(&self) -> Result<Channel, String> {
+        let uri = admin_uri(&self.admin_addr, self.wants_tls())?;
+        let mut endpoint = Channel::from_shared(uri.clone())
+            .map_err(|e| format!("--admin-addr {}: {e}", self.admin_addr))?;
+        if uri.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            tls = match &self.ca {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?)),
+                None => tls.with_webpki_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                tls = tls.identity(Identity::from_pem(
+                    read("--cert", cert)?,
+                    read("--key", key)?,
+                ));
+            }
+            if let Some(name) = &self.tls_server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS for {uri}: {}", chain(&e)))?;
+        }
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("cannot reach {uri}: {}", chain(&e)))
+    }
+
+    /// The bearer token, if any: `--token-file`, else `$RAMPART_TOKEN`; a
+    /// client certificate may stand in for it.
+    fn token(&self) -> Result<Option<String>, String> {
+        let token = match &self.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            None => match std::env::var("RAMPART_TOKEN") {
+                Ok(t) => t,
+                Err(_) if self.cert.is_some() => return Ok(None),
+                Err(_) => return Err(
+                    "set RAMPART_TOKEN or give --token-file (or --cert and --key for mutual TLS)"
+                        .to_owned(),
+                ),
+            },
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            return Err("the token is empty".into());
+        }
+        Ok(Some(token))
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -68,27 +192,42 @@ pub enum ElevationsCommand {
     },
 }
 
-fn token(args: &ElevationsArgs) -> Result<String, String> {
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        None => std::env::var("RAMPART_TOKEN")
-            .map_err(|_| "set RAMPART_TOKEN or give --token-file".to_owned())?,
-    };
-    let token = token.trim().to_owned();
-    if token.is_empty() {
-        return Err("the token is empty".into());
+fn authed<T>(message: T, token: Option<&str>) -> Result<Request<T>, String> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "the token is not valid header text".to_owned())?;
+        request.metadata_mut().insert("authorization", value);
     }
-    Ok(token)
+    Ok(request)
 }
 
-fn authed<T>(message: T, token: &str) -> Result<Request<T>, String> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| "the token is not valid header text".to_owned())?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
+/// A time as RFC 3339 (UTC), or `-` when absent.
+pub fn rfc3339(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+}
+
+/// Text an agent or approver wrote, safe for a terminal: control
+/// characters (escape sequences among them) are shown escaped.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn seconds(d: Option<&prost_types::Duration>) -> i64 {
+    d.map_or(0, |d| d.seconds)
 }
 
 fn line(e: &pb::Elevation) -> String {
@@ -100,12 +239,22 @@ fn line(e: &pb::Elevation) -> String {
         e.principal_id,
         e.action,
         if e.data_action { " (data)" } else { "" },
-        e.scope
+        printable(&e.scope)
     );
     if e.state() == pb::ElevationState::Pending {
-        out.push_str(&format!("  waiters={} why: {}", e.waiters, e.justification));
-    } else if !e.resolved_by.is_empty() {
-        out.push_str(&format!("  by {}", e.resolved_by));
+        out.push_str(&format!(
+            "  requested={}s since={} until={} waiters={} why: {}",
+            seconds(e.requested_duration.as_ref()),
+            rfc3339(e.created_at.as_ref()),
+            rfc3339(e.wait_deadline.as_ref()),
+            e.waiters,
+            printable(&e.justification)
+        ));
+    } else {
+        out.push_str(&format!("  at={}", rfc3339(e.resolved_at.as_ref())));
+        if !e.resolved_by.is_empty() {
+            out.push_str(&format!(" by {}", printable(&e.resolved_by)));
+        }
     }
     if let Some(g) = &e.grant {
         out.push_str(&format!("  grant={}", g.id));
@@ -114,16 +263,16 @@ fn line(e: &pb::Elevation) -> String {
 }
 
 fn grant_line(g: &pb::Grant) -> String {
-    let expires = g.expires_at.as_ref().map_or(0, |t| t.seconds);
     format!(
-        "{}  {:<6} agent={} {} at {} on behalf of {} expires_at={} uses={}{}{}",
+        "{}  {:<6} agent={} {} at {} on behalf of {} created_at={} expires_at={} uses={}{}{}",
         g.id,
         g.state().as_str_name(),
         g.agent_id,
         g.action,
-        g.scope,
+        printable(&g.scope),
         g.on_behalf_of,
-        expires,
+        rfc3339(g.created_at.as_ref()),
+        rfc3339(g.expires_at.as_ref()),
         g.uses,
         if g.max_uses > 0 {
             format!("/{}", g.max_uses)
@@ -133,21 +282,28 @@ fn grant_line(g: &pb::Grant) -> String {
         if g.ended_reason.is_empty() {
             String::new()
         } else {
-            format!(" ended: {}", g.ended_reason)
+            format!(
+                " ended_at={} ended: {}",
+                rfc3339(g.ended_at.as_ref()),
+                printable(&g.ended_reason)
+            )
         }
     )
 }
 
 /// Runs one `elevations` command, printing as it goes.
 pub async fn run(args: ElevationsArgs) -> Result<(), String> {
-    let token = token(&args)?;
-    let channel = Channel::from_shared(args.admin_addr.clone())
-        .map_err(|e| format!("--admin-addr {}: {e}", args.admin_addr))?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {}: {e}", args.admin_addr))?;
+    let token = args.connection.token()?;
+    let token = token.as_deref();
+    let channel = args.connection.channel().await?;
     let mut client = ApprovalsClient::new(channel);
-    let status = |s: tonic::Status| format!("{}: {}", s.code(), s.message());
+    let status = |s: tonic::Status| {
+        format!(
+            "{}: {}",
+            crate::server::convert::code_name(s.code()),
+            s.message()
+        )
+    };
     match args.command {
         ElevationsCommand::List { all } => {
             let state = if all {
@@ -160,7 +316,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 principal_id: String::new(),
             };
             let list = client
-                .list_elevations(authed(req, &token)?)
+                .list_elevations(authed(req, token)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -170,7 +326,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
         }
         ElevationsCommand::Watch => {
             let mut stream = client
-                .watch_elevations(authed(pb::WatchElevationsRequest {}, &token)?)
+                .watch_elevations(authed(pb::WatchElevationsRequest {}, token)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -200,7 +356,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 comment: comment.unwrap_or_default(),
             };
             let e = client
-                .approve_elevation(authed(req, &token)?)
+                .approve_elevation(authed(req, token)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -212,7 +368,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 comment: comment.unwrap_or_default(),
             };
             let e = client
-                .deny_elevation(authed(req, &token)?)
+                .deny_elevation(authed(req, token)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -224,7 +380,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 principal_id: String::new(),
             };
             let list = client
-                .list_grants(authed(req, &token)?)
+                .list_grants(authed(req, token)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -238,7 +394,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 comment: comment.unwrap_or_default(),
             };
             let g = client
-                .revoke_grant(authed(req, &token)?)
+                .revoke_grant(authed(req, token)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -246,4 +402,96 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn an_address_without_a_scheme_is_http_or_https_with_tls() {
+        assert_eq!(
+            admin_uri("127.0.0.1:50052", false).unwrap(),
+            "http://127.0.0.1:50052"
+        );
+        assert_eq!(
+            admin_uri("rampart:50052", true).unwrap(),
+            "https://rampart:50052"
+        );
+        assert_eq!(admin_uri("https://r:1", false).unwrap(), "https://r:1");
+        assert_eq!(admin_uri("http://r:1", false).unwrap(), "http://r:1");
+        assert!(admin_uri("http://r:1", true)
+            .unwrap_err()
+            .contains("plaintext"));
+        assert!(admin_uri("ftp://r:1", false)
+            .unwrap_err()
+            .contains("not ftp://"));
+        assert!(admin_uri(" ", false).unwrap_err().contains("is empty"));
+    }
+
+    #[test]
+    fn connection_flags_go_before_or_after_the_subcommand() {
+        for argv in [
+            vec![
+                "rampart",
+                "elevations",
+                "--admin-addr",
+                "h:1",
+                "--ca",
+                "ca.pem",
+                "list",
+            ],
+            vec![
+                "rampart",
+                "elevations",
+                "list",
+                "--admin-addr",
+                "h:1",
+                "--ca",
+                "ca.pem",
+            ],
+            vec![
+                "rampart",
+                "elevations",
+                "--ca",
+                "ca.pem",
+                "approve",
+                "ID",
+                "--admin-addr",
+                "h:1",
+            ],
+        ] {
+            let cli =
+                crate::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let Some(crate::cli::Command::Elevations(args)) = cli.command else {
+                panic!("{argv:?}");
+            };
+            assert_eq!(args.connection.admin_addr, "h:1");
+            assert_eq!(args.connection.ca.as_deref(), Some(Path::new("ca.pem")));
+        }
+        // --cert and --key come together.
+        assert!(crate::cli::Cli::try_parse_from([
+            "rampart",
+            "elevations",
+            "list",
+            "--cert",
+            "c.pem"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn times_print_as_rfc3339_and_text_cannot_drive_the_terminal() {
+        let t = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        assert_eq!(rfc3339(Some(&t)), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(None), "-");
+        assert_eq!(
+            printable("ok\u{1b}[2Jgone\nline"),
+            "ok\\u{1b}[2Jgone\\nline"
+        );
+    }
 }

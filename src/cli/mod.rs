@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// subjects map to principals in the tokens file).
     #[arg(long, requires = "tls_cert")]
     pub admin_client_ca: Option<PathBuf>,
+    /// Webhooks to notify of each new pending elevation and each
+    /// resolution: a YAML file of sinks (CloudEvents, Slack, Teams).
+    #[arg(long, env = "RAMPART_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
     /// Allow --admin-listen on a non-loopback address without TLS.
     #[arg(long)]
     pub insecure: bool,

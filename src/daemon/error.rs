@@ -25,6 +25,8 @@ pub enum StartError {
     },
     #[error("cannot load the --tokens file: {message}")]
     Tokens { path: PathBuf, message: String },
+    #[error("cannot load --notifications: {message}")]
+    Notifications { path: PathBuf, message: String },
     #[error("cannot open --audit-log {}: {source}; give a file in an existing, writable directory", .path.display())]
     AuditLog { path: PathBuf, source: io::Error },
     /// A TLS file (`--tls-cert`, `--tls-key`, `--admin-client-ca`) is unreadable.

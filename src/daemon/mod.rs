@@ -27,6 +27,7 @@ pub use resources::Resources;
 use crate::cli::ServeArgs;
 use crate::elevation::Broker;
 use crate::engine::Engine;
+use crate::notifications::{self, Notifier, RunningNotifier};
 use crate::server::{self, metrics, Running, ServeConfig};
 use crate::snapshot::reload::{ReloadWatch, Reloader};
 use crate::snapshot::SnapshotInfo;
@@ -39,6 +40,9 @@ const MIN_RELOAD_POLL: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long in-flight calls get once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long queued notifications (the shutdown's cancellations among
+/// them) get to go out once the listeners have stopped.
+pub const NOTIFICATIONS_GRACE: Duration = Duration::from_secs(5);
 
 /// Where to listen and how to behave; everything not opened from a file.
 #[derive(Debug, Clone)]
@@ -95,12 +99,32 @@ pub struct Daemon {
     snapshot_file: Option<PathBuf>,
     info: SnapshotInfo,
     options: Options,
+    notifier: Option<Notifier>,
 }
 
 impl Daemon {
     /// Opens every resource the flags name.
     pub fn prepare(args: &ServeArgs) -> Result<Daemon, StartError> {
-        Daemon::from_parts(Resources::open(args)?, Options::from(args))
+        let daemon = Daemon::from_parts(Resources::open(args)?, Options::from(args))?;
+        match &args.notifications {
+            Some(path) => {
+                let fail = |message| StartError::Notifications {
+                    path: path.clone(),
+                    message,
+                };
+                daemon
+                    .with_notifications(notifications::Config::load(path).map_err(fail)?)
+                    .map_err(fail)
+            }
+            None => Ok(daemon),
+        }
+    }
+
+    /// Also sends notifications to the webhooks of `config` (outcomes go
+    /// to the audit log).
+    pub fn with_notifications(mut self, config: notifications::Config) -> Result<Daemon, String> {
+        self.notifier = Some(Notifier::new(config, self.config.audit.clone())?);
+        Ok(self)
     }
 
     /// Starts the broker on already-opened resources: elevations and grants
@@ -142,6 +166,7 @@ impl Daemon {
             snapshot_file,
             info,
             options,
+            notifier: None,
         })
     }
 
@@ -162,6 +187,7 @@ impl Daemon {
             snapshot_file,
             info,
             options,
+            notifier,
         } = self;
         // Bind everything before spawning anything, so a refusal leaves
         // nothing running.
@@ -171,6 +197,10 @@ impl Daemon {
         };
         let reloader = snapshot_file.map(|path| reloader(path, &info, &broker));
         let server = server::start(config, broker.clone(), reloader.clone()).await?;
+        let notifier = notifier.map(|n| {
+            tracing::info!(sinks = n.sink_count(), "sending notifications");
+            n.start(&broker)
+        });
 
         let mut tasks = vec![broker.spawn_sweeper(SWEEP_EVERY)];
         let metrics_addr = metrics_listener.map(|(listener, bound)| {
@@ -211,6 +241,7 @@ impl Daemon {
             broker,
             server,
             tasks,
+            notifier,
             _watch: watch,
         })
     }
@@ -255,6 +286,8 @@ pub struct RunningDaemon {
     server: Running,
     /// Sweeper, metrics and SIGHUP tasks, aborted at shutdown.
     tasks: Vec<JoinHandle<()>>,
+    /// Webhook notifications, given a grace to flush at shutdown.
+    notifier: Option<RunningNotifier>,
     _watch: Option<ReloadWatch>,
 }
 
@@ -267,6 +300,7 @@ impl RunningDaemon {
             broker,
             server,
             tasks,
+            notifier,
             _watch,
             ..
         } = self;
@@ -288,6 +322,9 @@ impl RunningDaemon {
                 }
             }
         };
+        if let Some(notifier) = notifier {
+            notifier.shutdown(NOTIFICATIONS_GRACE).await;
+        }
         for task in tasks {
             task.abort();
         }

@@ -439,6 +439,25 @@ impl Broker {
         approver::may_interact_with(&self.engine.current(), caller, agent_id)
     }
 
+    /// Whether `caller` may approve `elevation` now: the approver rules (c),
+    /// (a), (b) against the current snapshot, refusing with the message
+    /// `approve` would give. Read-only, so a page can tell a viewer before
+    /// they click; `approve` remains the decision.
+    pub fn check_approver(
+        &self,
+        caller: &str,
+        elevation: &Elevation,
+    ) -> Result<(), ElevationError> {
+        let loaded = self.engine.current();
+        let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
+            ElevationError::AgentGone {
+                agent: elevation.agent_id.clone(),
+            }
+        })?;
+        approver::may_approve(&loaded, caller, agent, elevation)?;
+        Ok(())
+    }
+
     /// Approves as `caller`: the approver rules (a), (b), (c)
     /// (docs/agents-and-elevation.md#approver-rules), then a durable
     /// grant, then the answer.

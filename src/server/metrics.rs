@@ -180,7 +180,103 @@ pub fn render(broker: &Broker) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
     let _ = writeln!(out, "# HELP rampart_snapshot_info The snapshot serving.\n# TYPE rampart_snapshot_info gauge\nrampart_snapshot_info{{revision=\"{revision}\"}} 1");
+    render_notifications(&mut out);
     out
+}
+
+/// Delivery counters of one notification sink (docs/approvals.md#notifications).
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    /// Notifications the sink accepted (a 2xx answer).
+    pub delivered: AtomicU64,
+    /// Notifications given up on: attempts used up, or refused for good.
+    pub failed: AtomicU64,
+    /// Attempts after the first.
+    pub retries: AtomicU64,
+    /// Notifications dropped from a full queue (the oldest first).
+    pub dropped: AtomicU64,
+    /// Notifications waiting now.
+    pub queued: AtomicU64,
+}
+
+/// Every sink's counters, by name, in the order they were first used.
+type SinkRegistry = Mutex<Vec<(String, Arc<SinkMetrics>)>>;
+
+fn sinks() -> &'static SinkRegistry {
+    static SINKS: OnceLock<SinkRegistry> = OnceLock::new();
+    SINKS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The counters of the sink named `name`, created on first use (a sink of
+/// the same name shares them).
+pub fn sink_metrics(name: &str) -> Arc<SinkMetrics> {
+    let mut all = sinks().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, m)) = all.iter().find(|(n, _)| n == name) {
+        return m.clone();
+    }
+    let m = Arc::new(SinkMetrics::default());
+    all.push((name.to_owned(), m.clone()));
+    m
+}
+
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn render_notifications(out: &mut String) {
+    let all = sinks().lock().unwrap_or_else(|e| e.into_inner());
+    if all.is_empty() {
+        return;
+    }
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&SinkMetrics) -> &AtomicU64,
+    );
+    let families: [Family; 5] = [
+        (
+            "rampart_notifications_delivered_total",
+            "counter",
+            "Notifications a sink accepted, by sink.",
+            |m| &m.delivered,
+        ),
+        (
+            "rampart_notifications_failed_total",
+            "counter",
+            "Notifications given up on after the last attempt or a refusal, by sink.",
+            |m| &m.failed,
+        ),
+        (
+            "rampart_notification_retries_total",
+            "counter",
+            "Delivery attempts after the first, by sink.",
+            |m| &m.retries,
+        ),
+        (
+            "rampart_notifications_dropped_total",
+            "counter",
+            "Notifications dropped from a full queue, oldest first, by sink.",
+            |m| &m.dropped,
+        ),
+        (
+            "rampart_notification_queue_length",
+            "gauge",
+            "Notifications waiting for delivery, by sink.",
+            |m| &m.queued,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (sink, m) in all.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{}\"}} {}",
+                label(sink),
+                value(m).load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. A

@@ -297,7 +297,12 @@ pub async fn start(
     let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let approvals = InterceptedService::new(approvals, config.tokens.interceptor(false));
+    // The approvals page shares the listener: HTTP/1.1 for browsers beside
+    // gRPC's HTTP/2, every path under /ui/ routed to it.
+    let ui = crate::ui::routes(broker.clone(), config.tokens.clone(), stop_rx.clone());
     let router = builder(config.tls.as_ref(), true)?
+        .accept_http1(true)
+        .add_routes(ui)
         .add_service(admin)
         .add_service(approvals)
         .add_service(health_service.clone())

@@ -150,13 +150,19 @@ impl Reloader {
     /// Reads the file once it has stopped changing: the same version
     /// before and after the read, and still the same [`SETTLE`] later.
     fn read_settled(&self) -> Result<Vec<u8>, SnapshotError> {
+        self.read_settled_with(|| std::thread::sleep(self.settle))
+    }
+
+    /// [`Reloader::read_settled`], with what happens during the settle
+    /// given by the caller (tests change the file there).
+    fn read_settled_with(&self, mut pause: impl FnMut()) -> Result<Vec<u8>, SnapshotError> {
         for _ in 0..SETTLE_TRIES {
             let before = version(&self.path);
             let bytes = read_file(&self.path)?;
             if version(&self.path) != before {
                 continue;
             }
-            std::thread::sleep(self.settle);
+            pause();
             if version(&self.path) == before {
                 return Ok(bytes);
             }
@@ -315,29 +321,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.yaml");
         std::fs::write(&path, "revision: r0\n").unwrap();
-        let (r, seen) = reloader(&path);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writer = {
-            let (path, stop) = (path.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    n += 1;
-                    std::fs::write(&path, format!("revision: r{n}\n")).unwrap();
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
+        let (r, _) = reloader(&path);
+        // Rewritten during every settle: never read as settled.
+        let mut n = 0;
+        let written = || {
+            n += 1;
+            std::fs::write(&path, format!("revision: r{n}{}\n", " ".repeat(n))).unwrap();
         };
-        let outcome = r.reload();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        writer.join().unwrap();
-        match outcome {
-            ReloadOutcome::Failed(m) => assert!(m.contains("kept changing"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        // Once still, it loads.
+        let refused = r.read_settled_with(written).unwrap_err().to_string();
+        assert!(refused.contains("kept changing"), "{refused}");
+        // Left alone during the settle, it is read.
+        let read = r.read_settled_with(|| {}).unwrap();
+        assert_eq!(read, std::fs::read(&path).unwrap());
         assert!(matches!(r.reload(), ReloadOutcome::Reloaded(_)));
-        assert!(seen.lock().unwrap().last().unwrap().is_ok());
     }
 
     #[test]
