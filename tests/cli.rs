@@ -180,12 +180,20 @@ fn validate_refuses_alias_bombs_and_runaway_nesting_before_reading_them() {
         let refs = vec![format!("*a{}", i - 1); 10].join(", ");
         bomb.push_str(&format!("l{i}: &a{i} [{refs}]\n"));
     }
-    let deep = format!("revision: &x r\nprincipals: {}{}\n", "[".repeat(100), "]".repeat(100));
+    let deep = format!(
+        "revision: &x r\nprincipals: {}{}\n",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
     let anchor_free_deep = format!("principals: {}{}\n", "[".repeat(5_000), "]".repeat(5_000));
     for (name, text, expect) in [
         ("bomb.yaml", bomb, "aliases expand"),
         ("deep.yaml", deep, "deeper than 64 levels"),
-        ("deep-plain.yaml", anchor_free_deep, "invalid type: sequence"),
+        (
+            "deep-plain.yaml",
+            anchor_free_deep,
+            "invalid type: sequence",
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();

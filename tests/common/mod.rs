@@ -102,6 +102,7 @@ impl TestServer {
             audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
             watch: false,
             reload_poll: Duration::from_secs(30),
+            limits: rampart::elevation::Limits::default(),
         };
         let running = Daemon::from_parts(resources, options)
             .unwrap_or_else(|e| panic!("{e}"))
