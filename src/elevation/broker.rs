@@ -862,6 +862,13 @@ impl Broker {
         out
     }
 
+    /// What the broker holds in memory: (pending elevations, active
+    /// grants). History is in the store only.
+    pub fn live(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.pending.len(), inner.grants.len())
+    }
+
     /// The first page of every elevation at the largest page size, oldest
     /// first: a convenience; page with [`Broker::list_elevations`].
     pub fn list(&self) -> Vec<Elevation> {
