@@ -34,9 +34,7 @@ fn vm(n: usize) -> String {
 /// A tenant of `agents` Reader agents `flood-0`… (each with its own
 /// identity and `extra` elevation settings) and an approver, `oncall`.
 fn tenant(agents: usize, extra: &str) -> String {
-    let mut y = format!(
-        "revision: limits-1\nsubscriptions:\n  - id: 11111111-1111-1111-1111-111111111111\nprincipals:\n  - {{ id: oncall, type: User }}\n"
-    );
+    let mut y = "revision: limits-1\nsubscriptions:\n  - id: 11111111-1111-1111-1111-111111111111\nprincipals:\n  - { id: oncall, type: User }\n".to_owned();
     for i in 0..agents {
         y += &format!("  - {{ id: flood-{i}, type: ManagedIdentity }}\n");
     }
@@ -158,17 +156,15 @@ async fn a_flood_of_unauthenticated_requests_stores_what_the_limits_allow() {
     s.stop().await;
 }
 
-fn tally(
-    joined: Option<
-        Result<
-            Result<Result<pb::Elevation, tonic::Status>, tokio::task::JoinError>,
-            tokio::task::JoinError,
-        >,
+/// A request's answer, through its task and the join set's.
+type Joined = Option<
+    Result<
+        Result<Result<pb::Elevation, tonic::Status>, tokio::task::JoinError>,
+        tokio::task::JoinError,
     >,
-    filed: &mut usize,
-    limited: &mut usize,
-    refused: &mut usize,
-) {
+>;
+
+fn tally(joined: Joined, filed: &mut usize, limited: &mut usize, refused: &mut usize) {
     let Some(Ok(Ok(answer))) = joined else {
         panic!("a request task failed");
     };
@@ -574,7 +570,7 @@ async fn retention_purges_history_but_never_what_is_live() {
     // One denied, one approved (its grant active), one pending.
     let mut ids = Vec::new();
     for n in 0..3 {
-        let _ = spawn(&s, ask(0, RESTART, &vm(n), Duration::from_secs(60)));
+        drop(spawn(&s, ask(0, RESTART, &vm(n), Duration::from_secs(60))));
         until_pending(&s, n + 1).await;
         let e = s
             .broker
