@@ -93,6 +93,7 @@ fn grant(agent: usize, g: usize) -> Arc<ActiveGrant> {
         expires_at: SystemTime::now() + Duration::from_secs(3600),
         max_uses: 0,
         uses: AtomicU32::new(0),
+        reserved: AtomicU32::new(0),
     })
 }
 

@@ -615,18 +615,19 @@ async fn review_mode_agents_are_never_auto_approved() {
 
 #[tokio::test]
 async fn at_most_a_hundred_pending_elevations_per_principal() {
-    let s = TestServer::start(SNAPSHOT).await;
+    // A rate that lets all hundred in at once, so the per-principal cap is
+    // what refuses.
+    let snapshot = SNAPSHOT.replace(
+        "      # Never applied: the agent is in Review mode.\n",
+        "      maxRequestsPerMinute: 10000\n",
+    );
+    assert_ne!(snapshot, SNAPSHOT);
+    let s = TestServer::start(&snapshot).await;
     let waiting: Vec<_> = (0..100)
         .map(|i| spawn_request(&s, ask("agent-r", RESTART, &vm(&format!("vm{i}")))))
         .collect();
     for _ in 0..500 {
-        if s.broker
-            .list()
-            .iter()
-            .filter(|e| e.state == ElevationState::Pending)
-            .count()
-            == 100
-        {
+        if s.broker.pending_elevations().len() == 100 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -638,6 +639,11 @@ async fn at_most_a_hundred_pending_elevations_per_principal() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("the limit is 100"),
+        "{}",
+        status.message()
+    );
     for w in waiting {
         w.abort();
     }
@@ -736,7 +742,7 @@ async fn grants_end_on_revoke_use_up_and_expiry() {
         .list_grants(authed(
             ListGrantsRequest {
                 include_ended: true,
-                principal_id: String::new(),
+                ..Default::default()
             },
             &token("oncall"),
         ))

@@ -404,6 +404,7 @@ fn many_agents_with_many_lenders_decide_without_deadlock() {
             expires_at: SystemTime::now() + Duration::from_secs(600),
             max_uses: 0,
             uses: Default::default(),
+            reserved: Default::default(),
         }));
     }
     // A deadlock would hang the test run: a watchdog turns it into a failure.

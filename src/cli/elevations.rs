@@ -311,17 +311,27 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
             } else {
                 pb::ElevationState::Pending
             };
-            let req = pb::ListElevationsRequest {
-                state: state as i32,
-                principal_id: String::new(),
-            };
-            let list = client
-                .list_elevations(authed(req, token)?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            for e in &list.elevations {
-                println!("{}", line(e));
+            // Every page, each printed as it arrives.
+            let mut page_token = String::new();
+            loop {
+                let req = pb::ListElevationsRequest {
+                    state: state as i32,
+                    principal_id: String::new(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = client
+                    .list_elevations(authed(req, token)?)
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for e in &page.elevations {
+                    println!("{}", line(e));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
             }
         }
         ElevationsCommand::Watch => {
@@ -375,17 +385,26 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
             println!("{}", line(&e));
         }
         ElevationsCommand::Grants { all } => {
-            let req = pb::ListGrantsRequest {
-                include_ended: all,
-                principal_id: String::new(),
-            };
-            let list = client
-                .list_grants(authed(req, token)?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            for g in &list.grants {
-                println!("{}", grant_line(g));
+            let mut page_token = String::new();
+            loop {
+                let req = pb::ListGrantsRequest {
+                    include_ended: all,
+                    principal_id: String::new(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = client
+                    .list_grants(authed(req, token)?)
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for g in &page.grants {
+                    println!("{}", grant_line(g));
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
             }
         }
         ElevationsCommand::Revoke { grant_id, comment } => {

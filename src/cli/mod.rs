@@ -107,6 +107,14 @@ pub struct ServeArgs {
     /// (created if missing). Without it, that state lives in memory only.
     #[arg(long, env = "RAMPART_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// How long resolved elevations, ended grants and the store's audit
+    /// events are kept in --state-dir before a purge deletes them (the
+    /// --audit-log file keeps the history).
+    #[arg(long, default_value = "30d", value_parser = parse_duration_arg)]
+    pub retention: std::time::Duration,
+    /// The most pending elevations rampart keeps, across every agent.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_elevations: u32,
     /// Bearer tokens for the admin listener: a YAML list of
     /// `{sha256, principal, admin}`.
     #[arg(long, env = "RAMPART_TOKENS")]

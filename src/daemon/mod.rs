@@ -25,7 +25,7 @@ pub use error::StartError;
 pub use resources::Resources;
 
 use crate::cli::ServeArgs;
-use crate::elevation::Broker;
+use crate::elevation::{Broker, Limits};
 use crate::engine::Engine;
 use crate::notifications::{self, Notifier, RunningNotifier};
 use crate::server::{self, metrics, Running, ServeConfig};
@@ -36,7 +36,8 @@ use crate::snapshot::SnapshotInfo;
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 /// The shortest interval between re-reads of the snapshot file.
 const MIN_RELOAD_POLL: Duration = Duration::from_secs(1);
-/// How often expired and used-up grants are ended.
+/// How often expired and used-up grants are ended (and the uses of limited
+/// grants reserved); state older than `--retention` is purged hourly.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// How long in-flight calls get once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -61,6 +62,8 @@ pub struct Options {
     pub watch: bool,
     /// Re-read the snapshot file this often, watch or not.
     pub reload_poll: Duration,
+    /// Pending elevations and retention of the state store.
+    pub limits: Limits,
 }
 
 impl From<&ServeArgs> for Options {
@@ -75,6 +78,10 @@ impl From<&ServeArgs> for Options {
             audit_decisions_sample: args.audit_decisions_sample,
             watch: args.watch,
             reload_poll: args.reload_poll,
+            limits: Limits {
+                max_pending: args.max_pending_elevations as usize,
+                retention: args.retention,
+            },
         }
     }
 }
@@ -140,11 +147,14 @@ impl Daemon {
             tls,
         } = resources;
         let info = snapshot.info.clone();
-        let broker = Broker::start(Arc::new(Engine::new(snapshot)), store).map_err(|source| {
-            StartError::StateStore {
-                dir: state_dir,
-                source,
-            }
+        let broker = Broker::start_with(
+            Arc::new(Engine::new(snapshot)),
+            store,
+            options.limits.clone(),
+        )
+        .map_err(|source| StartError::StateStore {
+            dir: state_dir,
+            source,
         })?;
         if let Some(log) = &audit_log {
             broker.set_audit_log(log.clone());

@@ -38,6 +38,16 @@ pub enum ElevationError {
         pending: usize,
         limit: usize,
     },
+    /// rampart holds as many pending elevations as it keeps.
+    #[error("{pending} elevations are pending, the most rampart keeps (--max-pending-elevations {limit}); retry once some are resolved")]
+    PendingLimit { pending: usize, limit: usize },
+    /// The agent files new elevations faster than its limit.
+    #[error("agent {agent} may file {per_minute} new elevations a minute (elevation.maxRequestsPerMinute); retry in {retry_after_secs}s")]
+    RateLimited {
+        agent: String,
+        per_minute: u32,
+        retry_after_secs: u64,
+    },
     /// The elevation's agent left the snapshot.
     #[error("agent {agent} is no longer in the snapshot")]
     AgentGone { agent: String },
@@ -48,6 +58,28 @@ pub enum ElevationError {
     /// The state store failed; nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The longest piece of a caller's input an error message repeats.
+pub const MAX_ECHO: usize = 128;
+
+/// `text` as an error message may repeat it: at most [`MAX_ECHO`]
+/// characters (then `…`), control characters escaped, so a caller cannot
+/// fill a status message or forge lines in a log.
+pub fn echo(text: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX_ECHO {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl From<RequestError> for ElevationError {
@@ -62,6 +94,16 @@ impl From<RequestError> for ElevationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_input_is_bounded_and_escaped() {
+        assert_eq!(echo("e1"), "e1");
+        assert_eq!(echo("a\nb\u{7}"), "a\\nb\\u{7}");
+        let long = "x".repeat(60_000);
+        let echoed = echo(&long);
+        assert_eq!(echoed.chars().count(), MAX_ECHO + 1);
+        assert!(echoed.ends_with('…'));
+    }
 
     #[test]
     fn messages_name_what_happened() {

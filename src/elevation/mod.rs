@@ -14,11 +14,13 @@ pub mod policy;
 pub mod store;
 pub mod types;
 
-pub use broker::Broker;
+pub use broker::{Broker, Limits, Listing};
 pub use error::ElevationError;
 pub use events::AuditEvent;
 pub use policy::approver::Refusal;
 pub use policy::lifecycle::EndReason;
 pub use policy::request::ElevationRequest;
-pub use store::{Resolved, StateStore, Store, StoreError};
+pub use store::{
+    Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, Store, StoreError,
+};
 pub use types::{Approval, Elevation, ElevationState, Grant, GrantState};

@@ -142,6 +142,10 @@ pub struct Grant {
     /// 0 = unlimited.
     pub max_uses: u32,
     pub uses: u32,
+    /// Of a limited grant, the uses durably reserved ahead of being taken;
+    /// after a crash they all count as taken.
+    #[serde(default)]
+    pub reserved_uses: u32,
     pub state: GrantState,
     pub ended_reason: Option<String>,
     pub ended_at: Option<SystemTime>,

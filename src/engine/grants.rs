@@ -31,6 +31,11 @@ pub struct ActiveGrant {
     /// 0 = unlimited.
     pub max_uses: u32,
     pub uses: AtomicU32,
+    /// Of a limited grant, the uses its lender has durably reserved: no use
+    /// past this counts, so a crash can lose reserved uses but never let a
+    /// grant be used more than `max_uses` times. Only ever raised, by the
+    /// broker, after the reservation is durable.
+    pub reserved: AtomicU32,
 }
 
 impl ActiveGrant {
@@ -46,15 +51,17 @@ impl ActiveGrant {
             && (s.len() == key.len() || s[key.len()] == b'/' || key == b"/")
     }
 
-    /// Takes one use; false when none is left.
+    /// Takes one use; false when none is left, or none is reserved yet.
     fn take_use(&self) -> bool {
         if self.max_uses == 0 {
             self.uses.fetch_add(1, Ordering::Relaxed);
             return true;
         }
+        // The reservation only grows: a stale read is the stricter limit.
+        let limit = self.max_uses.min(self.reserved.load(Ordering::Acquire));
         self.uses
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < self.max_uses).then_some(u + 1)
+                (u < limit).then_some(u + 1)
             })
             .is_ok()
     }
@@ -69,6 +76,9 @@ impl ActiveGrant {
 pub struct GrantTable {
     by_principal: DashMap<Box<str>, Vec<Arc<ActiveGrant>>, RandomState>,
     count: AtomicUsize,
+    /// Woken when a use of a limited grant is taken, so the broker tops up
+    /// its reservation before it runs out.
+    pub limited_use_taken: tokio::sync::Notify,
 }
 
 impl GrantTable {
@@ -130,6 +140,11 @@ impl GrantTable {
                     && lender_allows(g)
             })
             .find(|g| !take || g.take_use())
+            .inspect(|g| {
+                if take && g.max_uses != 0 {
+                    self.limited_use_taken.notify_one();
+                }
+            })
             .cloned()
     }
 }
@@ -154,6 +169,7 @@ mod tests {
             expires_at: SystemTime::now() + Duration::from_secs(60),
             max_uses,
             uses: AtomicU32::new(0),
+            reserved: AtomicU32::new(max_uses),
         })
     }
 
@@ -236,6 +252,22 @@ mod tests {
         }
         assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert!(!finds(&table, "agent", &dry_run, now));
+    }
+
+    #[test]
+    fn no_use_counts_beyond_the_reservation() {
+        let table = GrantTable::default();
+        let g = grant(5);
+        g.reserved.store(2, Ordering::Release);
+        table.insert(g.clone());
+        let now = SystemTime::now();
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(!finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert!(!g.is_used_up(), "unreserved uses are not used up");
+        g.reserved.store(5, Ordering::Release);
+        assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
+        assert_eq!(g.uses.load(Ordering::Acquire), 3);
     }
 
     #[test]

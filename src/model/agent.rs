@@ -43,6 +43,8 @@ pub struct ElevationSettings {
     /// The role a `Privileged` agent holds on its managed scopes.
     pub privileged_role: usize,
     pub auto_approve: Vec<AutoApproveRule>,
+    /// New elevations the agent may file a minute (a third of it at once).
+    pub max_requests_per_minute: u32,
 }
 
 /// What an agent's `elevation` section means where it is silent.
@@ -57,6 +59,10 @@ impl ElevationSettings {
     pub const DEFAULT_INTERACT_ACTION: &'static str = "Microsoft.App/agents/write";
     /// The role a `Privileged` agent holds on its managed scopes.
     pub const DEFAULT_PRIVILEGED_ROLE: &'static str = "Contributor";
+    /// New elevations an agent may file a minute.
+    pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 60;
+    /// The highest `maxRequestsPerMinute` accepted.
+    pub const MAX_REQUESTS_PER_MINUTE: u32 = 10_000;
 }
 
 impl PermissionLevel {

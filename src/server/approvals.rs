@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{caller, Caller};
 use super::convert;
-use crate::elevation::{Approval, Broker, Elevation};
+use crate::elevation::error::echo;
+use crate::elevation::{Approval, Broker, Elevation, ElevationQuery, GrantQuery};
 use crate::proto as pb;
 use crate::proto::approvals_server::Approvals;
 
@@ -37,6 +38,12 @@ impl ApprovalsService {
         self.broker
             .may_interact_with(&caller.principal_id, agent_id)
     }
+
+    /// The agents whose records a listing may show: every one for an admin
+    /// token (`None`), else those the caller may interact with.
+    fn visible_agents(&self, caller: &Caller) -> Option<Vec<String>> {
+        (!caller.admin).then(|| self.broker.visible_agents(&caller.principal_id))
+    }
 }
 
 fn comment(text: &str) -> Option<&str> {
@@ -53,20 +60,20 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::ListElevationsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let state = req.state();
-        let elevations = self
+        let query = ElevationQuery {
+            state: convert::state_filter(req.state)?,
+            principal_id: (!req.principal_id.is_empty()).then(|| req.principal_id.clone()),
+            agent_ids: self.visible_agents(&caller),
+            newest_first: false,
+        };
+        let page = self
             .broker
-            .list()
-            .iter()
-            .filter(|e| {
-                state == pb::ElevationState::Unspecified
-                    || convert::elevation_state(e.state) == state
-            })
-            .filter(|e| req.principal_id.is_empty() || e.principal_id == req.principal_id)
-            .filter(|e| self.visible(&caller, &e.agent_id))
-            .map(convert::elevation)
-            .collect();
-        Ok(Response::new(pb::ListElevationsResponse { elevations }))
+            .list_elevations(&query, req.page_size, &req.page_token)
+            .map_err(convert::elevation_error)?;
+        Ok(Response::new(pb::ListElevationsResponse {
+            elevations: page.items.iter().map(convert::elevation).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn get_elevation(
@@ -75,13 +82,14 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Elevation>, Status> {
         let caller = caller(&request)?;
         let id = request.into_inner().id;
-        match self.broker.get(&id) {
+        match self.broker.find(&id).map_err(convert::elevation_error)? {
             Some(e) if self.visible(&caller, &e.agent_id) => {
                 Ok(Response::new(convert::elevation(&e)))
             }
             // Not visible reads as absent, so ids do not leak.
             _ => Err(Status::not_found(format!(
-                "no elevation {id} that you may see"
+                "no elevation {} that you may see",
+                echo(&id)
             ))),
         }
     }
@@ -98,7 +106,7 @@ impl Approvals for ApprovalsService {
         let mut changes = self.broker.subscribe();
         let initial: Vec<pb::ElevationEvent> = self
             .broker
-            .list()
+            .pending_elevations()
             .iter()
             .filter(|e| e.state.is_pending() && self.visible(&caller, &e.agent_id))
             .map(|e| pb::ElevationEvent {
@@ -187,16 +195,20 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
         let caller = caller(&request)?;
         let req = request.into_inner();
-        let grants = self
+        let query = GrantQuery {
+            active_only: !req.include_ended,
+            principal_id: (!req.principal_id.is_empty()).then(|| req.principal_id.clone()),
+            agent_ids: self.visible_agents(&caller),
+            newest_first: false,
+        };
+        let page = self
             .broker
-            .grants()
-            .iter()
-            .filter(|g| req.include_ended || g.state.is_active())
-            .filter(|g| req.principal_id.is_empty() || g.principal_id == req.principal_id)
-            .filter(|g| self.visible(&caller, &g.agent_id))
-            .map(convert::grant)
-            .collect();
-        Ok(Response::new(pb::ListGrantsResponse { grants }))
+            .list_grants(&query, req.page_size, &req.page_token)
+            .map_err(convert::elevation_error)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: page.items.iter().map(convert::grant).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn revoke_grant(

@@ -138,6 +138,27 @@ pub fn std_duration(
     }
 }
 
+/// A state filter: `None` for every state; a number this server does not
+/// know is refused, naming the field.
+pub fn state_filter(value: i32) -> Result<Option<ElevationState>, Status> {
+    let state = pb::ElevationState::try_from(value).map_err(|_| {
+        let known: Vec<&str> = ElevationState::ALL.iter().map(|s| s.as_str()).collect();
+        Status::invalid_argument(format!(
+            "state: {value} is not an elevation state; use one of {} (or leave it unset for every state)",
+            known.join(", ")
+        ))
+    })?;
+    Ok(match state {
+        pb::ElevationState::Unspecified => None,
+        pb::ElevationState::Pending => Some(ElevationState::Pending),
+        pb::ElevationState::Approved => Some(ElevationState::Approved),
+        pb::ElevationState::Denied => Some(ElevationState::Denied),
+        pb::ElevationState::Expired => Some(ElevationState::Expired),
+        pb::ElevationState::Cancelled => Some(ElevationState::Cancelled),
+        pb::ElevationState::NotNeeded => Some(ElevationState::NotNeeded),
+    })
+}
+
 pub fn elevation_state(s: ElevationState) -> pb::ElevationState {
     match s {
         ElevationState::Pending => pb::ElevationState::Pending,
@@ -215,7 +236,9 @@ pub fn elevation_error(e: ElevationError) -> Status {
         | ElevationError::AgentGone { .. }) => Status::failed_precondition(e.to_string()),
         ElevationError::Refused(refusal) => Status::permission_denied(refusal.to_string()),
         e @ ElevationError::NotFound { .. } => Status::not_found(e.to_string()),
-        e @ ElevationError::TooManyPending { .. } => Status::resource_exhausted(e.to_string()),
+        e @ (ElevationError::TooManyPending { .. }
+        | ElevationError::PendingLimit { .. }
+        | ElevationError::RateLimited { .. }) => Status::resource_exhausted(e.to_string()),
         e @ (ElevationError::Lost(_) | ElevationError::Store(_)) => {
             Status::unavailable(e.to_string())
         }

@@ -157,16 +157,7 @@ pub fn render(broker: &Broker) -> String {
     let _ = writeln!(out, "# HELP rampart_cache_entries Resolved (principal, scope) entries in the effective-permission cache.\n# TYPE rampart_cache_entries gauge\nrampart_cache_entries {}", stats.effective_entries);
     let _ = writeln!(out, "# HELP rampart_cache_misses_total Effective-permission resolutions since the snapshot loaded.\n# TYPE rampart_cache_misses_total counter\nrampart_cache_misses_total {}", stats.misses);
     let _ = writeln!(out, "# HELP rampart_cache_hit_ratio Share of decisions answered from the cache.\n# TYPE rampart_cache_hit_ratio gauge\nrampart_cache_hit_ratio {hit_ratio:.6}");
-    let pending = broker
-        .list()
-        .iter()
-        .filter(|e| e.state.is_pending())
-        .count();
-    let active = broker
-        .grants()
-        .iter()
-        .filter(|g| g.state.is_active())
-        .count();
+    let (pending, active) = broker.live();
     let _ = writeln!(out, "# HELP rampart_elevations_pending Elevations waiting for a decision.\n# TYPE rampart_elevations_pending gauge\nrampart_elevations_pending {pending}");
     let _ = writeln!(out, "# HELP rampart_grants_active Active elevation grants.\n# TYPE rampart_grants_active gauge\nrampart_grants_active {active}");
     let _ = writeln!(out, "# HELP rampart_snapshot_reloads_total Snapshots loaded by reload.\n# TYPE rampart_snapshot_reloads_total counter\nrampart_snapshot_reloads_total {}", RELOADS.load(Ordering::Relaxed));

@@ -191,6 +191,8 @@ pub struct ElevationEntry {
     pub privileged_role: Option<String>,
     #[serde(default)]
     pub auto_approve: Vec<AutoApproveEntry>,
+    #[serde(default)]
+    pub max_requests_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::{json, preview, UiState};
+use crate::elevation::store::{ElevationQuery, GrantQuery};
 use crate::elevation::{Approval, Elevation, ElevationState};
 use crate::server::auth::{self, Caller};
 use crate::server::convert;
@@ -124,6 +125,11 @@ fn check_same_origin(headers: &HeaderMap) -> Result<(), Status> {
 
 /// Whether the caller sees this agent's elevations and grants: as in the
 /// Approvals service, rule (a), or an admin token.
+/// The agents whose records `caller` may list (`None`: every agent).
+fn visible_agents(state: &UiState, caller: &Caller) -> Option<Vec<String>> {
+    (!caller.admin).then(|| state.broker.visible_agents(&caller.principal_id))
+}
+
 fn visible(state: &UiState, caller: &Caller, agent_id: &str) -> bool {
     caller.admin
         || state
@@ -200,16 +206,31 @@ pub async fn elevations(
         }
     };
     let limit = query.limit.unwrap_or(100).min(MAX_HISTORY);
-    let mut list: Vec<Elevation> = state
-        .broker
-        .list()
-        .into_iter()
-        .filter(|e| keep(e) && visible(&state, &caller, &e.agent_id))
-        .collect();
-    if wanted != "pending" {
-        // Most recent first.
-        list.sort_by_key(|e| std::cmp::Reverse(e.resolved_at.unwrap_or(e.created_at)));
-    }
+    let list: Vec<Elevation> = if wanted == "pending" {
+        state
+            .broker
+            .pending_elevations()
+            .into_iter()
+            .filter(|e| visible(&state, &caller, &e.agent_id))
+            .take(limit)
+            .collect()
+    } else {
+        // Most recent first, from the store (history is not in memory).
+        let query = ElevationQuery {
+            agent_ids: visible_agents(&state, &caller),
+            newest_first: true,
+            ..ElevationQuery::default()
+        };
+        state
+            .broker
+            .list_elevations(&query, MAX_HISTORY as u32, "")
+            .map_err(convert::elevation_error)?
+            .items
+            .into_iter()
+            .filter(keep)
+            .take(limit)
+            .collect()
+    };
     let now = SystemTime::now();
     let items: Vec<Value> = list
         .iter()
@@ -326,9 +347,17 @@ pub async fn grants(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| Status::invalid_argument(e.body_text()))?;
     let now = SystemTime::now();
-    let mut list = state.broker.grants();
-    list.retain(|g| (query.all || g.state.is_active()) && visible(&state, &caller, &g.agent_id));
-    list.reverse();
+    let grants = GrantQuery {
+        active_only: !query.all,
+        agent_ids: visible_agents(&state, &caller),
+        newest_first: true,
+        ..GrantQuery::default()
+    };
+    let list = state
+        .broker
+        .list_grants(&grants, MAX_HISTORY as u32, "")
+        .map_err(convert::elevation_error)?
+        .items;
     let items: Vec<Value> = list
         .iter()
         .take(MAX_HISTORY)
@@ -379,9 +408,9 @@ pub async fn events(State(state): Shared, Viewer(caller): Viewer) -> Response {
     let now = SystemTime::now();
     let pending: Vec<Elevation> = state
         .broker
-        .list()
+        .pending_elevations()
         .into_iter()
-        .filter(|e| e.state.is_pending() && visible(&state, &caller, &e.agent_id))
+        .filter(|e| visible(&state, &caller, &e.agent_id))
         .collect();
     // Elevations this stream has shown as pending: their resolution is
     // sent even if the caller lost sight of the agent meanwhile.

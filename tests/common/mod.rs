@@ -65,6 +65,16 @@ impl TestServer {
         store: Store,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
     ) -> TestServer {
+        TestServer::start_with_limits(snapshot_yaml, store, audit, Default::default()).await
+    }
+
+    /// [`TestServer::start_full`] with the broker's limits.
+    pub async fn start_with_limits(
+        snapshot_yaml: &str,
+        store: Store,
+        audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+        limits: rampart::elevation::Limits,
+    ) -> TestServer {
         let snapshot =
             rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
         let plain: Vec<(String, String, bool)> = snapshot
@@ -102,6 +112,7 @@ impl TestServer {
             audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
             watch: false,
             reload_poll: Duration::from_secs(30),
+            limits,
         };
         let running = Daemon::from_parts(resources, options)
             .unwrap_or_else(|e| panic!("{e}"))

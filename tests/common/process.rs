@@ -15,7 +15,23 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(extra: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        ServerProcess::spawn(Command::new(env!("CARGO_BIN_EXE_rampart")), extra)
+    }
+
+    /// Starts the server under `umask` (through `sh`, so the test process
+    /// keeps its own).
+    pub fn start_with_umask(umask: &str, extra: &[&str]) -> ServerProcess {
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("umask {umask} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_rampart"),
+        ]);
+        ServerProcess::spawn(sh, extra)
+    }
+
+    fn spawn(mut command: Command, extra: &[&str]) -> ServerProcess {
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -64,6 +80,13 @@ impl ServerProcess {
 impl ServerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL and reaps it: no shutdown, no
+    /// flushing, as a crash.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits up to `limit` for the process to exit by itself.

@@ -170,6 +170,7 @@ pub fn new_grant(
         expires_at: now + duration,
         max_uses,
         uses: 0,
+        reserved_uses: next_reservation(max_uses, 0, 0).unwrap_or(0),
         state: GrantState::Active,
         ended_reason: None,
         ended_at: None,
@@ -196,6 +197,37 @@ pub fn resolve(
     elevation.waiters = 0;
 }
 
+/// The uses of a limited grant reserved in one durable write: a quarter of
+/// `max_uses`, at least 8 (so a small grant is reserved whole, at once) and
+/// at most 1,000 (what a crash can cost a large one).
+pub fn reservation_block(max_uses: u32) -> u32 {
+    (max_uses / 4).clamp(8, 1000).min(max_uses)
+}
+
+/// The reservation a limited grant should have after `uses` with
+/// `reserved` reserved, when it needs a larger one: once half a block or
+/// less is left, reserve a block ahead (never past `max_uses`). `None` for
+/// an unlimited grant or one reserved enough.
+pub fn next_reservation(max_uses: u32, uses: u32, reserved: u32) -> Option<u32> {
+    if max_uses == 0 || reserved >= max_uses {
+        return None;
+    }
+    let block = reservation_block(max_uses);
+    let left = reserved.saturating_sub(uses);
+    (left <= block / 2).then(|| uses.saturating_add(block).min(max_uses))
+}
+
+/// The uses a limited grant read back after a restart has taken, as far
+/// as anyone can know: every reserved use counts, taken or not, so a crash
+/// never lets a grant be used more than `max_uses` times.
+pub fn uses_after_restart(g: &Grant) -> u32 {
+    if g.max_uses == 0 {
+        g.uses
+    } else {
+        g.uses.max(g.reserved_uses).min(g.max_uses)
+    }
+}
+
 /// Ends `grant` at `now`.
 pub fn end(grant: &mut Grant, reason: &EndReason, now: SystemTime) {
     grant.state = GrantState::Ended;
@@ -211,6 +243,41 @@ mod tests {
     fn grant(principal: &str, agent: &str, scope: &str, lender: &str) -> Grant {
         let e = elevation(principal, agent, RESTART, scope);
         new_grant(&e, lender, Duration::from_secs(60), 0, SystemTime::now())
+    }
+
+    #[test]
+    fn reservations_run_a_block_ahead_and_never_past_max_uses() {
+        assert_eq!(next_reservation(0, 5, 0), None, "unlimited needs none");
+        // Small grants are reserved whole at once.
+        assert_eq!(next_reservation(1, 0, 0), Some(1));
+        assert_eq!(next_reservation(8, 0, 0), Some(8));
+        assert_eq!(next_reservation(8, 7, 8), None);
+        // 100 uses: blocks of 25, topped up once 12 or fewer are left.
+        assert_eq!(next_reservation(100, 0, 0), Some(25));
+        assert_eq!(next_reservation(100, 12, 25), None);
+        assert_eq!(next_reservation(100, 13, 25), Some(38));
+        assert_eq!(next_reservation(100, 90, 95), Some(100));
+        assert_eq!(next_reservation(100, 99, 100), None);
+        assert_eq!(reservation_block(1_000_000), 1000);
+    }
+
+    #[test]
+    fn after_a_restart_every_reserved_use_counts_as_taken() {
+        let mut g = grant(AGENT_R, "reviewer", VM, "oncall");
+        g.max_uses = 100;
+        g.uses = 10;
+        g.reserved_uses = 25;
+        assert_eq!(uses_after_restart(&g), 25);
+        g.max_uses = 0;
+        assert_eq!(uses_after_restart(&g), 10);
+        let fresh = new_grant(
+            &elevation(AGENT_R, "reviewer", RESTART, VM),
+            "oncall",
+            Duration::from_secs(60),
+            3,
+            SystemTime::now(),
+        );
+        assert_eq!(fresh.reserved_uses, 3, "an approval reserves ahead");
     }
 
     #[test]

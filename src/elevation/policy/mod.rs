@@ -7,6 +7,7 @@
 pub mod approver;
 pub mod auto_approve;
 pub mod lifecycle;
+pub mod rate;
 pub mod request;
 
 use std::collections::BTreeMap;

@@ -1,15 +1,18 @@
 //! The durable state the broker keeps: elevations, grants and the audit
 //! trail. [`StateStore`] says what the broker needs; [`Store`] (SQLite,
 //! one file under `--state-dir`) is the implementation today. A store
-//! shared by several replicas implements the same trait: [`StateStore::resolve`]
-//! is one atomic, conditional write, so two replicas cannot both resolve
-//! one elevation.
+//! shared by several replicas implements the same trait with the same
+//! semantics, written down on each method: most of all,
+//! [`StateStore::resolve`] is one atomic, conditional write ("only if still
+//! `PENDING`") that says who won, so two replicas cannot both resolve one
+//! elevation.
 
 mod sqlite;
 
-pub use sqlite::{Store, DB_FILE};
+pub use sqlite::{Store, DB_FILE, SCHEMA_VERSION};
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::events::AuditEvent;
 use super::{Elevation, ElevationState, Grant};
@@ -25,34 +28,155 @@ pub enum StoreError {
     },
     #[error("state store: a stored record does not decode: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The file exists but is not a rampart state store this version can
+    /// open (empty, foreign, or written by a newer rampart).
+    #[error(
+        "state store: {path} {problem}; restore it from a backup or move it away to start empty"
+    )]
+    NotRampart { path: String, problem: String },
+    /// Creating an elevation whose id is stored already.
+    #[error("state store: elevation {0} exists already")]
+    Duplicate(String),
 }
 
 /// What [`StateStore::resolve`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Resolved {
-    /// The elevation's final state (and its grant, if any) are durable.
+    /// This resolution won: the elevation's final state (and its grant, if
+    /// any) are durable.
     Written,
-    /// The stored elevation had left `PENDING` already (in this state);
-    /// nothing was written.
-    AlreadyResolved(ElevationState),
+    /// Another resolution won first: the elevation as stored, unchanged;
+    /// nothing of this resolution (not its grant) was written.
+    AlreadyResolved(Box<Elevation>),
 }
 
-/// What the broker needs of a durable store. Every method returns once the
-/// write is durable; the broker acknowledges nothing before.
-pub trait StateStore: Send + Sync {
-    /// Every stored elevation (oldest change first) and grant.
-    fn load(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError>;
+/// Which elevations a listing wants; every `Some` narrows.
+#[derive(Debug, Clone, Default)]
+pub struct ElevationQuery {
+    pub state: Option<ElevationState>,
+    pub principal_id: Option<String>,
+    /// Only these agents' elevations (the caller's visible agents).
+    pub agent_ids: Option<Vec<String>>,
+    /// Newest first (history views); oldest first otherwise.
+    pub newest_first: bool,
+}
 
-    /// Records a new `PENDING` elevation.
+/// Which grants a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct GrantQuery {
+    /// Active grants only.
+    pub active_only: bool,
+    pub principal_id: Option<String>,
+    pub agent_ids: Option<Vec<String>>,
+    /// Newest first (history views); oldest first otherwise.
+    pub newest_first: bool,
+}
+
+/// Where a page starts: after the record with this creation time and id.
+/// Listings are ordered by `(created_at, id)`, oldest first unless the
+/// query asks for newest first, so a page boundary is stable while records
+/// are added or purged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_ms: i64,
+    pub id: String,
+}
+
+impl Cursor {
+    const PREFIX: &'static str = "r1.";
+
+    /// The opaque `page_token` text (hex, so it needs no escaping).
+    pub fn token(&self) -> String {
+        format!(
+            "{}{}",
+            Cursor::PREFIX,
+            hex::encode(format!("{}:{}", self.created_ms, self.id))
+        )
+    }
+
+    /// Reads a `page_token`; `None` for anything this version did not write.
+    pub fn parse(token: &str) -> Option<Cursor> {
+        let bytes = hex::decode(token.strip_prefix(Cursor::PREFIX)?).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (ms, id) = text.split_once(':')?;
+        if id.is_empty() || id.len() > 64 {
+            return None;
+        }
+        Some(Cursor {
+            created_ms: ms.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// One page of a listing; `next` is where the following page starts, `None`
+/// on the last page.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+/// What [`StateStore::purge`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub elevations: usize,
+    pub grants: usize,
+    pub audit: usize,
+}
+
+/// What the broker needs of a durable store. Every write returns once it is
+/// durable, and a write that fails wrote nothing; the broker acknowledges
+/// nothing before, and changes no memory of its own after a failure.
+pub trait StateStore: Send + Sync {
+    /// What the broker keeps in memory: the `PENDING` elevations and the
+    /// `ACTIVE` grants. History stays in the store ([`Self::elevations`]).
+    fn load_live(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError>;
+
+    /// Records a new `PENDING` elevation; [`StoreError::Duplicate`] when
+    /// the id exists (a create never overwrites).
     fn create_elevation(&self, e: &Elevation) -> Result<(), StoreError>;
 
-    /// Resolves an elevation: its final state and, for an approval, the
-    /// grant, in one transaction, and only if the stored elevation is still
-    /// `PENDING` (or absent).
+    /// Resolves an elevation, conditionally and atomically: only if the
+    /// stored elevation is still `PENDING` (or absent), its final state and,
+    /// for an approval, the grant are written in one transaction
+    /// ([`Resolved::Written`]); otherwise nothing is written and the stored
+    /// winner comes back ([`Resolved::AlreadyResolved`]). Exactly one
+    /// resolution of an elevation is ever written, across replicas.
     fn resolve(&self, e: &Elevation, grant: Option<&Grant>) -> Result<Resolved, StoreError>;
 
-    /// Records a grant's uses or its end.
+    /// Records a grant's uses, its reservation of uses or its end, as the
+    /// grant stands. An ended grant is never made active again.
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError>;
+
+    fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError>;
+
+    fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+
+    /// One page of elevations, ordered by `(created_at, id)`, at most
+    /// `limit`, starting after `after`.
+    fn elevations(
+        &self,
+        query: &ElevationQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Elevation>, StoreError>;
+
+    /// One page of grants, in the same order and with the same paging.
+    fn grants(
+        &self,
+        query: &GrantQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Grant>, StoreError>;
+
+    /// How many elevations are stored (every state), for bounds and tests.
+    fn count_elevations(&self) -> Result<usize, StoreError>;
+
+    /// Deletes resolved elevations resolved before `before`, ended grants
+    /// that ended before it, and audit events older than it. Pending
+    /// elevations and active grants are never purged.
+    fn purge(&self, before: SystemTime) -> Result<Purged, StoreError>;
 
     /// Appends one event to the audit trail.
     fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
@@ -63,8 +187,8 @@ pub trait StateStore: Send + Sync {
 
 /// A store shared behind an `Arc` (a broker and a test, say).
 impl<S: StateStore + ?Sized> StateStore for Arc<S> {
-    fn load(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError> {
-        (**self).load()
+    fn load_live(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError> {
+        (**self).load_live()
     }
     fn create_elevation(&self, e: &Elevation) -> Result<(), StoreError> {
         (**self).create_elevation(e)
@@ -75,10 +199,55 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
         (**self).put_grant(g)
     }
+    fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
+        (**self).elevation(id)
+    }
+    fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        (**self).grant(id)
+    }
+    fn elevations(
+        &self,
+        query: &ElevationQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Elevation>, StoreError> {
+        (**self).elevations(query, after, limit)
+    }
+    fn grants(
+        &self,
+        query: &GrantQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Grant>, StoreError> {
+        (**self).grants(query, after, limit)
+    }
+    fn count_elevations(&self) -> Result<usize, StoreError> {
+        (**self).count_elevations()
+    }
+    fn purge(&self, before: SystemTime) -> Result<Purged, StoreError> {
+        (**self).purge(before)
+    }
     fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         (**self).append_audit(event)
     }
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         (**self).audit_events()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_refuse_anything_else() {
+        let c = Cursor {
+            created_ms: 1_700_000_000_123,
+            id: "0b6a-ff".into(),
+        };
+        assert_eq!(Cursor::parse(&c.token()), Some(c));
+        for bad in ["", "r1.", "r1.zz", "x", "r1.3a", "r2.31323a61"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
     }
 }

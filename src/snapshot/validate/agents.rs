@@ -190,6 +190,19 @@ fn elevation(
             format!("unknown role '{privileged_name}'"),
         );
     }
+    let max_requests_per_minute = e
+        .max_requests_per_minute
+        .unwrap_or(ElevationSettings::DEFAULT_MAX_REQUESTS_PER_MINUTE);
+    if !(1..=ElevationSettings::MAX_REQUESTS_PER_MINUTE).contains(&max_requests_per_minute) {
+        problems.push(
+            format!("{path}.maxRequestsPerMinute"),
+            id,
+            format!(
+                "maxRequestsPerMinute must be from 1 to {}, not {max_requests_per_minute}",
+                ElevationSettings::MAX_REQUESTS_PER_MINUTE
+            ),
+        );
+    }
     let auto_approve = e
         .auto_approve
         .iter()
@@ -206,6 +219,7 @@ fn elevation(
         interact_action,
         privileged_role: privileged_role?,
         auto_approve,
+        max_requests_per_minute,
     })
 }
 
@@ -374,6 +388,7 @@ mod tests {
         assert_eq!(e.default_duration, std::time::Duration::from_secs(15 * 60));
         assert_eq!(e.max_duration, std::time::Duration::from_secs(8 * 3600));
         assert_eq!(e.max_wait, std::time::Duration::from_secs(3600));
+        assert_eq!(e.max_requests_per_minute, 60);
         assert_eq!(e.interact_action, "Microsoft.App/agents/write");
         assert_eq!(
             t.role_definitions[e.privileged_role].role_name,
@@ -525,6 +540,22 @@ mod tests {
                 ),
             ],
         );
+    }
+
+    #[test]
+    fn agent_request_rate_is_bounded() {
+        for bad in ["0", "10001"] {
+            assert_problems(
+                &elevation(&format!("maxRequestsPerMinute: {bad}")),
+                &[(
+                    "agents[0].elevation.maxRequestsPerMinute",
+                    Some("ag"),
+                    &format!("maxRequestsPerMinute must be from 1 to 10000, not {bad}"),
+                )],
+            );
+        }
+        let t = valid(&elevation("maxRequestsPerMinute: 5"));
+        assert_eq!(t.agents[0].elevation.max_requests_per_minute, 5);
     }
 
     #[test]
