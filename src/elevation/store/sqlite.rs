@@ -166,8 +166,7 @@ fn agent_filter(ids: &Option<Vec<String>>, n: usize) -> Option<(String, String)>
 fn page<T: serde::de::DeserializeOwned>(
     conn: &Connection,
     table: &str,
-    mut filters: Vec<String>,
-    mut values: Vec<rusqlite::types::Value>,
+    (mut filters, mut values): (Vec<String>, Vec<rusqlite::types::Value>),
     after: Option<&Cursor>,
     limit: usize,
     newest_first: bool,
@@ -509,8 +508,7 @@ impl StateStore for Store {
         page(
             &self.conn(),
             "elevations",
-            filters,
-            values,
+            (filters, values),
             after,
             limit,
             query.newest_first,
@@ -540,8 +538,7 @@ impl StateStore for Store {
         page(
             &self.conn(),
             "grants",
-            filters,
-            values,
+            (filters, values),
             after,
             limit,
             query.newest_first,
