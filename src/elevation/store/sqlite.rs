@@ -910,6 +910,36 @@ mod tests {
     }
 
     #[test]
+    fn newest_first_pages_run_backwards_and_still_cover_everything_once() {
+        let store = store();
+        let mut ids = many(&store, 230, "reviewer");
+        let query = ElevationQuery {
+            newest_first: true,
+            ..ElevationQuery::default()
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .elevations(&query, after.as_ref(), 100)
+                .unwrap_or_else(|err| panic!("{err}"));
+            seen.extend(page.items.iter().map(|e| (e.created_at, e.id.clone())));
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        let mut descending = seen.clone();
+        descending.sort();
+        descending.reverse();
+        assert!(seen == descending, "newest first, ties by id");
+        let mut got: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
+        got.sort();
+        ids.sort();
+        assert_eq!(got, ids);
+    }
+
+    #[test]
     fn pages_list_every_record_once_in_creation_order() {
         let store = store();
         let mut ids = many(&store, 250, "reviewer");
