@@ -57,6 +57,8 @@ pub struct Options {
     pub watch: bool,
     /// Re-read the snapshot file this often, watch or not.
     pub reload_poll: Duration,
+    /// How Envoy's ext_authz `Check` reads requests.
+    pub ext_authz: crate::extauthz::ExtAuthzSettings,
 }
 
 impl From<&ServeArgs> for Options {
@@ -71,6 +73,11 @@ impl From<&ServeArgs> for Options {
             audit_decisions_sample: args.audit_decisions_sample,
             watch: args.watch,
             reload_poll: args.reload_poll,
+            ext_authz: crate::extauthz::ExtAuthzSettings {
+                identity: args.ext_authz_identity.clone(),
+                elevate: args.ext_authz_elevate,
+                justification_header: args.ext_authz_justification_header.to_ascii_lowercase(),
+            },
         }
     }
 }
@@ -135,6 +142,7 @@ impl Daemon {
             audit_decisions_sample: options.audit_decisions_sample,
             tls,
             uds: options.uds.clone(),
+            ext_authz: Arc::new(options.ext_authz.clone()),
         };
         Ok(Daemon {
             broker,

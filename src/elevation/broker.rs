@@ -393,6 +393,64 @@ impl Broker {
         }
     }
 
+    /// Files an elevation as [`Broker::request`] does, but returns as soon
+    /// as it is filed (or joined), still `PENDING`, for callers that cannot
+    /// hold a request open (the ext_authz front door). A background task
+    /// waits in the caller's place, so the elevation resolves or expires
+    /// like any other; an answer needing no approval returns at once.
+    pub async fn file(
+        self: &Arc<Self>,
+        r: ElevationRequest<'_>,
+    ) -> Result<Elevation, ElevationError> {
+        let key = (
+            principal_key(r.principal_id).into_owned(),
+            r.action.to_ascii_lowercase(),
+            r.scope.to_ascii_lowercase(),
+            r.data_action,
+            r.attributes.clone(),
+        );
+        let (principal, action, scope) = (
+            r.principal_id.to_owned(),
+            r.action.to_owned(),
+            r.scope.to_owned(),
+        );
+        let justification = r.justification.to_owned();
+        let (data_action, requested_duration, wait_timeout, attributes) = (
+            r.data_action,
+            r.requested_duration,
+            r.wait_timeout,
+            r.attributes,
+        );
+        let broker = self.clone();
+        let mut waiting = Box::pin(async move {
+            broker
+                .request(ElevationRequest {
+                    principal_id: &principal,
+                    action: &action,
+                    scope: &scope,
+                    data_action,
+                    justification: &justification,
+                    requested_duration,
+                    wait_timeout,
+                    attributes,
+                })
+                .await
+        });
+        // `request` files before its first wait, so one poll files it.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(waiting.as_mut(), cx))
+        })
+        .await;
+        if let std::task::Poll::Ready(outcome) = first {
+            return outcome;
+        }
+        tokio::spawn(waiting);
+        let id = self.lock().pending.get(&key).cloned();
+        id.and_then(|id| self.get(&id)).ok_or_else(|| {
+            ElevationError::Unavailable("the elevation was resolved while being filed".into())
+        })
+    }
+
     fn not_needed(
         &self,
         loaded: &Loaded,

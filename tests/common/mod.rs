@@ -65,6 +65,18 @@ impl TestServer {
         store: Store,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
     ) -> TestServer {
+        TestServer::start_with(snapshot_yaml, store, audit, Default::default(), None).await
+    }
+
+    /// Starts the daemon with these ext_authz settings, and also on a Unix
+    /// socket when `uds` is given.
+    pub async fn start_with(
+        snapshot_yaml: &str,
+        store: Store,
+        audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+        ext_authz: rampart::extauthz::ExtAuthzSettings,
+        uds: Option<std::path::PathBuf>,
+    ) -> TestServer {
         let snapshot =
             rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
         let plain: Vec<(String, String, bool)> = snapshot
@@ -97,11 +109,12 @@ impl TestServer {
             admin_listen: ephemeral,
             health_listen: Some(ephemeral),
             metrics_listen: None,
-            uds: None,
+            uds,
             insecure: false,
             audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
             watch: false,
             reload_poll: Duration::from_secs(30),
+            ext_authz,
         };
         let running = Daemon::from_parts(resources, options)
             .unwrap_or_else(|e| panic!("{e}"))
