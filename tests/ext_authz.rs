@@ -668,3 +668,58 @@ async fn huge_bodies_are_refused() {
     assert!(message.contains("bytes"), "{message}");
     s.stop().await;
 }
+
+/// The uses taken of the one active grant.
+fn grant_uses(s: &TestServer) -> u32 {
+    let grants = s.engine.grants.all();
+    assert_eq!(grants.len(), 1, "one active grant");
+    grants[0].uses.load(std::sync::atomic::Ordering::Acquire)
+}
+
+#[tokio::test]
+async fn a_refused_deployment_takes_no_use_of_a_grant() {
+    let s = start(ExtAuthzSettings {
+        elevate: true,
+        ..Default::default()
+    })
+    .await;
+    let storage = template(json!([{ "type": "Microsoft.Storage/storageAccounts", "name": "st1" }]));
+    // The agent (Review mode) needs approval for the deployment itself.
+    let r = ask(&s, with_body(AGENT, "PUT", &deployment_path(), &storage)).await;
+    assert_eq!(
+        meta(&r, "operation"),
+        "Microsoft.Resources/deployments/write"
+    );
+    let id = denied_header(&r, "x-rampart-elevation-id").expect("filed");
+    s.approvals
+        .clone()
+        .approve_elevation(authed(
+            ApproveElevationRequest {
+                id,
+                max_uses: 1,
+                ..Default::default()
+            },
+            &token("oncall"),
+        ))
+        .await
+        .expect("oncall approves one use");
+    // The envelope is granted now, but the storage account it carries is
+    // not: refused, and the single use is still there.
+    let r = ask(&s, with_body(AGENT, "PUT", &deployment_path(), &storage)).await;
+    assert_eq!(outcome(&r).1, "ApprovalRequired");
+    assert_eq!(
+        meta(&r, "operation"),
+        "Microsoft.Storage/storageAccounts/write"
+    );
+    assert_eq!(grant_uses(&s), 0);
+    // A deployment with nothing else in it goes through on that one use.
+    let r = ask(
+        &s,
+        with_body(AGENT, "PUT", &deployment_path(), &template(json!([]))),
+    )
+    .await;
+    assert_eq!(outcome(&r).0, 200, "{r:?}");
+    assert_eq!(meta(&r, "reason"), "ELEVATION_GRANT");
+    assert_eq!(grant_uses(&s), 1);
+    s.stop().await;
+}

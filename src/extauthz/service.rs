@@ -95,38 +95,97 @@ enum Outcome {
 /// No request attributes: conditions see none (Envoy's are not ABAC's).
 const NO_ATTRIBUTES: &[(&str, &str)] = &[];
 
+/// Whether a decision only asks (takes no grant use) or acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Probe,
+    Consume,
+}
+
+/// One operation to decide.
+struct Question<'a> {
+    operation: &'a str,
+    scope: &'a str,
+    data_action: bool,
+    /// Where in the body an inner operation was found.
+    at: Option<&'a str>,
+}
+
+impl Question<'_> {
+    fn to_owned(&self) -> OwnedQuestion {
+        OwnedQuestion {
+            operation: self.operation.to_owned(),
+            scope: self.scope.to_owned(),
+            data_action: self.data_action,
+            at: self.at.map(str::to_owned),
+        }
+    }
+}
+
+struct OwnedQuestion {
+    operation: String,
+    scope: String,
+    data_action: bool,
+    at: Option<String>,
+}
+
+impl OwnedQuestion {
+    fn borrow(&self) -> Question<'_> {
+        Question {
+            operation: &self.operation,
+            scope: &self.scope,
+            data_action: self.data_action,
+            at: self.at.as_deref(),
+        }
+    }
+
+    /// Names the operation in messages.
+    fn label(&self) -> &str {
+        self.at.as_deref().unwrap_or("the request")
+    }
+}
+
 impl CheckService {
-    /// Decides one operation, with metrics and sampled audit.
+    /// Decides one operation. A probe takes no use of a grant; metrics and
+    /// sampled audit record every decision that answers the request (all
+    /// but the probes that allow).
     fn decide(
         &self,
         loaded: &Loaded,
         principal: &str,
-        operation: &str,
-        scope: &str,
-        data_action: bool,
         http: &HttpRequest,
-        at: Option<&str>,
+        question: &Question<'_>,
+        mode: Mode,
     ) -> Result<Judged, RequestError> {
         let started = Instant::now();
         let request = engine::Request {
             principal_id: principal,
-            action: operation,
-            scope,
-            data_action,
+            action: question.operation,
+            scope: question.scope,
+            data_action: question.data_action,
             attributes: &NO_ATTRIBUTES,
             explain: false,
-            dry_run: false,
+            dry_run: mode == Mode::Probe,
         };
         let decision = match loaded.decide_with(&request, Some(&self.engine.grants)) {
-            Ok(d) => {
-                metrics::record_decision(d.verdict, d.reason, started.elapsed());
-                d
-            }
+            Ok(d) => d,
             Err(e) => {
                 metrics::record_invalid();
                 return Err(e);
             }
         };
+        if mode == Mode::Probe && decision.verdict == Verdict::Allow {
+            return Ok(Judged {
+                verdict: decision.verdict,
+                reason: decision.reason,
+                operation: String::new(),
+                scope: String::new(),
+                data_action: question.data_action,
+                decision_id: decision.decision_id,
+                at: None,
+            });
+        }
+        metrics::record_decision(decision.verdict, decision.reason, started.elapsed());
         if let Some((log, rate)) = &self.audit {
             if crate::audit::sampled(*rate) {
                 log.write(serde_json::json!({
@@ -134,26 +193,26 @@ impl CheckService {
                     "via": "ext_authz",
                     "decision_id": decision.decision_id.to_string(),
                     "principal": principal,
-                    "action": operation,
-                    "scope": scope,
-                    "data_action": data_action,
+                    "action": question.operation,
+                    "scope": question.scope,
+                    "data_action": question.data_action,
                     "decision": answer::verdict_name(decision.verdict),
                     "reason": decision.reason.as_str(),
                     "revision": decision.snapshot_revision,
                     "request_id": http.id,
                     "method": http.method,
-                    "inner": at,
+                    "inner": question.at,
                 }));
             }
         }
         Ok(Judged {
             verdict: decision.verdict,
             reason: decision.reason,
-            operation: operation.to_owned(),
-            scope: scope.to_owned(),
-            data_action,
+            operation: question.operation.to_owned(),
+            scope: question.scope.to_owned(),
+            data_action: question.data_action,
             decision_id: decision.decision_id,
-            at: at.map(str::to_owned),
+            at: question.at.map(str::to_owned),
         })
     }
 
@@ -185,82 +244,104 @@ impl CheckService {
         let loaded = self.engine.current();
         let routes = &loaded.snapshot.routes;
         let mut operation = String::with_capacity(96);
-
         let carrier = nested::carrier(method, &http.path);
-        let outer = if carrier == Some(Carrier::Batch) {
-            None
-        } else {
+
+        // Every operation the request asks for: itself (unless a batch,
+        // which is only an envelope), then what it carries.
+        let mut questions: Vec<OwnedQuestion> = Vec::new();
+        if carrier != Some(Carrier::Batch) {
             let mapping = match map_request(routes, method, &http.path, &mut operation) {
                 Ok(m) => m,
                 Err(e) => {
                     return invalid_path(format!("{} {}: {e}", http.method, bounded(&http.path)))
                 }
             };
-            let judged = match self.decide(
-                &loaded,
-                &principal,
-                mapping.operation,
-                mapping.scope,
-                mapping.data_action,
-                http,
-                None,
-            ) {
-                Ok(j) => j,
-                Err(e) => return invalid_path(format!("{}: {}", e.field, e.message)),
+            let question = Question {
+                operation: mapping.operation,
+                scope: mapping.scope,
+                data_action: mapping.data_action,
+                at: None,
             };
-            if judged.verdict != Verdict::Allow {
-                return verdict_outcome(judged, principal);
+            if carrier.is_none() {
+                // The common case: one operation, decided once.
+                return match self.decide(&loaded, &principal, http, &question, Mode::Consume) {
+                    Ok(judged) => verdict_outcome(judged, principal),
+                    Err(e) => invalid_path(format!("{}: {}", e.field, e.message)),
+                };
             }
-            Some(judged)
-        };
+            // Refuse before reading the body when the envelope is refused.
+            match self.decide(&loaded, &principal, http, &question, Mode::Probe) {
+                Ok(j) if j.verdict == Verdict::Allow => {}
+                Ok(j) => return verdict_outcome(j, principal),
+                Err(e) => return invalid_path(format!("{}: {}", e.field, e.message)),
+            }
+            questions.push(question.to_owned());
+        }
         let Some(carrier) = carrier else {
-            // Not a carrier: the outer decision is the answer.
-            return outer.map_or_else(|| invalid_path("no decision".into()), Outcome::Allow);
+            return invalid_path("no operation".into());
         };
-
         let ops = match body(http).and_then(|b| nested::inner_operations(carrier, b)) {
             Ok(ops) => ops,
             Err(e) => return unverifiable(&e.to_string()),
         };
-        let mut last = None;
-        let count = ops.len();
-        for op in &ops {
-            let (op_name, scope, data_action) = match &op.inner {
+        for op in ops {
+            let question = match op.inner {
                 Inner::Http { method, path } => {
-                    match map_request(routes, *method, path, &mut operation) {
-                        Ok(m) => (m.operation.to_owned(), m.scope.to_owned(), m.data_action),
+                    match map_request(routes, method, &path, &mut operation) {
+                        Ok(m) => OwnedQuestion {
+                            operation: m.operation.to_owned(),
+                            scope: m.scope.to_owned(),
+                            data_action: m.data_action,
+                            at: Some(op.at),
+                        },
                         Err(e) => return unverifiable(&format!("{}: {e}", op.at)),
                     }
                 }
-                Inner::Write { operation, scope } => (operation.clone(), scope.clone(), false),
+                Inner::Write { operation, scope } => OwnedQuestion {
+                    operation,
+                    scope,
+                    data_action: false,
+                    at: Some(op.at),
+                },
             };
-            let judged = match self.decide(
-                &loaded,
-                &principal,
-                &op_name,
-                &scope,
-                data_action,
-                http,
-                Some(&op.at),
-            ) {
-                Ok(j) => j,
-                Err(e) => return unverifiable(&format!("{}: {}: {}", op.at, e.field, e.message)),
-            };
-            if judged.verdict != Verdict::Allow {
-                return verdict_outcome(judged, principal);
-            }
-            last = Some(judged);
+            questions.push(question);
         }
-        match (outer, last) {
-            (Some(outer), _) => Outcome::Allow(outer),
-            (None, Some(mut last)) => {
-                // A batch: the envelope itself is no operation.
-                last.operation = format!("batch of {count}");
-                last.scope = "/".into();
-                last.at = None;
-                Outcome::Allow(last)
+        // Probe every inner operation first, so a refused request takes no
+        // use of a grant; then decide them all for real.
+        let inner = if carrier == Carrier::Batch { 0 } else { 1 };
+        for q in &questions[inner..] {
+            match self.decide(&loaded, &principal, http, &q.borrow(), Mode::Probe) {
+                Ok(j) if j.verdict == Verdict::Allow => {}
+                Ok(j) => return verdict_outcome(j, principal),
+                Err(e) => {
+                    return unverifiable(&format!("{}: {}: {}", q.label(), e.field, e.message))
+                }
             }
-            (None, None) => unverifiable("the batch carries no request"),
+        }
+        let mut answered: Option<Judged> = None;
+        for q in &questions {
+            match self.decide(&loaded, &principal, http, &q.borrow(), Mode::Consume) {
+                Ok(j) if j.verdict == Verdict::Allow => {
+                    answered.get_or_insert(j);
+                }
+                // A grant ended between the probe and now.
+                Ok(j) => return verdict_outcome(j, principal),
+                Err(e) => {
+                    return unverifiable(&format!("{}: {}: {}", q.label(), e.field, e.message))
+                }
+            }
+        }
+        match answered {
+            Some(mut judged) => {
+                if carrier == Carrier::Batch {
+                    // The envelope itself is no operation.
+                    judged.operation = format!("batch of {}", questions.len());
+                    judged.scope = "/".into();
+                    judged.at = None;
+                }
+                Outcome::Allow(judged)
+            }
+            None => unverifiable("the batch carries no request"),
         }
     }
 
