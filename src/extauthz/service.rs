@@ -69,19 +69,30 @@ pub struct CheckService {
     audit: Option<(Arc<AuditLog>, f64)>,
 }
 
+impl CheckService {
+    /// Sampled decisions go to `audit`, as `Authorize`'s do.
+    pub fn new(
+        broker: Arc<Broker>,
+        settings: Arc<ExtAuthzSettings>,
+        audit: Option<(Arc<AuditLog>, f64)>,
+    ) -> CheckService {
+        CheckService {
+            engine: broker.engine().clone(),
+            broker,
+            settings,
+            audit,
+        }
+    }
+}
+
 /// The service, ready to add to a tonic router.
 pub fn server(
     broker: Arc<Broker>,
     settings: Arc<ExtAuthzSettings>,
     audit: Option<(Arc<AuditLog>, f64)>,
 ) -> AuthorizationServer<CheckService> {
-    AuthorizationServer::new(CheckService {
-        engine: broker.engine().clone(),
-        broker,
-        settings,
-        audit,
-    })
-    .max_decoding_message_size(MAX_CHECK_MESSAGE)
+    AuthorizationServer::new(CheckService::new(broker, settings, audit))
+        .max_decoding_message_size(MAX_CHECK_MESSAGE)
 }
 
 /// What the decision path concluded, before any elevation is filed.
