@@ -151,10 +151,19 @@ pub fn refuse(
     additional_info: Option<serde_json::Value>,
     extra_headers: &[(&str, &str)],
 ) -> CheckResponse {
-    let mut error = json!({ "code": code.as_str(), "message": message });
-    if let Some(info) = additional_info {
-        error["additionalInfo"] = json!([info]);
+    // In ARM's order: code, message, then details.
+    #[derive(serde::Serialize)]
+    struct ArmError<'a> {
+        code: &'a str,
+        message: &'a str,
+        #[serde(rename = "additionalInfo", skip_serializing_if = "Option::is_none")]
+        additional_info: Option<[serde_json::Value; 1]>,
     }
+    let error = ArmError {
+        code: code.as_str(),
+        message,
+        additional_info: additional_info.map(|info| [info]),
+    };
     let mut headers = vec![header("content-type", "application/json; charset=utf-8")];
     if let Some(j) = judged {
         headers.push(header(DECISION_ID_HEADER, &j.decision_id.to_string()));
@@ -300,6 +309,12 @@ mod tests {
         let (d, body) = denied(&response);
         assert_eq!(d.status.as_ref().map(|s| s.code), Some(403));
         assert_eq!(body["error"]["code"], "AuthorizationFailed");
+        assert!(
+            d.body
+                .starts_with(r#"{"error":{"code":"AuthorizationFailed","message":"The client"#),
+            "ARM's key order: {}",
+            d.body
+        );
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.starts_with("The client 'alice' with object id 'alice' does not have authorization to perform action 'Microsoft.Compute/virtualMachines/delete' over scope '/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1' or the scope is invalid."), "{message}");
         assert!(message.contains("NO_MATCHING_ASSIGNMENT"));
