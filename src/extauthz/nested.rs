@@ -703,6 +703,43 @@ mod tests {
     }
 
     #[test]
+    fn resource_groups_of_a_subscription_deployment() {
+        let sub = "/subscriptions/11111111-1111-1111-1111-111111111111";
+        let path = format!("{sub}/providers/Microsoft.Resources/deployments/d1");
+        let carrier = carrier(Method::Put, &path).expect("a deployment");
+        let body = template(
+            json!([{ "type": "Microsoft.Resources/resourceGroups", "name": "rg-new", "location": "westeurope" }]),
+        );
+        let ops = inner_operations(carrier, body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            ops[0].inner,
+            Inner::Write {
+                operation: "Microsoft.Resources/resourceGroups/write".into(),
+                scope: format!("{sub}/resourceGroups/rg-new"),
+            }
+        );
+    }
+
+    #[test]
+    fn an_expression_as_scope_or_target_is_refused() {
+        let scoped = writes(&template(
+            json!([{ "type": "Microsoft.Authorization/locks", "name": "l", "scope": "[resourceId('x')]" }]),
+        ));
+        assert!(
+            matches!(scoped, Err(NestedError::Expression { ref at, .. }) if at.ends_with(".scope")),
+            "{scoped:?}"
+        );
+        let elsewhere = writes(&template(
+            json!([{ "type": "Microsoft.Resources/deployments", "name": "n",
+            "resourceGroup": "[parameters('rg')]", "properties": { "template": { "resources": [] } } }]),
+        ));
+        assert!(
+            matches!(elsewhere, Err(NestedError::Expression { ref at, .. }) if at.ends_with(".resourceGroup")),
+            "{elsewhere:?}"
+        );
+    }
+
+    #[test]
     fn symbolic_name_templates_and_existing_references() {
         let ops = writes(&template(json!({
             "st": { "type": "Microsoft.Storage/storageAccounts", "apiVersion": "2023-01-01", "name": "st1" },
