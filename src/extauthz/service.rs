@@ -401,16 +401,16 @@ impl CheckService {
             Outcome::Deny { judged, principal } => answer::deny(&judged, &principal),
             Outcome::Refuse { code, message } => answer::refuse(code, &message, None, None, &[]),
             Outcome::ApprovalRequired { judged, principal } => {
+                if !self.settings.elevate {
+                    return answer::approval_required(&judged, &principal, &Filed::NotAsked);
+                }
+                let none = HttpRequest::default();
                 let http = attributes
                     .request
                     .as_ref()
                     .and_then(|r| r.http.as_ref())
-                    .cloned()
-                    .unwrap_or_default();
-                if !self.settings.elevate {
-                    return answer::approval_required(&judged, &principal, &Filed::NotAsked);
-                }
-                let filed = self.file(&judged, &principal, &http).await;
+                    .unwrap_or(&none);
+                let filed = self.file(&judged, &principal, http).await;
                 if matches!(&filed, Filed::Elevation { state, .. } if *state == "APPROVED" || *state == "NOT_NEEDED")
                 {
                     // Auto-approved (or granted meanwhile): judge once more.
