@@ -102,16 +102,16 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-/// The dynamic metadata of an answer.
-fn metadata(judged: Option<&Judged>, code: Option<Code>) -> Struct {
+/// The dynamic metadata of an answer; `id` is the decision id, written once.
+fn metadata(judged: Option<(&Judged, &str)>, code: Option<Code>) -> Struct {
     let mut fields = std::collections::HashMap::with_capacity(6);
     match judged {
-        Some(j) => {
+        Some((j, id)) => {
             fields.insert("decision".to_owned(), string(verdict_name(j.verdict)));
             fields.insert("reason".to_owned(), string(j.reason.as_str()));
             fields.insert("operation".to_owned(), string(&j.operation));
             fields.insert("scope".to_owned(), string(&j.scope));
-            fields.insert("decision_id".to_owned(), string(&j.decision_id.to_string()));
+            fields.insert("decision_id".to_owned(), string(id));
         }
         None => {
             fields.insert("decision".to_owned(), string(verdict_name(Verdict::Deny)));
@@ -126,17 +126,15 @@ fn metadata(judged: Option<&Judged>, code: Option<Code>) -> Struct {
 /// Allow: the request goes on to ARM; the client sees the decision id, and
 /// rampart's own request headers (`strip`) are not forwarded.
 pub fn allow(judged: &Judged, strip: &[&str]) -> CheckResponse {
+    let id = judged.decision_id.to_string();
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::Ok as i32,
             ..Default::default()
         }),
-        dynamic_metadata: Some(metadata(Some(judged), None)),
+        dynamic_metadata: Some(metadata(Some((judged, &id)), None)),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            response_headers_to_add: vec![header(
-                DECISION_ID_HEADER,
-                &judged.decision_id.to_string(),
-            )],
+            response_headers_to_add: vec![header(DECISION_ID_HEADER, &id)],
             headers_to_remove: strip.iter().map(|h| (*h).to_owned()).collect(),
             ..Default::default()
         })),
@@ -164,9 +162,10 @@ pub fn refuse(
         message,
         additional_info: additional_info.map(|info| [info]),
     };
+    let id = judged.map(|j| j.decision_id.to_string());
     let mut headers = vec![header("content-type", "application/json; charset=utf-8")];
-    if let Some(j) = judged {
-        headers.push(header(DECISION_ID_HEADER, &j.decision_id.to_string()));
+    if let Some(id) = &id {
+        headers.push(header(DECISION_ID_HEADER, id));
     }
     headers.extend(extra_headers.iter().map(|(k, v)| header(k, v)));
     CheckResponse {
@@ -175,7 +174,7 @@ pub fn refuse(
             message: message.to_owned(),
             ..Default::default()
         }),
-        dynamic_metadata: Some(metadata(judged, Some(code))),
+        dynamic_metadata: Some(metadata(judged.zip(id.as_deref()), Some(code))),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
                 code: code.http() as i32,

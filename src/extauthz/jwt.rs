@@ -41,6 +41,8 @@ pub enum JwtError {
     MissingClaim(String),
     #[error("the bearer token's '{0}' claim is not a non-empty string")]
     NotAString(String),
+    #[error("the bearer token has the '{0}' claim twice")]
+    Twice(String),
 }
 
 /// The token of an `authorization` header value `Bearer <token>` (the
@@ -67,13 +69,83 @@ pub fn unverified_claim(token: &str, claim: &str) -> Result<String, JwtError> {
     }
     let bytes = BASE64URL.decode(payload).map_err(|_| JwtError::BadBase64)?;
     // serde_json bounds nesting (128 levels), so a hostile payload cannot
-    // exhaust the stack; its size is bounded by MAX_TOKEN_LEN.
-    let claims: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes).map_err(|_| JwtError::NotJson)?;
-    match claims.get(claim) {
-        None => Err(JwtError::MissingClaim(claim.to_owned())),
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(_) => Err(JwtError::NotAString(claim.to_owned())),
+    // exhaust the stack; its size is bounded by MAX_TOKEN_LEN. Only the one
+    // claim is kept: the others are skipped without being built.
+    let found = serde::de::DeserializeSeed::deserialize(
+        OneClaim(claim),
+        &mut serde_json::Deserializer::from_slice(&bytes),
+    )
+    .map_err(|_| JwtError::NotJson)?;
+    match found {
+        Found::Missing => Err(JwtError::MissingClaim(claim.to_owned())),
+        Found::Twice => Err(JwtError::Twice(claim.to_owned())),
+        Found::Value(serde_json::Value::String(s)) if !s.is_empty() => Ok(s),
+        Found::Value(_) => Err(JwtError::NotAString(claim.to_owned())),
+    }
+}
+
+/// What a payload says of one claim.
+enum Found {
+    Missing,
+    /// Written twice: readers disagree on which counts, so neither does.
+    Twice,
+    Value(serde_json::Value),
+}
+
+/// Reads a JSON object, keeping the value of one key.
+struct OneClaim<'c>(&'c str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for OneClaim<'_> {
+    type Value = Found;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for OneClaim<'_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found = Found::Missing;
+        while let Some(is_claim) = map.next_key_seed(KeyIs(self.0))? {
+            if !is_claim {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else if matches!(found, Found::Missing) {
+                found = Found::Value(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                found = Found::Twice;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Compares a key with the claim's name without allocating.
+struct KeyIs<'c>(&'c str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a claim name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == self.0)
     }
 }
 
@@ -151,6 +223,28 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_written_twice_counts_for_neither() {
+        let payload = BASE64URL.encode(format!(
+            r#"{{"oid":"{OID}","sub":"x","oid":"someone-else"}}"#
+        ));
+        assert_eq!(
+            unverified_claim(&format!("e30.{payload}.x"), "oid"),
+            Err(JwtError::Twice("oid".into()))
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_nested_claims_are_read() {
+        let payload = BASE64URL.encode(format!(
+            r#"{{"groups":["a","b"],"xms":{{"oid":"nested"}},"\u006fid":"{OID}"}}"#
+        ));
+        assert_eq!(
+            unverified_claim(&format!("e30.{payload}.x"), "oid").as_deref(),
+            Ok(OID)
+        );
+    }
+
+    #[test]
     fn oversized_tokens_are_refused_before_decoding() {
         let token = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(
@@ -160,10 +254,21 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
-        let token = format!("e30.{}.x", BASE64URL.encode(deep));
-        assert_eq!(unverified_claim(&token, "oid"), Err(JwtError::NotJson));
+    fn deep_nesting_never_overflows_the_stack() {
+        let deep = |key: &str| {
+            let json = format!("{{\"{key}\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
+            format!("e30.{}.x", BASE64URL.encode(json))
+        };
+        // Skipped claims are skipped without recursion; the claim itself is
+        // built, within serde_json's nesting limit.
+        assert_eq!(
+            unverified_claim(&deep("groups"), "oid"),
+            Err(JwtError::MissingClaim("oid".into()))
+        );
+        assert_eq!(
+            unverified_claim(&deep("oid"), "oid"),
+            Err(JwtError::NotJson)
+        );
     }
 
     proptest! {
