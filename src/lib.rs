@@ -13,5 +13,6 @@ pub mod engine;
 pub mod extauthz;
 pub mod model;
 pub mod proto;
+pub mod review;
 pub mod server;
 pub mod snapshot;

@@ -35,6 +35,19 @@ pub enum Verdict {
     ApprovalRequired,
 }
 
+impl Verdict {
+    /// Every verdict, in the order the API numbers them.
+    pub const ALL: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::ApprovalRequired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "ALLOW",
+            Verdict::Deny => "DENY",
+            Verdict::ApprovalRequired => "APPROVAL_REQUIRED",
+        }
+    }
+}
+
 /// The step of docs/model.md#decision-order that decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
@@ -51,6 +64,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of the reasons table.
+    pub const ALL: [Reason; 10] = [
+        Reason::RoleAssignment,
+        Reason::ElevationGrant,
+        Reason::KeyAccess,
+        Reason::NoMatchingAssignment,
+        Reason::DenyAssignment,
+        Reason::OutOfAgentScope,
+        Reason::ReviewModeWrite,
+        Reason::NeedsElevation,
+        Reason::UnknownPrincipal,
+        Reason::LocalAuthDisabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::RoleAssignment => "ROLE_ASSIGNMENT",
@@ -98,6 +125,20 @@ pub enum MatchKind {
     ConditionNotMet,
     /// An active elevation grant.
     Grant,
+}
+
+impl MatchKind {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchKind::RoleAssignment => "MATCH_ROLE_ASSIGNMENT",
+            MatchKind::DenyAssignment => "MATCH_DENY_ASSIGNMENT",
+            MatchKind::AccessKey => "MATCH_ACCESS_KEY",
+            MatchKind::AgentScope => "MATCH_AGENT_SCOPE",
+            MatchKind::ConditionNotMet => "MATCH_CONDITION_NOT_MET",
+            MatchKind::Grant => "MATCH_GRANT",
+        }
+    }
 }
 
 /// One thing that took part in a decision.
