@@ -38,11 +38,25 @@ pub fn disjoint(a: &ActionPattern, b: &ActionPattern) -> bool {
     if !b_text.contains('*') {
         return !a.matches(b_text);
     }
-    let prefix = |t: &str| t.split('*').next().unwrap_or("").to_ascii_lowercase();
-    let suffix = |t: &str| t.rsplit('*').next().unwrap_or("").to_ascii_lowercase();
-    let (pa, pb) = (prefix(a_text), prefix(b_text));
-    let (sa, sb) = (suffix(a_text), suffix(b_text));
-    !(pa.starts_with(&pb) || pb.starts_with(&pa)) || !(sa.ends_with(&sb) || sb.ends_with(&sa))
+    let (pa, pb) = (fixed_start(a_text), fixed_start(b_text));
+    let (sa, sb) = (fixed_end(a_text), fixed_end(b_text));
+    // The shorter fixed beginning must begin the longer, and likewise at the end.
+    let n = pa.len().min(pb.len());
+    let m = sa.len().min(sb.len());
+    !pa[..n].eq_ignore_ascii_case(&pb[..n])
+        || !sa[sa.len() - m..].eq_ignore_ascii_case(&sb[sb.len() - m..])
+}
+
+/// The pattern up to its first `*`.
+fn fixed_start(pattern: &str) -> &[u8] {
+    let b = pattern.as_bytes();
+    &b[..b.iter().position(|&c| c == b'*').unwrap_or(b.len())]
+}
+
+/// The pattern after its last `*`.
+fn fixed_end(pattern: &str) -> &[u8] {
+    let b = pattern.as_bytes();
+    &b[b.iter().rposition(|&c| c == b'*').map_or(0, |i| i + 1)..]
 }
 
 #[cfg(test)]

@@ -747,7 +747,7 @@ tests:
             ),
             "{found:?}"
         );
-        assert!(found[0].starts_with("16:"), "{found:?}");
+        assert!(found[0].starts_with("15:25: "), "{found:?}");
     }
 
     #[test]

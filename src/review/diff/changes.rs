@@ -21,6 +21,9 @@ use crate::model::{
 };
 use crate::snapshot::CompiledSnapshot;
 
+/// Hash maps over whole snapshots, with a fast hasher seeded per process.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use super::report::{AgentChange, AgentDiff, ConditionInputChange, Effect};
 
 /// The subjects (principal keys and access-key ids) to compare, and
@@ -34,13 +37,13 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
     let (o, n) = (&old.tenant, &new.tenant);
     let hierarchy_changed = hierarchy(o) != hierarchy(n);
     let mut everyone = hierarchy_changed;
-    let mut direct: HashSet<String> = HashSet::new();
+    let mut direct: HashSet<String, foldhash::fast::RandomState> = HashSet::default();
     let mut add = |id: &str| {
         direct.insert(principal_key(id).into_owned());
     };
 
     // Role assignments, by content: a renamed id changes nothing.
-    let mut counts: HashMap<AssignmentKey<'_>, i64> = HashMap::new();
+    let mut counts: Map<AssignmentKey<'_>, i64> = Map::default();
     for a in &o.role_assignments {
         *counts.entry(assignment_key(o, a)).or_default() += 1;
     }
@@ -95,7 +98,7 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
     }
 
     // Principals: added, removed, or with other groups or another type.
-    let principals = |t: &Tenant| -> HashMap<String, (String, Vec<String>)> {
+    let principals = |t: &Tenant| -> Map<String, (String, Vec<String>)> {
         t.principals
             .iter()
             .map(|p| {
@@ -776,14 +779,18 @@ roleAssignments:
         let s = load(BASE);
         let u = Universe::of(&s.tenant, &s.tenant);
         let control: Vec<&str> = u.control.iter().map(|(op, _)| op.as_str()).collect();
+        // Named by a role, and derived from its resource type.
         for op in [
             "Microsoft.Compute/virtualMachines/read",
             "Microsoft.Compute/virtualMachines/write",
             "Microsoft.Compute/virtualMachines/delete",
-            "Microsoft.Compute/virtualMachines/restart/action",
         ] {
             assert!(control.iter().any(|c| c.eq_ignore_ascii_case(op)), "{op}");
         }
+        // An action's resource type is the part before its name.
+        let login = "Microsoft.Compute/virtualMachines/login/action";
+        assert!(u.data.iter().any(|(op, _)| op.eq_ignore_ascii_case(login)));
+        assert!(!u.data.iter().any(|(op, _)| op.eq_ignore_ascii_case("Microsoft.Compute/virtualMachines/login/delete")));
         assert!(!control.iter().any(|c| c.contains('*')));
         let blobs_delete = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/delete";
         assert!(u.data.iter().any(|(op, _)| op.eq_ignore_ascii_case(blobs_delete)));

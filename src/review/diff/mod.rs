@@ -25,11 +25,12 @@ mod changes;
 pub mod report;
 pub mod text;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::engine::Verdict;
 use crate::model::{principal_key, Scope};
-use crate::snapshot::{Anchor, CompiledSnapshot};
+use crate::snapshot::{Anchor, CompiledSnapshot, NodeId};
 
 use super::access::{read_operations, Holding, Outcome, Source, Subject, Term};
 use super::patterns::{disjoint, includes};
@@ -43,11 +44,20 @@ use report::{Effect, SnapshotRef, Summary};
 pub fn diff(old: &CompiledSnapshot, new: &CompiledSnapshot) -> DiffReport {
     let affected = changes::affected(old, new);
     let universe = changes::Universe::of(&old.tenant, &new.tenant);
+    let context = Context {
+        old,
+        new,
+        universe,
+        hierarchy_changed: affected.hierarchy_changed,
+        scope_only_old: scope_only_denies(old),
+        scope_only_new: scope_only_denies(new),
+    };
     let mut principals: Vec<PrincipalDiff> = affected
         .subjects
         .iter()
-        .filter_map(|id| subject_diff(old, new, id, affected.hierarchy_changed, &universe))
+        .filter_map(|id| subject_diff(&context, id))
         .collect();
+    let universe = context.universe;
     principals.sort_by(|a, b| a.principal.cmp(&b.principal));
     let agents = changes::agents(&old.tenant, &new.tenant);
     let condition_inputs = changes::condition_inputs(&old.tenant, &new.tenant);
@@ -84,6 +94,28 @@ pub fn diff(old: &CompiledSnapshot, new: &CompiledSnapshot) -> DiffReport {
     }
 }
 
+/// What every subject's comparison reads.
+struct Context<'s> {
+    old: &'s CompiledSnapshot,
+    new: &'s CompiledSnapshot,
+    universe: changes::Universe,
+    hierarchy_changed: bool,
+    /// Scopes (as nodes) holding a deny with `doNotApplyToChildScopes`: only
+    /// there do a scope and the scopes below it differ.
+    scope_only_old: HashSet<NodeId>,
+    scope_only_new: HashSet<NodeId>,
+}
+
+fn scope_only_denies(s: &CompiledSnapshot) -> HashSet<NodeId> {
+    s.tenant
+        .deny_assignments
+        .iter()
+        .zip(s.deny_node.iter())
+        .filter(|(d, _)| d.do_not_apply_to_child_scopes)
+        .map(|(_, &n)| n)
+        .collect()
+}
+
 fn snapshot_ref(s: &CompiledSnapshot) -> SnapshotRef {
     SnapshotRef {
         source: s.info.source.clone(),
@@ -93,13 +125,8 @@ fn snapshot_ref(s: &CompiledSnapshot) -> SnapshotRef {
 }
 
 /// One principal's or key's changes; `None` when nothing about it changed.
-fn subject_diff(
-    old: &CompiledSnapshot,
-    new: &CompiledSnapshot,
-    id: &str,
-    hierarchy_changed: bool,
-    universe: &changes::Universe,
-) -> Option<PrincipalDiff> {
+fn subject_diff(cx: &Context<'_>, id: &str) -> Option<PrincipalDiff> {
+    let (old, new, universe) = (cx.old, cx.new, &cx.universe);
     let (so, sn) = (Subject::find(old, id), Subject::find(new, id));
     let presence = match (so, sn) {
         (Subject::Unknown, Subject::Unknown) => return None,
@@ -107,7 +134,7 @@ fn subject_diff(
         (_, Subject::Unknown) => "removed",
         _ => "kept",
     };
-    let mut positions = positions(old, so, new, sn, hierarchy_changed);
+    let mut positions = positions(old, so, new, sn, cx.hierarchy_changed);
     // Ancestors first, so each position finds its parent's change done.
     let mut ancestry: Vec<(Scope, Vec<String>)> = positions
         .drain()
@@ -131,7 +158,9 @@ fn subject_diff(
         let h_old = Holding::resolve(old, so, at_old);
         let h_new = Holding::resolve(new, sn, at_new);
         let at = compare(&h_old, &h_new, universe);
-        let under = if at_old == below_old && at_new == below_new {
+        let same_below = (at_old == below_old || !cx.scope_only_old.contains(&at_old.node))
+            && (at_new == below_new || !cx.scope_only_new.contains(&at_new.node));
+        let under = if same_below {
             at.clone()
         } else {
             let h_old = Holding::resolve(old, so, below_old);
@@ -394,8 +423,56 @@ fn meets(grant: &Merged<'_, '_>, deny: &Merged<'_, '_>) -> bool {
         && !(grant.key.read_only && disjoint(d.pattern, read_operations()))
 }
 
+/// ASCII case-insensitive order of two strings, without allocating.
+fn ci_cmp(a: &str, b: &str) -> Ordering {
+    if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
+        return Ordering::Equal;
+    }
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
+/// An order of terms that agrees with their keys' equality, without
+/// building keys: the fast check that most holdings did not change.
+fn term_cmp(a: &Term<'_>, b: &Term<'_>) -> Ordering {
+    a.data
+        .cmp(&b.data)
+        .then_with(|| ci_cmp(a.pattern.as_str(), b.pattern.as_str()))
+        .then_with(|| a.minus.len().cmp(&b.minus.len()))
+        .then_with(|| {
+            a.minus
+                .iter()
+                .zip(&b.minus)
+                .map(|(x, y)| ci_cmp(x.as_str(), y.as_str()))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        })
+        .then_with(|| a.conditions.cmp(&b.conditions))
+}
+
+/// Whether two term lists hold the same terms (a "no" may be wrong: the
+/// full comparison follows it).
+fn same_terms(a: &[Term<'_>], b: &[Term<'_>]) -> bool {
+    let (x, y) = (sorted_terms(a), sorted_terms(b));
+    x.len() == y.len() && x.iter().zip(&y).all(|(p, q)| term_cmp(p, q).is_eq())
+}
+
+fn sorted_terms<'h, 's>(terms: &'h [Term<'s>]) -> Vec<&'h Term<'s>> {
+    let mut v: Vec<&Term<'_>> = terms.iter().collect();
+    v.sort_by(|x, y| term_cmp(x, y));
+    v.dedup_by(|x, y| term_cmp(x, y).is_eq());
+    v
+}
+
 /// How access changed from one holding to the other.
 fn compare(old: &Holding<'_>, new: &Holding<'_>, universe: &changes::Universe) -> Delta {
+    if old.gate == new.gate
+        && same_terms(&old.grants, &new.grants)
+        && same_terms(&old.denies, &new.denies)
+    {
+        return Delta::default();
+    }
     let raw = |terms: &[Term<'_>]| -> BTreeSet<TermKey> {
         terms.iter().map(|t| TermKey::of(t, false)).collect()
     };
@@ -597,4 +674,115 @@ fn via(t: &Term<'_>) -> Via {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> CompiledSnapshot {
+        crate::snapshot::load_str(text, "test").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const RG: &str = "/subscriptions/s1/resourceGroups/rg";
+    const VM: &str = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm";
+
+    fn base(extra_assignment: &str, denies: &str) -> String {
+        format!(
+            "principals:\n  - {{ id: alice, type: User }}\nroleAssignments:\n  - {{ id: ra-blob, principal: alice, role: Foundry Agent Consumer, scope: '{VM}' }}\n{extra_assignment}denyAssignments:\n{denies}"
+        )
+    }
+
+    fn contributor() -> String {
+        format!("  - {{ id: ra-new, principal: alice, role: Contributor, scope: '{RG}' }}\n")
+    }
+
+    fn scope(text: &str) -> Scope {
+        Scope::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn alice(report: &DiffReport) -> &PrincipalDiff {
+        report
+            .principals
+            .iter()
+            .find(|p| p.principal == "alice")
+            .unwrap_or_else(|| panic!("{report:#?}"))
+    }
+
+    #[test]
+    fn a_change_inherited_unchanged_below_is_stated_once() {
+        let (old, new) = (load(&base("", "  []\n")), load(&base(&contributor(), "  []\n")));
+        let report = diff(&old, &new);
+        let changes = &alice(&report).changes;
+        // The data-plane assignment at the VM adds a position; the change
+        // there is the one inherited from the resource group, so it is
+        // left out.
+        assert_eq!(changes.len(), 1, "{changes:#?}");
+        assert_eq!(changes[0].scope, RG);
+        assert_eq!(changes[0].coverage, Coverage::ScopeAndBelow);
+        let at_vm = report.change_at("alice", &scope(VM), &new.tenant.hierarchy);
+        assert_eq!(at_vm.map(|c| c.scope.as_str()), Some(RG));
+        assert!(report.change_at("alice", &scope("/subscriptions/s1"), &new.tenant.hierarchy).is_none());
+        assert!(report.gained);
+    }
+
+    #[test]
+    fn a_scope_where_nothing_changes_under_a_change_is_stated() {
+        let deny = format!("  - {{ id: d, principals: [alice], scope: '{VM}', actions: ['*'] }}\n");
+        let (old, new) = (load(&base("", &deny)), load(&base(&contributor(), &deny)));
+        let report = diff(&old, &new);
+        let at_vm = report.change_at("alice", &scope(VM), &new.tenant.hierarchy);
+        let at_vm = at_vm.unwrap_or_else(|| panic!("{report:#?}"));
+        assert_eq!(at_vm.scope, VM);
+        assert!(at_vm.delta.is_empty(), "{at_vm:#?}");
+    }
+
+    #[test]
+    fn a_deny_kept_to_its_own_scope_splits_the_coverage() {
+        let deny = |only: bool| {
+            format!("  - {{ id: d, principals: [alice], scope: '{RG}', doNotApplyToChildScopes: {only}, actions: ['*/delete'] }}\n")
+        };
+        let (old, new) = (load(&base(&contributor(), &deny(false))), load(&base(&contributor(), &deny(true))));
+        let report = diff(&old, &new);
+        let changes = &alice(&report).changes;
+        let below = changes.iter().find(|c| c.scope == RG && c.coverage == Coverage::BelowOnly);
+        let below = below.unwrap_or_else(|| panic!("{changes:#?}"));
+        assert_eq!(below.delta.gains[0].kind, TermKind::Deny);
+        assert!(!changes.iter().any(|c| c.coverage != Coverage::BelowOnly && c.scope == RG));
+        let at_rg = report.change_at("alice", &scope(RG), &new.tenant.hierarchy);
+        assert!(at_rg.is_none(), "{at_rg:#?}");
+    }
+
+    #[test]
+    fn a_loss_alone_is_not_a_gain() {
+        let (old, new) = (load(&base(&contributor(), "  []\n")), load(&base("", "  []\n")));
+        let report = diff(&old, &new);
+        assert!(!report.gained, "{report:#?}");
+        let p = alice(&report);
+        assert!(p.losses && !p.gains);
+        assert!(report.summary.operations_lost > 0);
+        assert_eq!(report.summary.operations_gained, 0);
+    }
+
+    #[test]
+    fn redundant_grants_are_no_gain() {
+        let owner = format!("  - {{ id: ra-owner, principal: alice, role: Owner, scope: '{RG}' }}\n");
+        let both = format!("{owner}{}", contributor());
+        let report = diff(&load(&base(&owner, "  []\n")), &load(&base(&both, "  []\n")));
+        assert!(!report.gained, "{report:#?}");
+        assert!(report.principals.is_empty(), "{report:#?}");
+    }
+
+    #[test]
+    fn the_text_names_principal_scope_pattern_operation_and_source() {
+        let report = diff(&load(&base("", "  []\n")), &load(&base(&contributor(), "  []\n")));
+        let text = text::render(&report);
+        assert!(text.contains("\nalice (User)\n"), "{text}");
+        assert!(text.contains(&format!("  at {RG} and below:\n")), "{text}");
+        assert!(text.contains("    + gains * minus Microsoft.Authorization/*/Delete"), "{text}");
+        assert!(text.contains("(role Contributor, assignment ra-new)"), "{text}");
+        assert!(text.contains(": DENY -> ALLOW"), "{text}");
+        assert!(text.contains("more named operations"), "{text}");
+        assert!(text.ends_with("result: something is gained (exit code 1)\n"), "{text}");
+    }
 }

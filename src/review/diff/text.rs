@@ -139,7 +139,12 @@ fn scope_change(out: &mut String, c: &ScopeChange) {
     sources.sort();
     sources.dedup();
     let show_because = sources.len() != 1;
-    let ops = &c.delta.operations;
+    // Writes, deletes and actions first: they are what a reviewer looks for.
+    let mut ops: Vec<&OperationChange> = c.delta.operations.iter().collect();
+    ops.sort_by_key(|o| {
+        let op = o.operation.to_ascii_lowercase();
+        (op.ends_with("/read"), !op.ends_with("/delete"))
+    });
     for o in ops.iter().take(OPERATIONS_SHOWN) {
         let _ = writeln!(out, "    {}", operation(o, show_because));
     }
