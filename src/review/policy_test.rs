@@ -808,6 +808,104 @@ tests:
         assert!(problems(&text)[0].contains("ELEVATION_GRANT needs an active grant"));
     }
 
+    use proptest::prelude::*;
+
+    const SCOPES: [&str; 3] = ["/", "/subscriptions/s1", "/subscriptions/s1/resourceGroups/rg-a"];
+    const OPERATIONS: [&str; 3] = [
+        "Microsoft.Compute/virtualMachines/read",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/write",
+        "a/b/c",
+    ];
+
+    fn case() -> impl Strategy<Value = TestCase> {
+        (
+            "[a-z][a-z0-9 -]{0,12}",
+            "[a-zA-Z0-9@._-]{1,16}",
+            0..OPERATIONS.len(),
+            0..SCOPES.len(),
+            any::<bool>(),
+            proptest::collection::btree_map("[a-z]{1,5}", "[a-z0-9]{0,5}", 0..3),
+            0..Reason::ALL.len(),
+            any::<bool>(),
+        )
+            .prop_map(|(name, principal, op, scope, data, attributes, reason, with_reason)| {
+                let reason = Reason::ALL[reason];
+                let reason = (with_reason && reason != Reason::ElevationGrant).then_some(reason);
+                TestCase {
+                    name,
+                    principal,
+                    operation: OPERATIONS[op].to_owned(),
+                    scope: SCOPES[scope].to_owned(),
+                    data_action: data,
+                    attributes,
+                    expect: Expectation {
+                        decision: reason.map_or(Verdict::Deny, verdict_of),
+                        reason,
+                    },
+                }
+            })
+    }
+
+    /// A suite as someone would write it, quoting every string.
+    fn yaml(suite: &TestSuite) -> String {
+        let mut y = String::from("tests:\n");
+        for t in &suite.tests {
+            let _ = writeln!(y, "  - name: '{}'\n    principal: '{}'\n    operation: '{}'\n    scope: '{}'\n    dataAction: {}", t.name, t.principal, t.operation, t.scope, t.data_action);
+            if !t.attributes.is_empty() {
+                y.push_str("    attributes:\n");
+                for (k, v) in &t.attributes {
+                    let _ = writeln!(y, "      '{k}': '{v}'");
+                }
+            }
+            let _ = write!(y, "    expect: {{ decision: {}", t.expect.decision.as_str());
+            if let Some(r) = t.expect.reason {
+                let _ = write!(y, ", reason: {}", r.as_str());
+            }
+            y.push_str(" }\n");
+        }
+        y
+    }
+
+    proptest! {
+        /// Written out and read back, a suite is itself.
+        #[test]
+        fn suites_read_back_as_written(cases in proptest::collection::vec(case(), 1..5)) {
+            let mut seen = std::collections::HashSet::new();
+            let tests: Vec<TestCase> = cases.into_iter().filter(|c| seen.insert(c.name.clone())).collect();
+            let suite = TestSuite { snapshot: None, tests };
+            let parsed = parse(&yaml(&suite));
+            prop_assert_eq!(parsed, Ok(suite));
+        }
+
+        /// Anything at all gives a suite or located problems, never a panic.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in "[a-zA-Z:{}\\[\\], \n'\"-]{0,200}") {
+            if let Err(problems) = parse(&text) {
+                prop_assert!(!problems.is_empty());
+            }
+        }
+
+        /// A well-formed file with one value replaced by anything is
+        /// refused with a problem or accepted, never a panic.
+        #[test]
+        fn any_value_in_place_is_handled(value in "[a-zA-Z0-9_ /*.:{}\\[\\]-]{0,30}", field in 0usize..8) {
+            let fields = ["name", "principal", "operation", "scope", "dataAction", "attributes", "expect", "decision"];
+            let key = fields[field];
+            let text = if key == "decision" {
+                format!("tests:\n  - {{ name: a, principal: p, operation: a/b/c, scope: /, expect: {{ decision: {value} }} }}\n")
+            } else {
+                let mut parts = vec![("name", "a".to_owned()), ("principal", "p".into()), ("operation", "a/b/c".into()), ("scope", "/".into()), ("expect", "{ decision: DENY }".into())];
+                match parts.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value.clone(),
+                    None => parts.push((key, value.clone())),
+                }
+                let body: Vec<String> = parts.iter().map(|(k, v)| format!("    {k}: {v}")).collect();
+                format!("tests:\n  -\n{}\n", body.join("\n"))
+            };
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn runs_report_passes_failures_and_junit() {
         let snapshot = crate::snapshot::load_str(

@@ -43,17 +43,12 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
     };
 
     // Role assignments, by content: a renamed id changes nothing.
-    let mut counts: Map<AssignmentKey<'_>, i64> = Map::default();
-    for a in &o.role_assignments {
-        *counts.entry(assignment_key(o, a)).or_default() += 1;
-    }
-    for a in &n.role_assignments {
-        *counts.entry(assignment_key(n, a)).or_default() -= 1;
-    }
-    for (key, count) in &counts {
-        if *count != 0 {
-            add(&key.0);
-        }
+    let keys_old: Vec<AssignmentKey<'_>> =
+        o.role_assignments.iter().map(|a| assignment_key(o, a)).collect();
+    let keys_new: Vec<AssignmentKey<'_>> =
+        n.role_assignments.iter().map(|a| assignment_key(n, a)).collect();
+    for key in unmatched(keys_old, keys_new) {
+        add(&key.0);
     }
 
     // Roles whose permissions changed reach every holder.
@@ -193,6 +188,33 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
         subjects,
         hierarchy_changed,
     }
+}
+
+/// The keys of `old` and `new` that the other lacks (as multisets). The
+/// runs where both agree entry by entry at the start and at the end, which
+/// is most of a file after a small edit, are skipped without hashing.
+fn unmatched<K: std::hash::Hash + Eq>(old: Vec<K>, new: Vec<K>) -> Vec<K> {
+    let prefix = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
+    let suffix = old[prefix..]
+        .iter()
+        .rev()
+        .zip(new[prefix..].iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (old_middle, new_middle) = (old.len() - prefix - suffix, new.len() - prefix - suffix);
+    let mut counts: Map<K, i64> =
+        Map::with_capacity_and_hasher(old_middle.max(new_middle), Default::default());
+    for k in old.into_iter().skip(prefix).take(old_middle) {
+        *counts.entry(k).or_default() += 1;
+    }
+    for k in new.into_iter().skip(prefix).take(new_middle) {
+        *counts.entry(k).or_default() -= 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, c)| *c != 0)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// Parent links of management groups and the group of each subscription,
@@ -584,27 +606,38 @@ pub(super) fn condition_inputs(old: &Tenant, new: &Tenant) -> Vec<ConditionInput
         }
     }
 
-    let attributes = |t: &Tenant| -> BTreeMap<String, (String, BTreeMap<String, String>)> {
+    // Principals by key, borrowed: only changed attributes are copied.
+    let attributes = |t: &'_ Tenant| -> Map<String, usize> {
         t.principals
             .iter()
-            .map(|p| (principal_key(&p.id).into_owned(), (p.id.clone(), p.attributes.clone())))
+            .enumerate()
+            .map(|(i, p)| (principal_key(&p.id).into_owned(), i))
             .collect()
     };
     let (ao, an) = (attributes(old), attributes(new));
-    let keys: BTreeSet<&String> = ao.keys().chain(an.keys()).collect();
-    for key in keys {
-        let (a, b) = (ao.get(key), an.get(key));
-        let (xa, xb) = (a.map_or(&empty, |x| &x.1), b.map_or(&empty, |x| &x.1));
-        if xa != xb {
-            let target = b.or(a).map(|x| x.0.clone()).unwrap_or_default();
-            out.push(ConditionInputChange {
-                kind: "principalAttributes".into(),
-                target,
-                old: xa.clone(),
-                new: xb.clone(),
-                may_affect: reads_principal,
-            });
+    let mut changed: Vec<(String, &BTreeMap<String, String>, &BTreeMap<String, String>)> = Vec::new();
+    for (key, &i) in &ao {
+        let a = &old.principals[i].attributes;
+        let b = an.get(key).map_or(&empty, |&j| &new.principals[j].attributes);
+        if a != b {
+            changed.push((old.principals[i].id.clone(), a, b));
         }
+    }
+    for (key, &j) in &an {
+        let b = &new.principals[j].attributes;
+        if !ao.contains_key(key) && !b.is_empty() {
+            changed.push((new.principals[j].id.clone(), &empty, b));
+        }
+    }
+    changed.sort_by(|x, y| x.0.cmp(&y.0));
+    for (target, a, b) in changed {
+        out.push(ConditionInputChange {
+            kind: "principalAttributes".into(),
+            target,
+            old: a.clone(),
+            new: b.clone(),
+            may_affect: reads_principal,
+        });
     }
     out
 }
@@ -796,6 +829,22 @@ roleAssignments:
         assert!(u.data.iter().any(|(op, _)| op.eq_ignore_ascii_case(blobs_delete)));
         let read = u.control.iter().find(|(op, _)| op.ends_with("/read"));
         assert!(read.is_some_and(|(_, read_only)| *read_only));
+    }
+
+    #[test]
+    fn unmatched_keys_are_a_multiset_difference() {
+        let v = |s: &str| s.chars().collect::<Vec<char>>();
+        let sorted = |mut k: Vec<char>| {
+            k.sort_unstable();
+            k
+        };
+        assert!(unmatched(v("abcdef"), v("abcdef")).is_empty());
+        assert_eq!(unmatched(v("abcdef"), v("abcXdef")), ['X']);
+        assert_eq!(sorted(unmatched(v("abcdef"), v("abdXf"))), ['X', 'c', 'e']);
+        // Order does not matter; counts do.
+        assert!(unmatched(v("abc"), v("cab")).is_empty());
+        assert_eq!(unmatched(v("aab"), v("ab")), ['a']);
+        assert_eq!(unmatched(v(""), v("zz")), ['z']);
     }
 
     #[test]

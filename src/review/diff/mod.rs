@@ -25,6 +25,7 @@ mod changes;
 pub mod report;
 pub mod text;
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -134,25 +135,12 @@ fn subject_diff(cx: &Context<'_>, id: &str) -> Option<PrincipalDiff> {
         (_, Subject::Unknown) => "removed",
         _ => "kept",
     };
-    let mut positions = positions(old, so, new, sn, cx.hierarchy_changed);
-    // Ancestors first, so each position finds its parent's change done.
-    let mut ancestry: Vec<(Scope, Vec<String>)> = positions
-        .drain()
-        .map(|(_, scope)| {
-            let keys = new.tenant.hierarchy.ancestor_keys(&scope);
-            (scope, keys)
-        })
-        .collect();
-    ancestry.sort_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.0.key().cmp(b.0.key())));
-
-    let empty = Delta::default();
-    let mut below: HashMap<String, Delta> = HashMap::new();
-    let mut changes = Vec::new();
-    for (scope, keys) in &ancestry {
-        let inherited = keys[1..]
-            .iter()
-            .find_map(|k| below.get(k))
-            .unwrap_or(&empty);
+    // First the change at each position (most are empty: most positions
+    // of a principal an unrelated change reached are untouched)...
+    let positions = positions(old, so, new, sn, cx.hierarchy_changed);
+    let mut compared: Vec<(&Scope, Delta, Delta)> = Vec::with_capacity(positions.len());
+    for scope in positions.values() {
+        let scope: &Scope = scope;
         let (at_old, below_old) = anchors(old, scope);
         let (at_new, below_new) = anchors(new, scope);
         let h_old = Holding::resolve(old, so, at_old);
@@ -167,31 +155,50 @@ fn subject_diff(cx: &Context<'_>, id: &str) -> Option<PrincipalDiff> {
             let h_new = Holding::resolve(new, sn, below_new);
             compare(&h_old, &h_new, universe)
         };
-        let (emit_at, emit_below) = (at != *inherited, under != *inherited);
-        let text = scope.as_str().to_owned();
-        if emit_at && emit_below && at == under {
-            changes.push(ScopeChange {
-                scope: text,
-                coverage: Coverage::ScopeAndBelow,
-                delta: at,
-            });
-        } else {
-            if emit_at {
-                changes.push(ScopeChange {
-                    scope: text.clone(),
-                    coverage: Coverage::ScopeOnly,
-                    delta: at,
-                });
-            }
-            if emit_below {
+        compared.push((scope, at, under));
+    }
+    let mut changes = Vec::new();
+    if compared.iter().any(|(_, at, under)| !at.is_empty() || !under.is_empty()) {
+        // ...then, ancestors first, each stated unless it is what the
+        // position above already states.
+        let mut ordered: Vec<(Vec<String>, &Scope, Delta, Delta)> = compared
+            .into_iter()
+            .map(|(scope, at, under)| (new.tenant.hierarchy.ancestor_keys(scope), scope, at, under))
+            .collect();
+        ordered.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.1.key().cmp(b.1.key())));
+        let empty = Delta::default();
+        let mut below: HashMap<String, Delta> = HashMap::new();
+        for (keys, scope, at, under) in ordered {
+            let inherited = keys[1..]
+                .iter()
+                .find_map(|k| below.get(k))
+                .unwrap_or(&empty);
+            let (emit_at, emit_below) = (at != *inherited, under != *inherited);
+            let text = scope.as_str().to_owned();
+            if emit_at && emit_below && at == under {
                 changes.push(ScopeChange {
                     scope: text,
-                    coverage: Coverage::BelowOnly,
-                    delta: under.clone(),
+                    coverage: Coverage::ScopeAndBelow,
+                    delta: at,
                 });
+            } else {
+                if emit_at {
+                    changes.push(ScopeChange {
+                        scope: text.clone(),
+                        coverage: Coverage::ScopeOnly,
+                        delta: at,
+                    });
+                }
+                if emit_below {
+                    changes.push(ScopeChange {
+                        scope: text,
+                        coverage: Coverage::BelowOnly,
+                        delta: under.clone(),
+                    });
+                }
             }
+            below.insert(scope.key().to_owned(), under);
         }
-        below.insert(scope.key().to_owned(), under);
     }
 
     let (joined, left) = memberships(old, so, new, sn);
@@ -272,20 +279,19 @@ fn memberships(
 
 /// The scopes where a subject's access may differ from the scope above:
 /// see the module documentation.
-fn positions(
-    old: &CompiledSnapshot,
+fn positions<'s>(
+    old: &'s CompiledSnapshot,
     so: Subject,
-    new: &CompiledSnapshot,
+    new: &'s CompiledSnapshot,
     sn: Subject,
     hierarchy_changed: bool,
-) -> HashMap<String, Scope> {
-    let mut out: HashMap<String, Scope> = HashMap::new();
-    let mut add = |scope: &Scope| {
-        if !out.contains_key(scope.key()) {
-            out.insert(scope.key().to_owned(), scope.clone());
-        }
+) -> HashMap<Cow<'s, str>, Cow<'s, Scope>, foldhash::fast::RandomState> {
+    let mut out: HashMap<Cow<'s, str>, Cow<'s, Scope>, _> = HashMap::default();
+    out.insert(Cow::Borrowed("/"), Cow::Owned(Scope::root()));
+    let mut add = |scope: &'s Scope| {
+        out.entry(Cow::Borrowed(scope.key()))
+            .or_insert(Cow::Borrowed(scope));
     };
-    add(&Scope::root());
     for (s, subject) in [(old, so), (new, sn)] {
         let t = &s.tenant;
         match subject {
@@ -314,9 +320,11 @@ fn positions(
     }
     if hierarchy_changed {
         for s in [old, new] {
-            for (_, text) in changes::hierarchy_scopes(&s.tenant) {
-                if let Ok(scope) = Scope::parse(&text) {
-                    add(&scope);
+            for (key, text) in changes::hierarchy_scopes(&s.tenant) {
+                if !out.contains_key(key.as_str()) {
+                    if let Ok(scope) = Scope::parse(&text) {
+                        out.insert(Cow::Owned(key), Cow::Owned(scope));
+                    }
                 }
             }
         }
@@ -454,6 +462,10 @@ fn term_cmp(a: &Term<'_>, b: &Term<'_>) -> Ordering {
 /// Whether two term lists hold the same terms (a "no" may be wrong: the
 /// full comparison follows it).
 fn same_terms(a: &[Term<'_>], b: &[Term<'_>]) -> bool {
+    // Usually the same terms come in the same order.
+    if a.len() == b.len() && a.iter().zip(b).all(|(p, q)| term_cmp(p, q).is_eq()) {
+        return true;
+    }
     let (x, y) = (sorted_terms(a), sorted_terms(b));
     x.len() == y.len() && x.iter().zip(&y).all(|(p, q)| term_cmp(p, q).is_eq())
 }
