@@ -906,3 +906,14 @@ fn a_changed_condition_is_a_change_of_conditional_access() {
     assert_eq!(delta.losses[0].conditions, ["@Request[env] StringEquals 'test'"]);
     assert!(delta.operations.iter().all(|o| o.change == OperationChangeKind::ConditionChange));
 }
+
+#[test]
+fn a_review_mode_agent_made_privileged_gains_autonomy_not_access() {
+    // Its writes still wait for a human; its reads were allowed already.
+    let new = BASE.replace("permissionLevel: Reader", "permissionLevel: Privileged");
+    let report = attack(&new);
+    assert!(report.gained, "{report:#?}");
+    assert_eq!(report.summary.agents_gaining_autonomy, 1);
+    let mi = report.principals.iter().find(|p| p.principal == "agent-mi");
+    assert!(mi.is_none_or(|p| !p.gains && !p.losses), "{report:#?}");
+}

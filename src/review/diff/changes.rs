@@ -92,31 +92,28 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
         }
     }
 
-    // Principals: added, removed, or with other groups or another type.
-    let principals = |t: &Tenant| -> Map<String, (String, Vec<String>)> {
-        t.principals
-            .iter()
-            .map(|p| {
-                let mut groups: Vec<String> = p
-                    .member_of
-                    .iter()
-                    .map(|&g| principal_key(&t.principals[g].id).into_owned())
-                    .collect();
-                groups.sort_unstable();
-                let key = principal_key(&p.id).into_owned();
-                (key, (p.kind.as_str().to_owned(), groups))
-            })
-            .collect()
-    };
-    let (po, pn) = (principals(o), principals(n));
-    for (key, value) in &po {
-        if pn.get(key) != Some(value) {
-            add(key);
-        }
-    }
-    for key in pn.keys() {
-        if !po.contains_key(key) {
-            add(key);
+    // Principals: added, removed, or with other groups or another type;
+    // looked up in the other snapshot's index, so nothing is copied.
+    for (a, b) in [(old, new), (new, old)] {
+        for p in &a.tenant.principals {
+            let same = b.principal(&p.id).is_some_and(|j| {
+                let q = &b.tenant.principals[j as usize];
+                let groups = |t: &Tenant, list: &[usize]| -> Vec<String> {
+                    let mut v: Vec<String> = list
+                        .iter()
+                        .map(|&g| principal_key(&t.principals[g].id).into_owned())
+                        .collect();
+                    v.sort_unstable();
+                    v
+                };
+                p.kind == q.kind
+                    && p.member_of.len() == q.member_of.len()
+                    && (p.member_of.is_empty()
+                        || groups(&a.tenant, &p.member_of) == groups(&b.tenant, &q.member_of))
+            });
+            if !same {
+                add(&p.id);
+            }
         }
     }
 
@@ -576,7 +573,11 @@ fn duration(d: std::time::Duration) -> String {
 /// Tags and principal attributes that changed. They change no grant, but
 /// a condition reading them may decide differently; `may_affect` says
 /// whether any condition of the new snapshot reads that kind of input.
-pub(super) fn condition_inputs(old: &Tenant, new: &Tenant) -> Vec<ConditionInputChange> {
+pub(super) fn condition_inputs(
+    old_s: &CompiledSnapshot,
+    new_s: &CompiledSnapshot,
+) -> Vec<ConditionInputChange> {
+    let (old, new) = (&old_s.tenant, &new_s.tenant);
     let conditions = conditions_of(new);
     let reads = |source: &str| conditions.iter().any(|c| c.to_ascii_lowercase().contains(source));
     let (reads_resource, reads_principal) = (reads("@resource["), reads("@principal["));
@@ -606,27 +607,19 @@ pub(super) fn condition_inputs(old: &Tenant, new: &Tenant) -> Vec<ConditionInput
         }
     }
 
-    // Principals by key, borrowed: only changed attributes are copied.
-    let attributes = |t: &'_ Tenant| -> Map<String, usize> {
-        t.principals
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (principal_key(&p.id).into_owned(), i))
-            .collect()
-    };
-    let (ao, an) = (attributes(old), attributes(new));
+    // Principals looked up in the other snapshot: only changes are copied.
     let mut changed: Vec<(String, &BTreeMap<String, String>, &BTreeMap<String, String>)> = Vec::new();
-    for (key, &i) in &ao {
-        let a = &old.principals[i].attributes;
-        let b = an.get(key).map_or(&empty, |&j| &new.principals[j].attributes);
-        if a != b {
-            changed.push((old.principals[i].id.clone(), a, b));
+    for p in &old_s.tenant.principals {
+        let b = new_s
+            .principal(&p.id)
+            .map_or(&empty, |j| &new.principals[j as usize].attributes);
+        if p.attributes != *b {
+            changed.push((p.id.clone(), &p.attributes, b));
         }
     }
-    for (key, &j) in &an {
-        let b = &new.principals[j].attributes;
-        if !ao.contains_key(key) && !b.is_empty() {
-            changed.push((new.principals[j].id.clone(), &empty, b));
+    for q in &new_s.tenant.principals {
+        if old_s.principal(&q.id).is_none() && !q.attributes.is_empty() {
+            changed.push((q.id.clone(), &empty, &q.attributes));
         }
     }
     changed.sort_by(|x, y| x.0.cmp(&y.0));
@@ -710,8 +703,10 @@ impl Universe {
                 }
             }
         };
-        for t in [old, new] {
-            for b in t.role_definitions.iter().flat_map(|r| &r.permissions) {
+        for (i, t) in [old, new].into_iter().enumerate() {
+            // Both hold the same built-in catalog first: read it once.
+            let skip = if i == 0 { 0 } else { t.builtin_role_count };
+            for b in t.role_definitions[skip..].iter().flat_map(|r| &r.permissions) {
                 add(&mut control, &b.actions);
                 add(&mut control, &b.not_actions);
                 add(&mut data, &b.data_actions);

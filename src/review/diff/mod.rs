@@ -61,7 +61,7 @@ pub fn diff(old: &CompiledSnapshot, new: &CompiledSnapshot) -> DiffReport {
     let universe = context.universe;
     principals.sort_by(|a, b| a.principal.cmp(&b.principal));
     let agents = changes::agents(&old.tenant, &new.tenant);
-    let condition_inputs = changes::condition_inputs(&old.tenant, &new.tenant);
+    let condition_inputs = changes::condition_inputs(old, new);
 
     let mut summary = Summary {
         control_operations: universe.control.len(),
@@ -409,14 +409,19 @@ fn effective<'h, 's>(h: &'h Holding<'s>) -> (Vec<Merged<'h, 's>>, Vec<Merged<'h,
 /// conditions, on the same plane). Safe: may answer no to a true inclusion.
 fn subsumes(big: &Merged<'_, '_>, small: &Merged<'_, '_>) -> bool {
     let (b, s) = (&big.key, &small.key);
+    let reads = read_operations();
+    // Only reads count in `small`: for an agent in Review mode, or because
+    // its pattern names nothing else.
+    let small_reads = s.read_only || includes(reads, small.term.pattern);
     b.data == s.data
         && (b.conditions.is_empty() || b.conditions == s.conditions)
-        && (!b.read_only || s.read_only)
-        && includes(big.term.pattern, small.term.pattern)
+        && (!b.read_only || small_reads)
+        && (includes(big.term.pattern, small.term.pattern)
+            || (small_reads && includes(big.term.pattern, reads)))
         && big.term.minus.iter().all(|m| {
             disjoint(small.term.pattern, m)
                 || small.term.minus.iter().any(|sm| includes(sm, m))
-                || (s.read_only && disjoint(m, read_operations()))
+                || (small_reads && disjoint(m, reads))
         })
 }
 

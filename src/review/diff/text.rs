@@ -207,9 +207,19 @@ fn operation(o: &OperationChange, show_because: bool) -> String {
     };
     let (old, new) = (&o.old, &o.new);
     match o.change {
+        OperationChangeKind::Gain if !old.allow_if.is_empty() => format!(
+            "+ {op}: ALLOW only when {} -> ALLOW{because}",
+            old.allow_if.join(" OR ")
+        ),
         OperationChangeKind::Gain => {
             format!("+ {op}: {} -> ALLOW{because}", old.decision)
         }
+        OperationChangeKind::Loss if !new.allow_if.is_empty() => format!(
+            "- {op}: ALLOW -> ALLOW only when {}, else {} ({}){because}",
+            new.allow_if.join(" OR "),
+            new.decision,
+            new.reason
+        ),
         OperationChangeKind::Loss => {
             format!("- {op}: ALLOW -> {} ({}){because}", new.decision, new.reason)
         }
