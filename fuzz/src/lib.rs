@@ -8,15 +8,17 @@
 //! invariants such as "a parsed scope re-parses to itself".
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use arbitrary::Unstructured;
 use prost::Message;
-use rampart::engine::{GrantTable, Loaded, Request, RequestError, Verdict};
+use rampart::engine::{ActiveGrant, GrantTable, Loaded, Request, RequestError, Verdict};
 use rampart::extauthz::{map_request, MappedBy, Method, RouteSpec, RouteTable};
 use rampart::model::action::MAX_OPERATION_LEN;
 use rampart::model::condition::{AttributeSource, Comparison, Expr, Operand, Operator, Quantifier};
-use rampart::model::principal::PrincipalType;
+use rampart::model::principal::{principal_key, PrincipalType};
 use rampart::model::scope::MAX_SCOPE_LEN;
 use rampart::model::{
     check_operation, ActionPattern, Condition, ConditionInput, OperationError, PatternSet,
@@ -582,10 +584,14 @@ fn decide_everything(compiled: CompiledSnapshot) {
 // ---------------------------------------------------------------------------
 // Authorize: protobuf → engine request → decision
 
-/// The snapshots requests are decided on: the demo tenant and the test
-/// fixtures that load.
-fn engines() -> &'static [Loaded] {
-    static ENGINES: OnceLock<Vec<Loaded>> = OnceLock::new();
+/// An operation every agent holds a grant for, in [`engines`].
+const GRANTED: &str = "Microsoft.Compute/virtualMachines/restart/action";
+
+/// The snapshots requests are decided on (the demo tenant and the test
+/// fixtures that load), each with unlimited grants of [`GRANTED`] to each
+/// agent at its first managed scope, lent by each of a few principals.
+fn engines() -> &'static [(Loaded, GrantTable)] {
+    static ENGINES: OnceLock<Vec<(Loaded, GrantTable)>> = OnceLock::new();
     ENGINES.get_or_init(|| {
         [
             snapshot::DEMO_SNAPSHOT,
@@ -595,7 +601,31 @@ fn engines() -> &'static [Loaded] {
         ]
         .iter()
         .filter_map(|text| snapshot::load_str(text, "fixture").ok())
-        .map(Loaded::new)
+        .map(|compiled| {
+            let grants = GrantTable::default();
+            let tenant = &compiled.tenant;
+            for agent in &tenant.agents {
+                let Some(scope) = agent.managed_scopes.first() else {
+                    continue;
+                };
+                let identity = &tenant.principals[agent.principal].id;
+                for (n, lender) in tenant.principals.iter().take(4).enumerate() {
+                    grants.insert(Arc::new(ActiveGrant {
+                        id: format!("grant-{}-{n}", agent.id).into(),
+                        principal_key: principal_key(identity).into(),
+                        action: GRANTED.into(),
+                        scope_key: scope.key().into(),
+                        scope: scope.as_str().into(),
+                        data_action: false,
+                        on_behalf_of: lender.id.as_str().into(),
+                        expires_at: SystemTime::now() + Duration::from_secs(365 * 86_400),
+                        max_uses: 0,
+                        uses: AtomicU32::new(0),
+                    }));
+                }
+            }
+            (Loaded::new(compiled), grants)
+        })
         .collect()
     })
 }
@@ -608,29 +638,28 @@ pub fn authorize(data: &[u8]) {
     let engines = engines();
     assert!(!engines.is_empty(), "no fixture snapshot loads");
     let pick = data.first().map_or(0, |&b| usize::from(b) % engines.len());
-    let loaded = &engines[pick];
+    let (loaded, grants) = &engines[pick];
     if let Ok(req) = pb::AuthorizeRequest::decode(data) {
         let bytes = req.encode_to_vec();
         assert_eq!(
             pb::AuthorizeRequest::decode(bytes.as_slice()).as_ref(),
             Ok(&req)
         );
-        decide(loaded, &req);
+        decide(loaded, grants, &req);
     }
     let mut u = Unstructured::new(data.get(1..).unwrap_or_default());
     if let Ok(req) = structured_request(&mut u, &loaded.snapshot) {
-        decide(loaded, &req);
+        decide(loaded, grants, &req);
     }
 }
 
-fn decide(loaded: &Loaded, req: &pb::AuthorizeRequest) {
+fn decide(loaded: &Loaded, grants: &GrantTable, req: &pb::AuthorizeRequest) {
     if let Err(e) = convert::check_attributes(&req.attributes) {
         assert_eq!(e.field, "attributes");
         check_invalid_argument(&e);
         return;
     }
-    let grants = GrantTable::default();
-    match loaded.decide_with(&convert::request(req), Some(&grants)) {
+    match loaded.decide_with(&convert::request(req), Some(grants)) {
         Ok(d) => {
             let (verdict, reason, read_only) = (d.verdict, d.reason, d.read_only);
             let response = convert::response(d);
@@ -644,7 +673,7 @@ fn decide(loaded: &Loaded, req: &pb::AuthorizeRequest) {
                 other.explain = explain;
                 other.dry_run = dry_run;
                 let d = loaded
-                    .decide_with(&other, Some(&grants))
+                    .decide_with(&other, Some(grants))
                     .unwrap_or_else(|e| panic!("{req:?} decided, then failed: {e}"));
                 assert_eq!(
                     (d.verdict, d.reason, d.read_only),
@@ -728,7 +757,7 @@ fn structured_request(
         "Microsoft.Resources/subscriptions/read".into(),
         "Microsoft.Authorization/roleAssignments/write".into(),
         "Microsoft.CognitiveServices/accounts/delete".into(),
-        "Microsoft.Compute/virtualMachines/restart/action".into(),
+        GRANTED.into(),
         "Microsoft.App/agents/write".into(),
     ];
     for role in tenant
