@@ -217,14 +217,19 @@ fn every_target_has_a_test_and_a_corpus() {
         "authorize",
         "arm_mapping",
     ];
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap_or_default();
     for (name, _) in targets::TARGETS {
         assert!(tested.contains(name), "{name} has no test");
+        let binary = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        let source = std::fs::read_to_string(&binary).unwrap_or_default();
         assert!(
-            fuzz_dir()
-                .join("fuzz_targets")
-                .join(format!("{name}.rs"))
-                .is_file(),
-            "{name} has no fuzz target"
+            source.contains(&format!("rampart_fuzz::{name}(data)")),
+            "{} does not run the target {name}",
+            binary.display()
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml declares no binary {name}"
         );
     }
     assert_eq!(tested.len(), targets::TARGETS.len());
