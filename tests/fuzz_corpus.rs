@@ -199,12 +199,12 @@ macro_rules! fuzz_tests {
 }
 
 fuzz_tests! {
-    scope: 2000,
-    operation: 2000,
-    condition: 2000,
-    snapshot: 150,
-    authorize: 1000,
-    arm_mapping: 1000,
+    scope: 5000,
+    operation: 5000,
+    condition: 5000,
+    snapshot: 1000,
+    authorize: 3000,
+    arm_mapping: 5000,
 }
 
 #[test]
