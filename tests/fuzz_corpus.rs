@@ -233,4 +233,10 @@ fn every_target_has_a_test_and_a_corpus() {
         );
     }
     assert_eq!(tested.len(), targets::TARGETS.len());
+    for entry in skipped() {
+        assert!(
+            fuzz_dir().join("corpus").join(entry).is_file(),
+            "fuzz/corpus-skip.txt names {entry}, which is not in the corpus"
+        );
+    }
 }
