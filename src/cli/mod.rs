@@ -198,20 +198,39 @@ pub fn load_snapshot(path: Option<&PathBuf>) -> Result<CompiledSnapshot, Snapsho
     }
 }
 
+/// `n` and the noun, in the plural unless `n` is 1.
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `rampart validate FILE`: the report and whether the file is valid.
 pub fn validate(file: &Path) -> (String, bool) {
     match snapshot::load_file(file) {
         Ok(s) => {
             let t = &s.tenant;
             let report = format!(
-                "{} is valid: revision {}, {} principals, {} custom roles, {} role assignments, {} deny assignments, {} agents\n",
+                "{} is valid: revision {}, {}, {}, {}, {}, {}\n",
                 file.display(),
                 s.info.revision,
-                t.principals.len(),
-                t.role_definitions.len() - t.builtin_role_count,
-                t.role_assignments.len(),
-                t.deny_assignments.len(),
-                t.agents.len()
+                counted(t.principals.len(), "principal"),
+                counted(
+                    t.role_definitions.len() - t.builtin_role_count,
+                    "custom role"
+                ),
+                // As written: not the ones agents' permission levels derive.
+                counted(
+                    t.role_assignments
+                        .iter()
+                        .filter(|a| a.derived_from_agent.is_none())
+                        .count(),
+                    "role assignment"
+                ),
+                counted(t.deny_assignments.len(), "deny assignment"),
+                counted(t.agents.len(), "agent"),
             );
             (report, true)
         }
@@ -379,5 +398,31 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("'{text}' is not between 0 and 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(counted(0, "agent"), "0 agents");
+        assert_eq!(counted(1, "agent"), "1 agent");
+        assert_eq!(counted(2, "deny assignment"), "2 deny assignments");
+    }
+
+    #[test]
+    fn validate_reports_counts_with_their_plurals() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("one.yaml");
+        let yaml = "revision: one-1\nsubscriptions: [{ id: 11111111-1111-1111-1111-111111111111 }]\nprincipals:\n  - { id: mi, type: ManagedIdentity }\nroleAssignments:\n  - { id: ra, principal: mi, role: Reader, scope: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg }\nagents:\n  - { id: a, principal: mi, resource: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/Microsoft.App/agents/a, managedScopes: [/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg], permissionLevel: Reader, executionMode: Review }\n";
+        std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let (report, valid) = validate(&file);
+        assert!(valid, "{report}");
+        assert!(
+            report.contains("revision one-1, 1 principal, 0 custom roles, 1 role assignment, 0 deny assignments, 1 agent\n"),
+            "{report}"
+        );
     }
 }
