@@ -87,10 +87,14 @@ async fn both_listeners_speak_tls_and_client_certificates_map_to_principals() {
         audit_decisions_sample: 0.0,
         uds: None,
         ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections: Default::default(),
+        caps: Default::default(),
         tls: Some(TlsFiles {
             cert_pem: pki.server.0.clone().into_bytes(),
             key_pem: pki.server.1.clone().into_bytes(),
             admin_client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+            ..Default::default()
         }),
     };
     let running = server::start(config, broker, None).await.unwrap();
@@ -171,10 +175,14 @@ async fn with_tls_the_admin_listener_may_leave_loopback() {
         audit_decisions_sample: 0.0,
         uds: None,
         ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections: Default::default(),
+        caps: Default::default(),
         tls: Some(TlsFiles {
             cert_pem: pki.server.0.into_bytes(),
             key_pem: pki.server.1.into_bytes(),
             admin_client_ca_pem: None,
+            ..Default::default()
         }),
     };
     let running = server::start(config, broker, None)

@@ -146,8 +146,11 @@ impl TestServer {
             store,
             state_dir: None,
             tokens: Tokens::from_plain(&borrowed),
+            tokens_file: None,
+            authorizer_tokens: None,
             audit_log: audit.as_ref().map(|(log, _)| log.clone()),
             tls: None,
+            warnings: Vec::new(),
         };
         let options = Options {
             listen: ephemeral,
@@ -161,6 +164,8 @@ impl TestServer {
             reload_poll: Duration::from_secs(30),
             limits,
             ext_authz,
+            connections: Default::default(),
+            caps: Default::default(),
         };
         let running = Daemon::from_parts(resources, options)
             .unwrap_or_else(|e| panic!("{e}"))
