@@ -568,6 +568,43 @@ mod tests {
     }
 
     #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let tokens = Tokens::from_plain(&[("s3cret", "oncall", false)]);
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR  s3cret ",
+            "Bearer\ts3cret",
+        ] {
+            assert_eq!(
+                tokens.authenticate(&metadata(value)).unwrap().principal_id,
+                "oncall",
+                "{value:?}"
+            );
+        }
+        for value in [
+            "Bearers3cret",
+            "Bearer",
+            "Bearer   ",
+            "Basic s3cret",
+            "Token s3cret",
+        ] {
+            assert_eq!(
+                tokens.authenticate(&metadata(value)).unwrap_err().message(),
+                "authorization must be 'Bearer <token>'",
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entry_lines_point_at_each_list_item() {
+        let text = "# tokens\n- sha256: a\n  principal: x\n\n- {sha256: b, principal: y}\n-   sha256: c\n    principal: z\n";
+        assert_eq!(entry_lines(text), [2, 5, 6]);
+    }
+
+    #[test]
     fn the_tokens_file_holds_hashes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.yaml");

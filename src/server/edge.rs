@@ -296,29 +296,33 @@ impl Body for Tracked {
     }
 }
 
-/// Logs at most one warning a second per kind, counting the rest.
+/// Logs at most [`Throttle::PER_SECOND`] warnings a second, counting the
+/// rest, so a flood cannot fill the log (only failures pass here, never a
+/// served call).
 #[derive(Default)]
 struct Throttle {
-    last_second: AtomicU64,
-    suppressed: AtomicU64,
+    /// The current second, the warnings logged in it, and those suppressed.
+    state: std::sync::Mutex<(u64, u32, u64)>,
 }
 
 impl Throttle {
+    const PER_SECOND: u32 = 10;
+
     /// Whether to log now, and how many were suppressed since the last.
     fn admit(&self) -> Option<u64> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let last = self.last_second.load(Ordering::Relaxed);
-        if now != last
-            && self
-                .last_second
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (second, logged, suppressed) = &mut *state;
+        if *second != now {
+            (*second, *logged) = (now, 0);
+        }
+        if *logged < Self::PER_SECOND {
+            *logged += 1;
+            Some(std::mem::take(suppressed))
         } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            *suppressed += 1;
             None
         }
     }
@@ -378,8 +382,9 @@ pub async fn serve(
                 tracing::warn!(
                     listener = flag,
                     peer = %peer,
-                    "refused a connection: {max_connections} are open, the cap of this listener ({more} more refused since the last report); raise it with {} if clients need more",
-                    cap_flag(flag)
+                    "refused a connection: {max_connections} are open, the cap of this listener; raise it with {} if clients need more{}",
+                    cap_flag(flag),
+                    more_since(more)
                 );
             }
             drop(io);
@@ -408,7 +413,7 @@ pub async fn serve(
                                     &tls.cert,
                                     tls.client_ca.as_deref(),
                                 );
-                                tracing::warn!(listener = flag, peer = %peer, "TLS handshake failed: {why} ({more} more failures since the last report)");
+                                tracing::warn!(listener = flag, peer = %peer, "TLS handshake failed: {why}{}", more_since(more));
                             }
                             return;
                         }
@@ -511,6 +516,15 @@ async fn accept(socket: &Socket) -> io::Result<(Io, Peer)> {
             let (stream, _) = l.accept().await?;
             Ok((Io::Unix(stream), Peer::Unix))
         }
+    }
+}
+
+/// How many like warnings were left out since the last one logged.
+fn more_since(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!(" ({suppressed} more since the last report)")
     }
 }
 

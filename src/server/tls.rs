@@ -230,10 +230,16 @@ pub fn explain_server_handshake(
 /// CA flag and file the client trusts, `cert` the client certificate.
 /// `None` when the error is not about TLS.
 pub fn explain_client_error(chain: &str, ca: &str, cert: Option<&str>) -> Option<String> {
+    let has_cert = cert.is_some();
     let cert = cert.unwrap_or("a client certificate");
     if chain.contains("UnknownIssuer") {
         return Some(format!(
-            "the server's certificate is not signed by {ca}: give {ca} the CA that signed the server's --tls-cert"
+            "the server's certificate is not signed by {ca}; give --ca the CA that signed it"
+        ));
+    }
+    if chain.contains("invalid peer certificate: BadSignature") {
+        return Some(format!(
+            "the server's certificate does not verify against {ca} (a CA of the same name but another key?); give --ca the CA that signed it"
         ));
     }
     if chain.contains("NotValidForName") {
@@ -258,6 +264,14 @@ pub fn explain_client_error(chain: &str, ca: &str, cert: Option<&str>) -> Option
                 "the server refused {cert} (alert {alert}): it is not signed by the CA the server trusts for clients (--admin-client-ca); issue it from that CA"
             ));
         }
+    }
+    // With TLS 1.3 the server checks a client certificate after the client
+    // considers the handshake done: the refusal shows as a closed
+    // connection on the first call, its alert lost on the way.
+    if has_cert && chain.contains("connection closed") {
+        return Some(format!(
+            "the server closed the connection: it refused {cert}, most likely because it is not signed by the CA the server trusts for clients (--admin-client-ca); issue it from that CA (the server's log says why)"
+        ));
     }
     if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
         return Some(
@@ -359,7 +373,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(text.starts_with("the server's certificate is not signed by --ca ca.pem"));
+        assert_eq!(
+            text,
+            "the server's certificate is not signed by --ca ca.pem; give --ca the CA that signed it"
+        );
         let text = explain_client_error(
             "status: Unknown, message: \"h2 protocol error: received fatal alert: UnknownCA\"",
             "--ca ca.pem",
