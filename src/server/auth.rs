@@ -111,11 +111,17 @@ fn principal_kind(snapshot: &CompiledSnapshot, id: &str) -> Option<PrincipalType
         .map(|p| p.kind)
 }
 
-/// Warns when a secrets file can be read by its group or by others.
+/// Warns when a secrets file can be read by others, or by a group other
+/// than the process's own (Kubernetes shares a Secret with the pod through
+/// its `fsGroup`, which is the process's group).
 pub fn readable_by_others(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o777;
+    // SAFETY: getegid has no preconditions and cannot fail.
+    let own_group = meta.gid() == unsafe { libc::getegid() };
+    let exposed = mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group);
+    exposed.then(|| {
         format!(
             "{} is readable or writable by its group or others (mode {mode:04o}): token hashes of short tokens can be brute-forced; chmod 600 {}",
             path.display(),
@@ -419,7 +425,7 @@ impl Tokens {
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value
         .trim_start()
-        .split_once(|c: char| c == ' ' || c == '\t')?;
+        .split_once([' ', '\t'])?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A throwaway PKI for TLS tests: a CA, a server certificate for
 //! `localhost` and 127.0.0.1, and client certificates by common name.
 
