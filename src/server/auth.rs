@@ -423,9 +423,7 @@ impl Tokens {
 /// The token of an `authorization` value: the scheme `Bearer` in any case
 /// (RFC 7235), then the token.
 pub fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value
-        .trim_start()
-        .split_once([' ', '\t'])?;
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
