@@ -265,18 +265,27 @@ pub fn explain_client_error(chain: &str, ca: &str, cert: Option<&str>) -> Option
             ));
         }
     }
-    // With TLS 1.3 the server checks a client certificate after the client
-    // considers the handshake done: the refusal shows as a closed
-    // connection on the first call, its alert lost on the way.
-    if has_cert && chain.contains("connection closed") {
-        return Some(format!(
-            "the server closed the connection: it refused {cert}, most likely because it is not signed by the CA the server trusts for clients (--admin-client-ca); issue it from that CA (the server's log says why)"
-        ));
-    }
     if chain.contains("InvalidContentType") || chain.contains("corrupt message") {
         return Some(
             "the server did not answer in TLS: it is plaintext; write http:// or drop --ca and --cert".to_owned(),
         );
+    }
+    // With TLS 1.3 the server checks a client certificate after the client
+    // considers the handshake done: the refusal shows as a connection
+    // dropped on the first call, its alert often lost on the way.
+    let dropped = [
+        "connection closed",
+        "reset",
+        "broken pipe",
+        "eof",
+        "transport error",
+    ];
+    let lower = chain.to_ascii_lowercase();
+    let never_connected = lower.contains("tcp connect") || lower.contains("connection refused");
+    if has_cert && !never_connected && dropped.iter().any(|d| lower.contains(d)) {
+        return Some(format!(
+            "the server closed the connection: it refused {cert}, most likely because it is not signed by the CA the server trusts for clients (--admin-client-ca); issue it from that CA (the server's log says why)"
+        ));
     }
     None
 }
@@ -388,5 +397,16 @@ mod tests {
             "{text}"
         );
         assert!(explain_client_error("connection refused", "--ca x", None).is_none());
+        assert!(explain_client_error(
+            "transport error: tcp connect error: Connection refused (os error 111)",
+            "--ca x",
+            Some("--cert c.pem")
+        )
+        .is_none());
+        let text = explain_client_error("transport error", "--ca x", Some("--cert c.pem")).unwrap();
+        assert!(
+            text.starts_with("the server closed the connection: it refused --cert c.pem"),
+            "{text}"
+        );
     }
 }
