@@ -366,3 +366,65 @@ fn the_server_refuses_swapped_mismatched_and_version_1_files_naming_them() {
     );
     assert!(Path::new(&cert).exists());
 }
+
+#[tokio::test]
+async fn a_new_snapshot_rereads_the_tokens_and_a_group_token_is_never_honoured() {
+    use rampart::proto::admin_client::AdminClient;
+    use rampart::proto::{ReloadOutcome, ReloadSnapshotRequest};
+    let files = Files::new();
+    let admin_tokens = |entries: &[(&str, &str)]| {
+        let text: String = entries
+            .iter()
+            .map(|(token, principal)| {
+                let hash = hex::encode(Sha256::digest(token.as_bytes()));
+                format!("- {{sha256: {hash}, principal: {principal}, admin: true}}\n")
+            })
+            .collect();
+        files.write("tokens.yaml", &text)
+    };
+    let tokens = admin_tokens(&[("old", "oncall")]);
+    let snapshot = files.path("snapshot.yaml");
+    let mut server = ServerProcess::start(&[
+        "--snapshot",
+        &snapshot,
+        "--tokens",
+        &tokens,
+        "--watch",
+        "false",
+    ]);
+    let reload = |token: &'static str| {
+        let admin = server.admin;
+        async move {
+            AdminClient::connect(format!("http://{admin}"))
+                .await
+                .unwrap()
+                .reload_snapshot(authed(ReloadSnapshotRequest {}, token))
+                .await
+                .map(|r| r.into_inner().outcome())
+        }
+    };
+    // A new snapshot in which `oncall` is a group, and tokens for it.
+    files.write(
+        "snapshot.yaml",
+        &ELEVATION
+            .replacen("revision: elevation-1", "revision: elevation-2", 1)
+            .replacen("- { id: oncall, type: User }", "- { id: oncall, type: Group }", 1),
+    );
+    admin_tokens(&[("new", "oncall")]);
+    assert_eq!(reload("old").await.unwrap(), ReloadOutcome::Reloaded);
+    let line = server
+        .wait_for_line("not reloaded, the previous tokens stay", PATIENCE)
+        .expect("the group's tokens are refused");
+    assert!(
+        line.contains("principal 'oncall' is a Group in the snapshot"),
+        "{line}"
+    );
+    // Neither the old token (now a group's) nor the refused new one works.
+    for token in ["old", "new"] {
+        assert_eq!(
+            list_with(server.admin, token).await.unwrap_err().code(),
+            Code::Unauthenticated,
+            "{token}"
+        );
+    }
+}
