@@ -665,6 +665,8 @@ fn listen_addresses_may_be_host_names() {
     );
     let e = parse_error(&["--health-listen", "localhost:http2"]);
     assert!(e.contains("'http2' is not a port number"), "{e}");
+    let e = parse_error(&["--idle-timeout", "0s"]);
+    assert!(e.contains("'0s' must be longer than zero"), "{e}");
     let e = parse_error(&["--admin-listen", "no-such-host.invalid:50052"]);
     assert!(
         e.contains("cannot resolve 'no-such-host.invalid'")

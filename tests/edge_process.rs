@@ -408,7 +408,11 @@ async fn a_new_snapshot_rereads_the_tokens_and_a_group_token_is_never_honoured()
         "snapshot.yaml",
         &ELEVATION
             .replacen("revision: elevation-1", "revision: elevation-2", 1)
-            .replacen("- { id: oncall, type: User }", "- { id: oncall, type: Group }", 1),
+            .replacen(
+                "- { id: oncall, type: User }",
+                "- { id: oncall, type: Group }",
+                1,
+            ),
     );
     admin_tokens(&[("new", "oncall")]);
     assert_eq!(reload("old").await.unwrap(), ReloadOutcome::Reloaded);

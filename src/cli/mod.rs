@@ -106,17 +106,17 @@ pub struct ServeArgs {
     pub max_health_connections: u32,
     /// How long a client has to complete the TLS handshake, or to send its
     /// first bytes on a plaintext listener.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     pub handshake_timeout: std::time::Duration,
     /// Close a connection that has had no call in flight for this long
     /// (clients reconnect when they need to).
-    #[arg(long, default_value = "5m", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
     pub idle_timeout: std::time::Duration,
     /// Send an HTTP/2 PING after this much silence on a connection…
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
     pub keepalive_interval: std::time::Duration,
     /// …and close the connection when its answer takes longer than this.
-    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
+    #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
     pub keepalive_timeout: std::time::Duration,
     /// Append the audit trail (elevations, grants, sampled decisions) to
     /// this file as JSON lines.
@@ -423,6 +423,14 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| {
         format!("'{host}' has no address: give an IP address instead, e.g. 127.0.0.1:{port}")
     })
+}
+
+/// A duration that must be longer than zero (a timeout or an interval).
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_arg(text)? {
+        d if d.is_zero() => Err(format!("'{text}' must be longer than zero")),
+        d => Ok(d),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

@@ -445,7 +445,9 @@ pub async fn serve(
             let first_bytes = tokio::time::sleep(settings.handshake_timeout);
             tokio::pin!(first_bytes);
             let mut waiting_first = !heard;
-            let mut idle = tokio::time::interval(settings.idle_timeout);
+            // (An interval of zero would panic; the flags refuse it.)
+            let mut idle =
+                tokio::time::interval(settings.idle_timeout.max(Duration::from_millis(1)));
             idle.tick().await;
             let mut seen = state.started.load(Ordering::Relaxed);
             let close_by = tokio::time::sleep(Duration::from_secs(u32::MAX.into()));
