@@ -265,3 +265,45 @@ async fn with_an_authorizer_client_ca_every_authorizer_client_needs_a_certificat
     );
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tls_client_that_never_finishes_its_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let pki = pki();
+    let engine = Arc::new(Engine::new(
+        rampart::snapshot::load_str(RULES, "tls").unwrap(),
+    ));
+    let broker = Broker::start(engine, Store::in_memory().unwrap()).unwrap();
+    let mut connections = rampart::server::ConnectionSettings::default();
+    connections.handshake_timeout = std::time::Duration::from_millis(300);
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        health_listen: None,
+        tokens: Tokens::default(),
+        insecure: false,
+        audit: None,
+        audit_decisions_sample: 0.0,
+        uds: None,
+        ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections,
+        caps: Default::default(),
+        tls: Some(TlsFiles {
+            cert_pem: pki.server.0.clone().into_bytes(),
+            key_pem: pki.server.1.clone().into_bytes(),
+            ..Default::default()
+        }),
+    };
+    let running = server::start(config, broker, None).await.unwrap();
+    for addr in [running.authorizer_addr, running.admin_addr] {
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        // Closed by the server (EOF or reset), without a byte sent.
+        let read = tokio::time::timeout(std::time::Duration::from_secs(60), silent.read(&mut byte))
+            .await
+            .expect("the server closes a silent TLS client");
+        assert!(matches!(read, Ok(0) | Err(_)), "{addr}: {read:?}");
+    }
+    running.shutdown().await.unwrap();
+}
