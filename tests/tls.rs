@@ -274,8 +274,10 @@ async fn a_tls_client_that_never_finishes_its_handshake_is_closed() {
         rampart::snapshot::load_str(RULES, "tls").unwrap(),
     ));
     let broker = Broker::start(engine, Store::in_memory().unwrap()).unwrap();
-    let mut connections = rampart::server::ConnectionSettings::default();
-    connections.handshake_timeout = std::time::Duration::from_millis(300);
+    let connections = rampart::server::ConnectionSettings {
+        handshake_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
