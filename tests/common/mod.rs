@@ -96,8 +96,9 @@ impl TestServer {
         let resources = Resources {
             snapshot,
             snapshot_file: None,
-            store,
+            store: Box::new(store),
             state_dir: None,
+            state_db: None,
             tokens: Tokens::from_plain(&borrowed),
             audit_log: audit.as_ref().map(|(log, _)| log.clone()),
             tls: None,

@@ -27,6 +27,16 @@ impl Bucket {
         }
     }
 
+    /// A bucket as stored: its tokens at `at`.
+    pub fn from_parts(tokens: f64, at: SystemTime) -> Bucket {
+        Bucket { tokens, at }
+    }
+
+    /// The tokens and when they were counted, to store.
+    pub fn parts(&self) -> (f64, SystemTime) {
+        (self.tokens, self.at)
+    }
+
     /// The bucket refilled up to `now`.
     fn refilled(self, per_minute: u32, now: SystemTime) -> Bucket {
         let elapsed = now.duration_since(self.at).unwrap_or_default();
