@@ -54,7 +54,10 @@ impl TestServer {
         TestServer::start_with_store(snapshot_yaml, Store::in_memory().expect("store")).await
     }
 
-    pub async fn start_with_store(snapshot_yaml: &str, store: Store) -> TestServer {
+    pub async fn start_with_store(
+        snapshot_yaml: &str,
+        store: impl rampart::elevation::StateStore + 'static,
+    ) -> TestServer {
         TestServer::start_full(snapshot_yaml, store, None).await
     }
 
@@ -62,7 +65,7 @@ impl TestServer {
     /// given snapshot text and store, with a token per principal.
     pub async fn start_full(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
     ) -> TestServer {
         TestServer::start_with_limits(snapshot_yaml, store, audit, Default::default()).await
@@ -71,7 +74,7 @@ impl TestServer {
     /// [`TestServer::start_full`] with the broker's limits.
     pub async fn start_with_limits(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
         limits: rampart::elevation::Limits,
     ) -> TestServer {

@@ -245,9 +245,25 @@ fn unavailable(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// An error with its causes ("error performing TLS handshake: invalid
+/// peer certificate: UnknownIssuer").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn db_error(e: tokio_postgres::Error) -> StoreError {
     if unavailable(&e) {
-        StoreError::Unavailable(e.to_string())
+        StoreError::Unavailable(with_causes(&e))
     } else {
         let text = match e.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
@@ -267,7 +283,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> StoreError {
         match e {
             deadpool_postgres::PoolError::Backend(e) => db_error(e),
-            other => StoreError::Unavailable(other.to_string()),
+            other => StoreError::Unavailable(with_causes(&other)),
         }
     }
 }
