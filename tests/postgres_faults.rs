@@ -1,0 +1,437 @@
+//! A fleet when things break: PostgreSQL stopped and started again under a
+//! loop of approvals, and a replica killed with SIGKILL in the middle of
+//! one. While the database is away Authorize answers from the snapshot and
+//! the grants already known, new elevations and approvals fail with
+//! UNAVAILABLE saying why, and everything resumes without a restart once it
+//! is back; nothing acknowledged is lost and no grant is duplicated.
+//!
+//! These tests stop the shared test server (`RAMPART_TEST_POSTGRES_CTL`),
+//! so they run one at a time, in a test binary of their own.
+
+mod common;
+#[path = "common/postgres.rs"]
+mod postgres;
+#[path = "common/process.rs"]
+mod process;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{authed, token, ADMIN_TOKEN};
+use postgres::{eventually, test_db, TestDb};
+use process::ServerProcess;
+use rampart::elevation::{
+    Approval, Broker, Elevation, ElevationError, ElevationRequest, ElevationState, StoreError,
+};
+use rampart::engine::{Request, Verdict};
+use rampart::proto::{
+    self as pb, approvals_client::ApprovalsClient, authorizer_client::AuthorizerClient,
+    ApproveElevationRequest, AuthorizeRequest,
+};
+use sha2::{Digest, Sha256};
+
+const FIXTURE: &str = include_str!("fixtures/elevation.yaml");
+const RG: &str = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-app";
+const RESTART: &str = "Microsoft.Compute/virtualMachines/restart/action";
+const NO_ATTRIBUTES: &[(&str, &str)] = &[];
+
+/// One fault test at a time: they stop the server the others use.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn snapshot() -> String {
+    FIXTURE.replace(
+        "      # Never applied: the agent is in Review mode.\n",
+        "      maxRequestsPerMinute: 10000\n",
+    )
+}
+
+fn vm(name: &str) -> String {
+    format!("{RG}/providers/Microsoft.Compute/virtualMachines/{name}")
+}
+
+fn ask(scope: &str, wait: Duration) -> ElevationRequest<'_> {
+    ElevationRequest {
+        principal_id: "agent-r",
+        action: RESTART,
+        scope,
+        data_action: false,
+        justification: "restart the stuck VM",
+        requested_duration: Some(Duration::from_secs(600)),
+        wait_timeout: Some(wait),
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn authorize(broker: &Broker, scope: &str) -> Verdict {
+    let engine = broker.engine();
+    let req = Request {
+        principal_id: "agent-r",
+        action: RESTART,
+        scope,
+        data_action: false,
+        attributes: &NO_ATTRIBUTES,
+        explain: false,
+        dry_run: false,
+    };
+    engine
+        .current()
+        .decide_with(&req, Some(&engine.grants))
+        .map(|d| d.verdict)
+        .unwrap_or(Verdict::Deny)
+}
+
+fn approval() -> Approval<'static> {
+    Approval {
+        duration: None,
+        max_uses: 0,
+        comment: None,
+    }
+}
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `pg_ctl` on the test server, or `None` when the tests cannot control it.
+fn pg_ctl() -> Option<String> {
+    match std::env::var("RAMPART_TEST_POSTGRES_CTL") {
+        Ok(ctl) => Some(ctl),
+        Err(_) => {
+            eprintln!("skipped: RAMPART_TEST_POSTGRES_CTL is not set (.ci/postgres.sh sets it)");
+            None
+        }
+    }
+}
+
+fn server(ctl: &str, action: &str) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("{ctl} {action} >/dev/null")])
+        .status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "pg_ctl {action}: {status:?}"
+    );
+}
+
+/// Whether a failure is the database being away, said as such.
+fn unavailable(e: &ElevationError) -> bool {
+    matches!(e, ElevationError::Store(StoreError::Unavailable(_)))
+        && e.to_string().contains("the state database is unreachable")
+}
+
+/// How many rows `sql` counts.
+fn count(db: &TestDb, sql: &str) -> i64 {
+    db.query_text(&format!("SELECT ({sql})::text"))
+        .parse()
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_no_grant() {
+    let Some(db) = test_db() else { return };
+    let Some(ctl) = pg_ctl() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let yaml = snapshot();
+    let (a, b) = (db.replica(&yaml), db.replica(&yaml));
+
+    // A grant both replicas know before anything breaks.
+    let known = vm("known");
+    let caller = {
+        let a = a.clone();
+        let known = known.clone();
+        tokio::spawn(async move { a.request(ask(&known, Duration::from_secs(10))).await })
+    };
+    let mut first = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            first = b.pending_elevations().into_iter().find(|e| e.scope == known);
+            first.is_some()
+        })
+        .await
+    );
+    let first = first.unwrap_or_else(|| unreachable!());
+    ok(b.approve("oncall", &first.id, approval()).await);
+    ok(ok(caller.await));
+    assert!(eventually(Duration::from_secs(10), || authorize(&b, &known) == Verdict::Allow).await);
+
+    // Approvals in a loop: filed on A, approved on B, while the server is
+    // stopped and started twice.
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let callers: Arc<Mutex<Vec<Result<Elevation, ElevationError>>>> = Arc::default();
+    let worker = {
+        let (a, b) = (a.clone(), b.clone());
+        let (acknowledged, callers) = (acknowledged.clone(), callers.clone());
+        tokio::spawn(async move {
+            let mut waiting = Vec::new();
+            for i in 0..60 {
+                let scope = vm(&format!("loop-{i}"));
+                let caller = {
+                    let (a, scope) = (a.clone(), scope.clone());
+                    tokio::spawn(async move { a.request(ask(&scope, Duration::from_secs(3))).await })
+                };
+                let mut pending = None;
+                for _ in 0..100 {
+                    pending = b.pending_elevations().into_iter().find(|e| e.scope == scope);
+                    if pending.is_some() || caller.is_finished() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                if let Some(e) = pending {
+                    match b.approve("oncall", &e.id, approval()).await {
+                        Ok(x) => acknowledged.lock().unwrap_or_else(|e| e.into_inner()).push(x.id),
+                        Err(err) => assert!(
+                            unavailable(&err) || matches!(err, ElevationError::AlreadyResolved { .. }),
+                            "an approval fails only for want of the database: {err}"
+                        ),
+                    }
+                }
+                waiting.push(caller);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            for c in waiting {
+                let answer = c.await.unwrap_or_else(|e| panic!("{e}"));
+                callers.lock().unwrap_or_else(|e| e.into_inner()).push(answer);
+            }
+        })
+    };
+
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        server(&ctl, "-m fast stop");
+        // Away: RBAC and the known grant still answer; new work says why
+        // it cannot be done.
+        assert_eq!(authorize(&a, &known), Verdict::Allow);
+        assert_eq!(authorize(&b, &known), Verdict::Allow);
+        let refused = a.request(ask(&vm("while-down"), Duration::from_secs(1))).await;
+        assert!(
+            refused.as_ref().is_err_and(unavailable),
+            "a new elevation while the database is away: {refused:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        server(&ctl, "-w start");
+    }
+    ok(worker.await);
+
+    // Resumed without a restart: a new approval goes through.
+    let scope = vm("after");
+    let mut done = false;
+    for _ in 0..60 {
+        let caller = {
+            let (a, scope) = (a.clone(), scope.clone());
+            tokio::spawn(async move { a.request(ask(&scope, Duration::from_secs(5))).await })
+        };
+        let mut pending = None;
+        let _ = eventually(Duration::from_secs(3), || {
+            pending = b.pending_elevations().into_iter().find(|e| e.scope == scope);
+            pending.is_some() || caller.is_finished()
+        })
+        .await;
+        if let Some(e) = pending {
+            if b.approve("oncall", &e.id, approval()).await.is_ok()
+                && ok(caller.await).is_ok_and(|x| x.state == ElevationState::Approved)
+            {
+                done = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(done, "approvals work again once the database is back");
+    assert!(eventually(Duration::from_secs(10), || authorize(&a, &scope) == Verdict::Allow).await);
+
+    // Every acknowledged approval is stored once, with one grant; no
+    // grant belongs to anything but an approval.
+    let acknowledged = acknowledged.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(!acknowledged.is_empty(), "some approvals went through");
+    for id in &acknowledged {
+        assert_eq!(
+            count(&db, &format!("SELECT count(*) FROM elevations WHERE id = '{id}' AND state = 'APPROVED'")),
+            1,
+            "acknowledged approval {id}"
+        );
+        assert_eq!(
+            count(&db, &format!("SELECT count(*) FROM grants WHERE elevation_id = '{id}'")),
+            1,
+            "the grant of {id}"
+        );
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM grants g JOIN elevations e ON e.id = g.elevation_id WHERE e.state <> 'APPROVED'"),
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM (SELECT elevation_id FROM grants GROUP BY 1 HAVING count(*) > 1) d"),
+        0
+    );
+    // Callers got an answer or UNAVAILABLE; an APPROVED answer is stored.
+    let callers = std::mem::take(&mut *callers.lock().unwrap_or_else(|e| e.into_inner()));
+    let approved_ids: HashSet<String> = callers
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .filter(|e| e.state == ElevationState::Approved)
+        .map(|e| e.id.clone())
+        .collect();
+    for c in &callers {
+        if let Err(e) = c {
+            assert!(unavailable(e), "a caller's error is the database being away: {e}");
+        }
+    }
+    for id in &approved_ids {
+        assert_eq!(
+            count(&db, &format!("SELECT count(*) FROM elevations WHERE id = '{id}' AND state = 'APPROVED'")),
+            1
+        );
+    }
+    // And both replicas hold every active grant.
+    let active = count(&db, "SELECT count(*) FROM grants WHERE state = 'ACTIVE'");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            a.live().1 as i64 == active && b.live().1 as i64 == active
+        })
+        .await,
+        "both replicas hold the {active} active grants"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_a_replica_mid_approval_leaves_one_resolution_or_none() {
+    let Some(db) = test_db() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = ok(tempfile::tempdir());
+    let snapshot = dir.path().join("snapshot.yaml");
+    ok(std::fs::write(&snapshot, self::snapshot()));
+    let hash = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+    let tokens = dir.path().join("tokens.yaml");
+    ok(std::fs::write(
+        &tokens,
+        format!(
+            "- {{sha256: {}, principal: admin, admin: true}}\n- {{sha256: {}, principal: oncall}}\n",
+            hash(ADMIN_TOKEN),
+            hash(&token("oncall"))
+        ),
+    ));
+    let args = [
+        "--snapshot",
+        snapshot.to_str().unwrap_or_default(),
+        "--tokens",
+        tokens.to_str().unwrap_or_default(),
+        "--state-db",
+        &db.url,
+        "--watch",
+        "false",
+    ];
+    let b = db.replica(&self::snapshot());
+    for round in 0..6u64 {
+        // The agent waits on B; the approval goes to A, which dies in the
+        // middle of it.
+        let a = ServerProcess::start(&args);
+        let scope = vm(&format!("kill-{round}"));
+        let caller = {
+            let (b, scope) = (b.clone(), scope.clone());
+            tokio::spawn(async move { b.request(ask(&scope, Duration::from_secs(20))).await })
+        };
+        let mut approvals = ok(ApprovalsClient::connect(format!("http://{}", a.admin)).await);
+        let mut pending = None;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                pending = b.pending_elevations().into_iter().find(|e| e.scope == scope);
+                pending.is_some()
+            })
+            .await
+        );
+        let id = pending.map(|e| e.id).unwrap_or_default();
+        let approving = {
+            let id = id.clone();
+            tokio::spawn(async move {
+                approvals
+                    .approve_elevation(authed(
+                        ApproveElevationRequest {
+                            id,
+                            ..Default::default()
+                        },
+                        &token("oncall"),
+                    ))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(round * 700)).await;
+        a.kill9();
+        let told = approving.await.ok().and_then(|r| r.ok()).is_some();
+
+        // One resolution or none: approved (with one grant) or still
+        // pending, never half of it.
+        let state = db.query_text(&format!("SELECT state FROM elevations WHERE id = '{id}'"));
+        let grants = count(&db, &format!("SELECT count(*) FROM grants WHERE elevation_id = '{id}'"));
+        match state.as_str() {
+            "APPROVED" => assert_eq!(grants, 1, "round {round}"),
+            "PENDING" => {
+                assert!(!told, "round {round}: an acknowledged approval is stored");
+                assert_eq!(grants, 0, "round {round}");
+                // The survivor approves it instead.
+                ok(b.approve("oncall", &id, approval()).await);
+            }
+            other => panic!("round {round}: {other}"),
+        }
+        let answer = ok(ok(caller.await));
+        assert_eq!(answer.state, ElevationState::Approved, "round {round}");
+        assert_eq!(authorize(&b, &scope), Verdict::Allow, "round {round}");
+    }
+
+    // A replica started on the same database honours what the fleet
+    // approved while it was dead.
+    let again = ServerProcess::start(&args);
+    let mut authorizer = ok(AuthorizerClient::connect(format!("http://{}", again.authorizer)).await);
+    for round in 0..6 {
+        let answer = ok(authorizer
+            .authorize(AuthorizeRequest {
+                principal_id: "agent-r".into(),
+                action: RESTART.into(),
+                scope: vm(&format!("kill-{round}")),
+                ..Default::default()
+            })
+            .await)
+        .into_inner();
+        assert_eq!(answer.decision, pb::Decision::Allow as i32, "round {round}");
+    }
+    again.kill9();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM (SELECT elevation_id FROM grants GROUP BY 1 HAVING count(*) > 1) d"),
+        0
+    );
+}
+
+#[test]
+fn state_db_and_state_dir_are_one_or_the_other() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "serve",
+            "--state-dir",
+            "/tmp/x",
+            "--state-db",
+            "postgres://rampart@db/rampart",
+        ])
+        .output();
+    let out = ok(out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--state-db") && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+
+    // From the environment (a Kubernetes Secret) too, and a bad URL is
+    // named with the fix.
+    let out = ok(std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["serve"])
+        .env("RAMPART_STATE_DB", "mysql://nope")
+        .output());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--state-db") && stderr.contains("postgres://USER:PASSWORD@HOST"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nope@"), "{stderr}");
+}
