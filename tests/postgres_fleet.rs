@@ -685,3 +685,90 @@ fn tls_require_encrypts_and_verify_full_refuses_an_unknown_certificate() {
         "{refused:?}"
     );
 }
+
+/// Two daemons serving gRPC on one database, as two pods would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_daemons_on_one_database_share_one_approval_queue_over_grpc() {
+    use common::{authed, token, TestServer};
+    use rampart::proto::{
+        self as pb, ApproveElevationRequest, ListElevationsRequest, ListGrantsRequest,
+        RequestElevationRequest, WatchElevationsRequest,
+    };
+    let Some(db) = test_db() else { return };
+    let yaml = snapshot();
+    let a = TestServer::start_with_store(&yaml, db.store()).await;
+    let b = TestServer::start_with_store(&yaml, db.store()).await;
+    let mut watch = ok(b
+        .approvals
+        .clone()
+        .watch_elevations(authed(WatchElevationsRequest {}, &token("oncall")))
+        .await)
+    .into_inner();
+    let scope = vm("grpc");
+    let caller = {
+        let mut authorizer = a.authorizer.clone();
+        let scope = scope.clone();
+        tokio::spawn(async move {
+            authorizer
+                .request_elevation(RequestElevationRequest {
+                    principal_id: "agent-r".into(),
+                    action: RESTART.into(),
+                    scope,
+                    justification: "over grpc".into(),
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    // B's watcher sees A's elevation.
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(event)) = watch.message().await {
+            if let Some(e) = event.elevation.filter(|e| e.scope == scope) {
+                return Some(e.id);
+            }
+        }
+        None
+    })
+    .await;
+    let id = seen.ok().flatten().unwrap_or_else(|| panic!("B's watcher sees A's elevation"));
+    // Listed on B for those who may see it, not for those who may not.
+    let list = |who: &str| {
+        let mut approvals = b.approvals.clone();
+        let who = token(who);
+        async move {
+            approvals
+                .list_elevations(authed(ListElevationsRequest::default(), &who))
+                .await
+                .map(|r| r.into_inner().elevations.into_iter().map(|e| e.id).collect::<Vec<_>>())
+        }
+    };
+    assert!(ok(list("oncall").await).contains(&id));
+    assert!(!ok(list("outsider").await).contains(&id), "rule (a) still filters");
+
+    ok(b.approvals
+        .clone()
+        .approve_elevation(authed(
+            ApproveElevationRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &token("oncall"),
+        ))
+        .await);
+    let answer = ok(ok(caller.await)).into_inner();
+    assert_eq!(answer.state, pb::ElevationState::Approved as i32);
+    for server in [&a, &b] {
+        let r = server.authorize("agent-r", RESTART, &scope, false).await;
+        assert_eq!(r.decision, pb::Decision::Allow as i32);
+    }
+    let grants = ok(a
+        .approvals
+        .clone()
+        .list_grants(authed(ListGrantsRequest::default(), &token("oncall")))
+        .await)
+    .into_inner()
+    .grants;
+    assert!(grants.iter().any(|g| g.elevation_id == id));
+    a.stop().await;
+    b.stop().await;
+}
