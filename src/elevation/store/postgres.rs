@@ -650,33 +650,44 @@ impl PgStore {
 }
 
 /// Listens on [`CHANNEL`] and wakes `changed` on every notification and
-/// after every (re)connection, reconnecting with backoff for as long as
-/// the runtime runs. Notifications sent while the connection is down are
-/// lost: the wake-up after reconnecting makes the broker re-read by
-/// sequence, which loses nothing.
+/// after every (re)connection, reconnecting for as long as the runtime
+/// runs: soon after a connection that was listening, with a growing wait
+/// (up to 5s) while the database cannot be reached. Notifications sent
+/// while the connection is down are lost: the wake-up after reconnecting
+/// makes the broker re-read by sequence, which loses nothing.
 async fn listen(config: DbConfig, changed: Arc<tokio::sync::Notify>) {
-    let mut backoff = Duration::from_millis(100);
+    const FIRST_WAIT: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST_WAIT;
     loop {
         let ended = match &config.tls {
             DbTls::Off => listen_once(&config, tokio_postgres::NoTls, &changed).await,
             DbTls::Rustls(connect, _) => listen_once(&config, connect.clone(), &changed).await,
         };
-        match ended {
-            Ok(()) => backoff = Duration::from_millis(100),
+        let failed = match ended {
+            // It was listening: try again soon, from the shortest wait.
+            Ok(()) => {
+                backoff = FIRST_WAIT;
+                false
+            }
             Err(e) => {
                 tracing::warn!(
                     "the state database is unreachable: {e}; listening again in {}ms",
                     backoff.as_millis()
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                true
             }
+        };
+        tokio::time::sleep(backoff).await;
+        if failed {
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         // Whatever ended the connection, catch up once it is back.
         changed.notify_one();
     }
 }
 
+/// One listening connection, until it ends: `Ok` once it was listening,
+/// an error when it could not connect or `LISTEN`.
 async fn listen_once<T>(
     config: &DbConfig,
     tls: T,
@@ -707,9 +718,9 @@ where
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     drop(client);
-    ended.and(Err(StoreError::Unavailable(
-        "the connection closed".into(),
-    )))
+    let why = ended.err().map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
+    tracing::warn!("the state database's notifications stopped ({why}); listening again");
+    Ok(())
 }
 
 fn elevation_key(e: &Elevation) -> Cursor {
