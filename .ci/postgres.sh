@@ -7,6 +7,8 @@
 #   RAMPART_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres
 #   RAMPART_TEST_POSTGRES_CTL="pg_ctl -D DATA" (as the postgres user; the
 #     restart tests stop and start the server with it)
+#   RAMPART_TEST_POSTGRES_CA=the CA that signed the server's certificate
+#     (for 127.0.0.1), when openssl is at hand
 # The cluster is stopped when the sourcing shell exits (an EXIT trap), or
 # with `rampart_postgres_stop`.
 #
@@ -15,6 +17,9 @@
 rampart_postgres_start() {
   local bin
   bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  if [ -z "$bin" ] && command -v initdb >/dev/null; then
+    bin="$(dirname "$(readlink -f "$(command -v initdb)")")"
+  fi
   if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql >/dev/null
@@ -33,12 +38,27 @@ rampart_postgres_start() {
     cat "$dir/initdb.log" >&2
     return 1
   }
-  # A self-signed certificate, so the tests can connect with sslmode=require.
+  # TLS: a throwaway CA and a certificate for 127.0.0.1 signed by it, so
+  # the tests can connect with sslmode=require, verify-ca and verify-full.
   if command -v openssl >/dev/null; then
-    "${as_pg[@]}" openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
-      -keyout "$dir/data/server.key" -out "$dir/data/server.crt" >/dev/null 2>&1 &&
-      "${as_pg[@]}" chmod 0600 "$dir/data/server.key" &&
+    if (
+      cd "$dir" &&
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=rampart test CA" \
+          -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+          -keyout ca.key -out ca.crt &&
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout data/server.key -out server.csr &&
+        printf "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n" >server.ext &&
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+          -extfile server.ext -out data/server.crt &&
+        chmod 0600 data/server.key ca.key &&
+        chmod 0644 ca.crt
+    ) >"$dir/openssl.log" 2>&1; then
+      [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir/data/server.key" "$dir/data/server.crt"
       printf "ssl = on\n" >>"$dir/data/postgresql.conf"
+      export RAMPART_TEST_POSTGRES_CA="$dir/ca.crt"
+    else
+      cat "$dir/openssl.log" >&2
+    fi
   fi
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   cat >>"$dir/data/postgresql.conf" <<CONF
@@ -64,7 +84,7 @@ rampart_postgres_stop() {
   [ -n "${RAMPART_TEST_POSTGRES_CTL:-}" ] || return 0
   $RAMPART_TEST_POSTGRES_CTL -m immediate stop >/dev/null 2>&1 || true
   rm -rf "${RAMPART_TEST_POSTGRES_DIR:?}"
-  unset RAMPART_TEST_POSTGRES RAMPART_TEST_POSTGRES_CTL RAMPART_TEST_POSTGRES_DIR
+  unset RAMPART_TEST_POSTGRES RAMPART_TEST_POSTGRES_CTL RAMPART_TEST_POSTGRES_DIR RAMPART_TEST_POSTGRES_CA
 }
 
 if [ -z "${RAMPART_TEST_POSTGRES:-}" ]; then

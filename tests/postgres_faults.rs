@@ -402,6 +402,53 @@ async fn sigkill_of_a_replica_mid_approval_leaves_one_resolution_or_none() {
     );
 }
 
+/// The URL from the environment, as a Kubernetes Secret hands it over:
+/// the daemon creates its schema in that database and files elevations
+/// there; the password is never written to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_database_may_be_named_by_the_environment() {
+    use rampart::proto::RequestElevationRequest;
+    let Some(db) = test_db() else { return };
+    let dir = ok(tempfile::tempdir());
+    let snapshot = dir.path().join("snapshot.yaml");
+    ok(std::fs::write(&snapshot, self::snapshot()));
+    // The test server trusts local connections: any password is accepted.
+    let url = db.url.replacen("postgres@", "postgres:hunter2-secret@", 1);
+    assert_ne!(url, db.url);
+    let daemon = ServerProcess::start_with_env(
+        &[("RAMPART_STATE_DB", &url)],
+        &["--snapshot", snapshot.to_str().unwrap_or_default(), "--watch", "false"],
+    );
+    assert_eq!(
+        db.query_text("SELECT max(version)::text FROM rampart_schema_migrations"),
+        rampart::elevation::store::postgres::PG_SCHEMA_VERSION.to_string()
+    );
+    let mut authorizer = ok(AuthorizerClient::connect(format!("http://{}", daemon.authorizer)).await);
+    let caller = tokio::spawn(async move {
+        authorizer
+            .request_elevation(RequestElevationRequest {
+                principal_id: "agent-r".into(),
+                action: RESTART.into(),
+                scope: vm("from-env"),
+                justification: "restart the stuck VM".into(),
+                ..Default::default()
+            })
+            .await
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            count(&db, "SELECT count(*) FROM elevations WHERE state = 'PENDING'") == 1
+        })
+        .await,
+        "the elevation is stored in the database the environment named"
+    );
+    caller.abort();
+    let log = daemon.log();
+    daemon.kill9();
+    assert!(log.contains("state shared through PostgreSQL"), "{log}");
+    assert!(!log.contains("hunter2-secret"), "the password stays out of the log: {log}");
+}
+
 #[test]
 fn state_db_and_state_dir_are_one_or_the_other() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
@@ -434,4 +481,148 @@ fn state_db_and_state_dir_are_one_or_the_other() {
         "{stderr}"
     );
     assert!(!stderr.contains("nope@"), "{stderr}");
+}
+
+/// Over gRPC, as an agent and an approver see it: with the database away
+/// the daemon keeps answering Authorize (RBAC and the grants it knows),
+/// files nothing and approves nothing, saying UNAVAILABLE and why; once
+/// the database is back the same daemon, not restarted, works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_says_unavailable_and_why_while_the_database_is_away_then_resumes() {
+    use common::TestServer;
+    use rampart::proto::RequestElevationRequest;
+    let Some(db) = test_db() else { return };
+    let Some(ctl) = pg_ctl() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let daemon = TestServer::start_with_store(&snapshot(), db.store()).await;
+    let file = |scope: String, wait: i64| {
+        let mut authorizer = daemon.authorizer.clone();
+        async move {
+            authorizer
+                .request_elevation(RequestElevationRequest {
+                    principal_id: "agent-r".into(),
+                    action: RESTART.into(),
+                    scope,
+                    justification: "restart the stuck VM".into(),
+                    wait_timeout: Some(prost_types::Duration {
+                        seconds: wait,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                })
+                .await
+        }
+    };
+    let approve = |id: String| {
+        let mut approvals = daemon.approvals.clone();
+        async move {
+            approvals
+                .approve_elevation(authed(
+                    ApproveElevationRequest {
+                        id,
+                        ..Default::default()
+                    },
+                    &token("oncall"),
+                ))
+                .await
+        }
+    };
+
+    // A grant known before the database goes, and an elevation left
+    // pending.
+    let known = vm("known");
+    let caller = tokio::spawn(file(known.clone(), 30));
+    let mut pending = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            pending = daemon.broker.pending_elevations().into_iter().find(|e| e.scope == known);
+            pending.is_some()
+        })
+        .await
+    );
+    ok(approve(pending.map(|e| e.id).unwrap_or_default()).await);
+    ok(ok(caller.await));
+    let left = vm("left-pending");
+    let _left_caller = tokio::spawn(file(left.clone(), 60));
+    let mut left_pending = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            left_pending = daemon.broker.pending_elevations().into_iter().find(|e| e.scope == left);
+            left_pending.is_some()
+        })
+        .await
+    );
+    let left_id = left_pending.map(|e| e.id).unwrap_or_default();
+
+    server(&ctl, "-m fast stop");
+    let restarted = Restart(ctl.clone());
+
+    // Authorize answers: RBAC from the snapshot, the known grant, and a
+    // plain DENY where neither gives the right.
+    let rbac = daemon.authorize("oncall", RESTART, &vm("any"), false).await;
+    assert_eq!(rbac.decision, pb::Decision::Allow as i32, "RBAC from the snapshot");
+    let granted = daemon.authorize("agent-r", RESTART, &known, false).await;
+    assert_eq!(granted.decision, pb::Decision::Allow as i32, "a grant already known");
+    let other = daemon.authorize("agent-r", RESTART, &vm("other"), false).await;
+    assert_ne!(other.decision, pb::Decision::Allow as i32);
+
+    // New elevations and approvals: UNAVAILABLE, saying why.
+    let refused = file(vm("while-down"), 5).await;
+    let status = refused.err().unwrap_or_else(|| panic!("filed while the database is away"));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("state database is unreachable"), "{status:?}");
+    let refused = approve(left_id.clone()).await;
+    let status = refused.err().unwrap_or_else(|| panic!("approved while the database is away"));
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("state database is unreachable"), "{status:?}");
+
+    // Back, with the same daemon: the elevation left pending is approved
+    // and a new one is filed and approved.
+    drop(restarted);
+    let mut approved = None;
+    for _ in 0..100 {
+        match approve(left_id.clone()).await {
+            Ok(r) => {
+                approved = Some(r.into_inner());
+                break;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let approved = approved.unwrap_or_else(|| panic!("approvals work again once the database is back"));
+    assert_eq!(approved.state, pb::ElevationState::Approved as i32);
+    let after = vm("after");
+    let caller = tokio::spawn(file(after.clone(), 30));
+    let mut pending = None;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            pending = daemon.broker.pending_elevations().into_iter().find(|e| e.scope == after);
+            pending.is_some()
+        })
+        .await,
+        "elevations are filed again once the database is back"
+    );
+    ok(approve(pending.map(|e| e.id).unwrap_or_default()).await);
+    assert_eq!(
+        ok(ok(caller.await)).into_inner().state,
+        pb::ElevationState::Approved as i32
+    );
+    let granted = daemon.authorize("agent-r", RESTART, &after, false).await;
+    assert_eq!(granted.decision, pb::Decision::Allow as i32);
+    daemon.stop().await;
+}
+
+/// Starts the server again when dropped, so a failing assertion does not
+/// leave the other tests without it.
+struct Restart(String);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &format!("{} -w start >/dev/null", self.0)])
+            .status();
+    }
 }

@@ -9,6 +9,8 @@
 //! skipped and passes.
 
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
 #[path = "common/postgres.rs"]
 mod postgres;
 
@@ -684,6 +686,119 @@ fn tls_require_encrypts_and_verify_full_refuses_an_unknown_certificate() {
         refused.as_deref().is_some_and(|e| e.contains("unreachable") && e.to_lowercase().contains("certificate")),
         "{refused:?}"
     );
+}
+
+/// With the CA that signed the server's certificate (`sslrootcert` or
+/// `--state-db-ca`), `verify-full` connects to the name in the certificate
+/// and refuses any other; `verify-ca` checks only the chain.
+#[test]
+fn verify_full_with_the_servers_ca_connects_and_checks_the_name() {
+    let Some(db) = test_db() else { return };
+    let Ok(ca) = std::env::var("RAMPART_TEST_POSTGRES_CA") else {
+        eprintln!("skipped: RAMPART_TEST_POSTGRES_CA is not set (.ci/postgres.sh makes a CA with openssl)");
+        return;
+    };
+    let pem = ok(std::fs::read(&ca));
+    let open = |url: String, pem: Option<Vec<u8>>| {
+        let config = rampart::elevation::DbConfig::parse(&url, pem).unwrap_or_else(|e| panic!("{e}"));
+        PgStore::open(&config).map(|_| ()).map_err(|e| e.to_string())
+    };
+    // The certificate names 127.0.0.1.
+    ok(open(format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url), None));
+    ok(open(format!("{}?sslmode=verify-full", db.url), Some(pem.clone())));
+    // Reached as "localhost": the chain is good, the name is not.
+    let localhost = db.url.replacen("127.0.0.1", "localhost", 1);
+    assert_ne!(localhost, db.url);
+    let refused = open(format!("{localhost}?sslmode=verify-full"), Some(pem.clone()));
+    assert!(
+        refused.as_ref().is_err_and(|e| e.to_lowercase().contains("certificate")),
+        "{refused:?}"
+    );
+    ok(open(format!("{localhost}?sslmode=verify-ca"), Some(pem)));
+    // Another CA's word is not taken.
+    let other = pki::Pki::new().ca_pem.into_bytes();
+    let refused = open(format!("{}?sslmode=verify-ca", db.url), Some(other));
+    assert!(
+        refused.as_ref().is_err_and(|e| e.to_lowercase().contains("certificate")),
+        "{refused:?}"
+    );
+}
+
+/// Notifications sent while a replica's listening connection is down are
+/// lost: the replica catches up by re-reading everything after the last
+/// sequence it saw, so it misses nothing the fleet did meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_whose_listening_connection_is_cut_catches_up_by_sequence() {
+    let Some(db) = test_db() else { return };
+    let (a, b) = (db.replica(&snapshot()), db.replica(&snapshot()));
+    // Cut every listening connection to this test's database, again and
+    // again, while B works.
+    let cutting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cuts = Arc::new(AtomicU32::new(0));
+    let cutter = {
+        let (cutting, cuts, url) = (cutting.clone(), cuts.clone(), db.url.clone());
+        tokio::task::spawn_blocking(move || {
+            while cutting.load(Ordering::Relaxed) {
+                let cut = postgres::query_text_at(
+                    &url,
+                    "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND query ILIKE 'LISTEN%'",
+                );
+                cuts.fetch_add(cut.parse().unwrap_or(0), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // B files and approves its own elevations; nobody waits on A.
+    let mut granted = Vec::new();
+    for i in 0..12 {
+        let scope = vm(&format!("cut-{i}"));
+        let caller = spawn_request(&b, "agent-r", scope.clone(), Duration::from_secs(30));
+        let e = pending_on(&b, &scope).await;
+        let mut approved = None;
+        for _ in 0..50 {
+            // A cut may take one of B's pooled connections with it.
+            match b.approve("oncall", &e.id, approval(0)).await {
+                Ok(x) => {
+                    approved = Some(x);
+                    break;
+                }
+                Err(ElevationError::Store(StoreError::Unavailable(_))) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(approved.is_some(), "B approves {scope}");
+        ok(ok(caller.await));
+        granted.push(scope);
+    }
+    // The last few revoked again.
+    for scope in &granted[9..] {
+        let grant = ok(b.list_grants(&GrantQuery::default(), 1000, ""))
+            .items
+            .into_iter()
+            .find(|g| &g.scope == scope)
+            .unwrap_or_else(|| panic!("the grant of {scope}"));
+        ok(b.revoke("oncall", false, &grant.id, Some("done")));
+    }
+    cutting.store(false, Ordering::Relaxed);
+    ok(cutter.await);
+    assert!(cuts.load(Ordering::Relaxed) > 0, "listening connections were cut");
+
+    // A holds exactly what the fleet did.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            granted[..9].iter().all(|s| authorize(&a, "agent-r", s) == Verdict::Allow)
+                && granted[9..]
+                    .iter()
+                    .all(|s| authorize(&a, "agent-r", s) == Verdict::ApprovalRequired)
+        })
+        .await,
+        "A honours the 9 grants and none of the 3 revoked"
+    );
+    assert_eq!(a.live().1, 9);
 }
 
 /// Two daemons serving gRPC on one database, as two pods would.

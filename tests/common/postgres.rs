@@ -55,13 +55,7 @@ impl TestDb {
 
     /// One value a query returns (as text).
     pub fn query_text(&self, sql: &str) -> String {
-        let (url, text) = (self.url.clone(), sql.to_owned());
-        on_own_runtime(async move {
-            let client = connect(&url).await?;
-            let row = client.query_one(&text, &[]).await.map_err(|e| e.to_string())?;
-            row.try_get::<_, String>(0).map_err(|e| e.to_string())
-        })
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        query_text_at(&self.url, sql)
     }
 
     /// A replica: a broker on its own store of this database, following it
@@ -87,6 +81,17 @@ impl Drop for TestDb {
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
     }
+}
+
+/// One value a query on the database at `url` returns (as text).
+pub fn query_text_at(url: &str, sql: &str) -> String {
+    let (url, text) = (url.to_owned(), sql.to_owned());
+    on_own_runtime(async move {
+        let client = connect(&url).await?;
+        let row = client.query_one(&text, &[]).await.map_err(|e| e.to_string())?;
+        row.try_get::<_, String>(0).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {

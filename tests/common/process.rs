@@ -5,17 +5,27 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct ServerProcess {
     child: Child,
     pub authorizer: SocketAddr,
     pub admin: SocketAddr,
+    /// Everything it wrote to stderr so far.
+    log: Arc<Mutex<String>>,
 }
 
 impl ServerProcess {
     pub fn start(extra: &[&str]) -> ServerProcess {
         ServerProcess::spawn(Command::new(env!("CARGO_BIN_EXE_rampart")), extra)
+    }
+
+    /// Starts the server with these environment variables set.
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rampart"));
+        command.envs(env.iter().copied());
+        ServerProcess::spawn(command, extra)
     }
 
     /// Starts the server under `umask` (through `sh`, so the test process
@@ -47,8 +57,14 @@ impl ServerProcess {
             .expect("start rampart");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<Mutex<String>> = Arc::default();
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
                 let _ = tx.send(line);
             }
         });
@@ -71,6 +87,7 @@ impl ServerProcess {
                     child,
                     authorizer,
                     admin,
+                    log,
                 };
             }
         }
@@ -80,6 +97,11 @@ impl ServerProcess {
 impl ServerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Kills the process with SIGKILL and reaps it: no shutdown, no
