@@ -145,7 +145,10 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
     let mut first = None;
     assert!(
         eventually(Duration::from_secs(10), || {
-            first = b.pending_elevations().into_iter().find(|e| e.scope == known);
+            first = b
+                .pending_elevations()
+                .into_iter()
+                .find(|e| e.scope == known);
             first.is_some()
         })
         .await
@@ -153,7 +156,11 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
     let first = first.unwrap_or_else(|| unreachable!());
     ok(b.approve("oncall", &first.id, approval()).await);
     ok(ok(caller.await));
-    assert!(eventually(Duration::from_secs(10), || authorize(&b, &known) == Verdict::Allow).await);
+    assert!(
+        eventually(Duration::from_secs(10), || authorize(&b, &known)
+            == Verdict::Allow)
+        .await
+    );
 
     // Approvals in a loop: filed on A, approved on B, while the server is
     // stopped and started twice.
@@ -168,11 +175,16 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
                 let scope = vm(&format!("loop-{i}"));
                 let caller = {
                     let (a, scope) = (a.clone(), scope.clone());
-                    tokio::spawn(async move { a.request(ask(&scope, Duration::from_secs(3))).await })
+                    tokio::spawn(
+                        async move { a.request(ask(&scope, Duration::from_secs(3))).await },
+                    )
                 };
                 let mut pending = None;
                 for _ in 0..100 {
-                    pending = b.pending_elevations().into_iter().find(|e| e.scope == scope);
+                    pending = b
+                        .pending_elevations()
+                        .into_iter()
+                        .find(|e| e.scope == scope);
                     if pending.is_some() || caller.is_finished() {
                         break;
                     }
@@ -180,9 +192,13 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
                 }
                 if let Some(e) = pending {
                     match b.approve("oncall", &e.id, approval()).await {
-                        Ok(x) => acknowledged.lock().unwrap_or_else(|e| e.into_inner()).push(x.id),
+                        Ok(x) => acknowledged
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(x.id),
                         Err(err) => assert!(
-                            unavailable(&err) || matches!(err, ElevationError::AlreadyResolved { .. }),
+                            unavailable(&err)
+                                || matches!(err, ElevationError::AlreadyResolved { .. }),
                             "an approval fails only for want of the database: {err}"
                         ),
                     }
@@ -192,7 +208,10 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
             }
             for c in waiting {
                 let answer = c.await.unwrap_or_else(|e| panic!("{e}"));
-                callers.lock().unwrap_or_else(|e| e.into_inner()).push(answer);
+                callers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(answer);
             }
         })
     };
@@ -204,7 +223,9 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
         // it cannot be done.
         assert_eq!(authorize(&a, &known), Verdict::Allow);
         assert_eq!(authorize(&b, &known), Verdict::Allow);
-        let refused = a.request(ask(&vm("while-down"), Duration::from_secs(1))).await;
+        let refused = a
+            .request(ask(&vm("while-down"), Duration::from_secs(1)))
+            .await;
         assert!(
             refused.as_ref().is_err_and(unavailable),
             "a new elevation while the database is away: {refused:?}"
@@ -224,7 +245,10 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
         };
         let mut pending = None;
         let _ = eventually(Duration::from_secs(3), || {
-            pending = b.pending_elevations().into_iter().find(|e| e.scope == scope);
+            pending = b
+                .pending_elevations()
+                .into_iter()
+                .find(|e| e.scope == scope);
             pending.is_some() || caller.is_finished()
         })
         .await;
@@ -239,20 +263,35 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(done, "approvals work again once the database is back");
-    assert!(eventually(Duration::from_secs(10), || authorize(&a, &scope) == Verdict::Allow).await);
+    assert!(
+        eventually(Duration::from_secs(10), || authorize(&a, &scope)
+            == Verdict::Allow)
+        .await
+    );
 
     // Every acknowledged approval is stored once, with one grant; no
     // grant belongs to anything but an approval.
-    let acknowledged = acknowledged.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     assert!(!acknowledged.is_empty(), "some approvals went through");
     for id in &acknowledged {
         assert_eq!(
-            count(&db, &format!("SELECT count(*) FROM elevations WHERE id = '{id}' AND state = 'APPROVED'")),
+            count(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM elevations WHERE id = '{id}' AND state = 'APPROVED'"
+                )
+            ),
             1,
             "acknowledged approval {id}"
         );
         assert_eq!(
-            count(&db, &format!("SELECT count(*) FROM grants WHERE elevation_id = '{id}'")),
+            count(
+                &db,
+                &format!("SELECT count(*) FROM grants WHERE elevation_id = '{id}'")
+            ),
             1,
             "the grant of {id}"
         );
@@ -275,12 +314,20 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
         .collect();
     for c in &callers {
         if let Err(e) = c {
-            assert!(unavailable(e), "a caller's error is the database being away: {e}");
+            assert!(
+                unavailable(e),
+                "a caller's error is the database being away: {e}"
+            );
         }
     }
     for id in &approved_ids {
         assert_eq!(
-            count(&db, &format!("SELECT count(*) FROM elevations WHERE id = '{id}' AND state = 'APPROVED'")),
+            count(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM elevations WHERE id = '{id}' AND state = 'APPROVED'"
+                )
+            ),
             1
         );
     }
@@ -336,7 +383,10 @@ async fn sigkill_of_a_replica_mid_approval_leaves_one_resolution_or_none() {
         let mut pending = None;
         assert!(
             eventually(Duration::from_secs(10), || {
-                pending = b.pending_elevations().into_iter().find(|e| e.scope == scope);
+                pending = b
+                    .pending_elevations()
+                    .into_iter()
+                    .find(|e| e.scope == scope);
                 pending.is_some()
             })
             .await
@@ -363,7 +413,10 @@ async fn sigkill_of_a_replica_mid_approval_leaves_one_resolution_or_none() {
         // One resolution or none: approved (with one grant) or still
         // pending, never half of it.
         let state = db.query_text(&format!("SELECT state FROM elevations WHERE id = '{id}'"));
-        let grants = count(&db, &format!("SELECT count(*) FROM grants WHERE elevation_id = '{id}'"));
+        let grants = count(
+            &db,
+            &format!("SELECT count(*) FROM grants WHERE elevation_id = '{id}'"),
+        );
         match state.as_str() {
             "APPROVED" => assert_eq!(grants, 1, "round {round}"),
             "PENDING" => {
@@ -382,7 +435,8 @@ async fn sigkill_of_a_replica_mid_approval_leaves_one_resolution_or_none() {
     // A replica started on the same database honours what the fleet
     // approved while it was dead.
     let again = ServerProcess::start(&args);
-    let mut authorizer = ok(AuthorizerClient::connect(format!("http://{}", again.authorizer)).await);
+    let mut authorizer =
+        ok(AuthorizerClient::connect(format!("http://{}", again.authorizer)).await);
     for round in 0..6 {
         let answer = ok(authorizer
             .authorize(AuthorizeRequest {
@@ -417,13 +471,19 @@ async fn the_state_database_may_be_named_by_the_environment() {
     assert_ne!(url, db.url);
     let daemon = ServerProcess::start_with_env(
         &[("RAMPART_STATE_DB", &url)],
-        &["--snapshot", snapshot.to_str().unwrap_or_default(), "--watch", "false"],
+        &[
+            "--snapshot",
+            snapshot.to_str().unwrap_or_default(),
+            "--watch",
+            "false",
+        ],
     );
     assert_eq!(
         db.query_text("SELECT max(version)::text FROM rampart_schema_migrations"),
         rampart::elevation::store::postgres::PG_SCHEMA_VERSION.to_string()
     );
-    let mut authorizer = ok(AuthorizerClient::connect(format!("http://{}", daemon.authorizer)).await);
+    let mut authorizer =
+        ok(AuthorizerClient::connect(format!("http://{}", daemon.authorizer)).await);
     let caller = tokio::spawn(async move {
         authorizer
             .request_elevation(RequestElevationRequest {
@@ -437,7 +497,10 @@ async fn the_state_database_may_be_named_by_the_environment() {
     });
     assert!(
         eventually(Duration::from_secs(10), || {
-            count(&db, "SELECT count(*) FROM elevations WHERE state = 'PENDING'") == 1
+            count(
+                &db,
+                "SELECT count(*) FROM elevations WHERE state = 'PENDING'",
+            ) == 1
         })
         .await,
         "the elevation is stored in the database the environment named"
@@ -446,7 +509,10 @@ async fn the_state_database_may_be_named_by_the_environment() {
     let log = daemon.log();
     daemon.kill9();
     assert!(log.contains("state shared through PostgreSQL"), "{log}");
-    assert!(!log.contains("hunter2-secret"), "the password stays out of the log: {log}");
+    assert!(
+        !log.contains("hunter2-secret"),
+        "the password stays out of the log: {log}"
+    );
 }
 
 #[test]
@@ -535,7 +601,11 @@ async fn grpc_says_unavailable_and_why_while_the_database_is_away_then_resumes()
     let mut pending = None;
     assert!(
         eventually(Duration::from_secs(10), || {
-            pending = daemon.broker.pending_elevations().into_iter().find(|e| e.scope == known);
+            pending = daemon
+                .broker
+                .pending_elevations()
+                .into_iter()
+                .find(|e| e.scope == known);
             pending.is_some()
         })
         .await
@@ -547,7 +617,11 @@ async fn grpc_says_unavailable_and_why_while_the_database_is_away_then_resumes()
     let mut left_pending = None;
     assert!(
         eventually(Duration::from_secs(10), || {
-            left_pending = daemon.broker.pending_elevations().into_iter().find(|e| e.scope == left);
+            left_pending = daemon
+                .broker
+                .pending_elevations()
+                .into_iter()
+                .find(|e| e.scope == left);
             left_pending.is_some()
         })
         .await
@@ -560,21 +634,41 @@ async fn grpc_says_unavailable_and_why_while_the_database_is_away_then_resumes()
     // Authorize answers: RBAC from the snapshot, the known grant, and a
     // plain DENY where neither gives the right.
     let rbac = daemon.authorize("oncall", RESTART, &vm("any"), false).await;
-    assert_eq!(rbac.decision, pb::Decision::Allow as i32, "RBAC from the snapshot");
+    assert_eq!(
+        rbac.decision,
+        pb::Decision::Allow as i32,
+        "RBAC from the snapshot"
+    );
     let granted = daemon.authorize("agent-r", RESTART, &known, false).await;
-    assert_eq!(granted.decision, pb::Decision::Allow as i32, "a grant already known");
-    let other = daemon.authorize("agent-r", RESTART, &vm("other"), false).await;
+    assert_eq!(
+        granted.decision,
+        pb::Decision::Allow as i32,
+        "a grant already known"
+    );
+    let other = daemon
+        .authorize("agent-r", RESTART, &vm("other"), false)
+        .await;
     assert_ne!(other.decision, pb::Decision::Allow as i32);
 
     // New elevations and approvals: UNAVAILABLE, saying why.
     let refused = file(vm("while-down"), 5).await;
-    let status = refused.err().unwrap_or_else(|| panic!("filed while the database is away"));
+    let status = refused
+        .err()
+        .unwrap_or_else(|| panic!("filed while the database is away"));
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("state database is unreachable"), "{status:?}");
+    assert!(
+        status.message().contains("state database is unreachable"),
+        "{status:?}"
+    );
     let refused = approve(left_id.clone()).await;
-    let status = refused.err().unwrap_or_else(|| panic!("approved while the database is away"));
+    let status = refused
+        .err()
+        .unwrap_or_else(|| panic!("approved while the database is away"));
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("state database is unreachable"), "{status:?}");
+    assert!(
+        status.message().contains("state database is unreachable"),
+        "{status:?}"
+    );
 
     // Back, with the same daemon: the elevation left pending is approved
     // and a new one is filed and approved.
@@ -592,14 +686,19 @@ async fn grpc_says_unavailable_and_why_while_the_database_is_away_then_resumes()
             }
         }
     }
-    let approved = approved.unwrap_or_else(|| panic!("approvals work again once the database is back"));
+    let approved =
+        approved.unwrap_or_else(|| panic!("approvals work again once the database is back"));
     assert_eq!(approved.state, pb::ElevationState::Approved as i32);
     let after = vm("after");
     let caller = tokio::spawn(file(after.clone(), 30));
     let mut pending = None;
     assert!(
         eventually(Duration::from_secs(10), || {
-            pending = daemon.broker.pending_elevations().into_iter().find(|e| e.scope == after);
+            pending = daemon
+                .broker
+                .pending_elevations()
+                .into_iter()
+                .find(|e| e.scope == after);
             pending.is_some()
         })
         .await,

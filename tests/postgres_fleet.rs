@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 use postgres::{eventually, test_db};
 use rampart::elevation::store::{Change, OpenLimits, Opened};
 use rampart::elevation::{
-    Approval, Broker, Elevation, ElevationError, ElevationQuery, ElevationRequest,
-    ElevationState, GrantQuery, Limits, PgStore, Resolved, SharedState, StateStore, StoreError,
+    Approval, Broker, Elevation, ElevationError, ElevationQuery, ElevationRequest, ElevationState,
+    GrantQuery, Limits, PgStore, Resolved, SharedState, StateStore, StoreError,
 };
 use rampart::engine::{Request, Verdict};
 
@@ -142,7 +142,9 @@ fn a_fresh_database_gets_the_schema_and_a_foreign_or_newer_one_is_refused() {
     // Someone else's tables of the same names.
     let Some(foreign) = test_db() else { return };
     ok(foreign.sql("CREATE TABLE grants (id int); CREATE TABLE audit (x text)"));
-    let refused = PgStore::open(&foreign.config()).err().map(|e| e.to_string());
+    let refused = PgStore::open(&foreign.config())
+        .err()
+        .map(|e| e.to_string());
     assert!(
         refused
             .as_deref()
@@ -150,7 +152,9 @@ fn a_fresh_database_gets_the_schema_and_a_foreign_or_newer_one_is_refused() {
         "{refused:?}"
     );
     assert_eq!(
-        foreign.query_text("SELECT count(*)::text FROM information_schema.tables WHERE table_name = 'elevations'"),
+        foreign.query_text(
+            "SELECT count(*)::text FROM information_schema.tables WHERE table_name = 'elevations'"
+        ),
         "0",
         "a refused database is left as it was"
     );
@@ -161,9 +165,7 @@ fn replicas_starting_at_once_migrate_once() {
     let Some(db) = test_db() else { return };
     let config = db.config();
     let opened: Vec<Result<PgStore, StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| PgStore::open(&config)))
-            .collect();
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| PgStore::open(&config))).collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| panic!("open panicked")))
@@ -331,11 +333,17 @@ async fn every_replica_sees_every_elevation_and_answers_its_own_callers() {
     let approved = ok(b.approve("oncall", &e.id, approval(0)).await);
     assert_eq!(approved.state, ElevationState::Approved);
     let answer = ok(ok(caller.await));
-    assert_eq!((answer.id.as_str(), answer.state), (e.id.as_str(), ElevationState::Approved));
+    assert_eq!(
+        (answer.id.as_str(), answer.state),
+        (e.id.as_str(), ElevationState::Approved)
+    );
     assert_eq!(authorize(&a, "agent-r", &scope), Verdict::Allow);
     assert_eq!(authorize(&b, "agent-r", &scope), Verdict::Allow);
     let grant_id = answer.grant.map(|g| g.id).unwrap_or_default();
-    assert!(ok(a.list_grants(&GrantQuery::default(), 0, "")).items.iter().any(|g| g.id == grant_id));
+    assert!(ok(a.list_grants(&GrantQuery::default(), 0, ""))
+        .items
+        .iter()
+        .any(|g| g.id == grant_id));
     // B's watchers saw the approval too.
     let resolved = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -378,21 +386,32 @@ async fn approve_and_deny_on_two_replicas_at_once_resolve_each_elevation_once() 
         let caller = spawn_request(origin, "agent-r", scope.clone(), Duration::from_secs(20));
         let e = pending_on(origin, &scope).await;
         // The approver on one replica, the denier on the other, at once.
-        let (approver, denier) = if i % 3 == 0 { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+        let (approver, denier) = if i % 3 == 0 {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
         let id = e.id.clone();
-        let approve = tokio::spawn(async move { approver.approve("oncall", &id, approval(0)).await });
+        let approve =
+            tokio::spawn(async move { approver.approve("oncall", &id, approval(0)).await });
         let id = e.id.clone();
         let deny = tokio::spawn(async move { denier.deny("viewer", &id, None).await });
         let (approve, deny) = (ok(approve.await), ok(deny.await));
         let answer = ok(ok(caller.await));
         match (&approve, &deny) {
             (Ok(x), Err(ElevationError::AlreadyResolved { state, .. })) => {
-                assert_eq!((x.state, *state), (ElevationState::Approved, ElevationState::Approved));
+                assert_eq!(
+                    (x.state, *state),
+                    (ElevationState::Approved, ElevationState::Approved)
+                );
                 assert_eq!(answer.state, ElevationState::Approved);
                 approved += 1;
             }
             (Err(ElevationError::AlreadyResolved { state, .. }), Ok(x)) => {
-                assert_eq!((x.state, *state), (ElevationState::Denied, ElevationState::Denied));
+                assert_eq!(
+                    (x.state, *state),
+                    (ElevationState::Denied, ElevationState::Denied)
+                );
                 assert_eq!(answer.state, ElevationState::Denied);
             }
             other => panic!("round {i}: not exactly one winner: {other:?}"),
@@ -409,7 +428,10 @@ async fn approve_and_deny_on_two_replicas_at_once_resolve_each_elevation_once() 
         .into_iter()
         .filter(|e| e["event"] == "elevation.approved" || e["event"] == "elevation.denied")
         .count();
-    assert_eq!(audited, ROUNDS, "each resolution audited once, by its winner");
+    assert_eq!(
+        audited, ROUNDS,
+        "each resolution audited once, by its winner"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -433,10 +455,21 @@ async fn identical_requests_on_two_replicas_join_one_elevation() {
         let e = joined.unwrap_or_else(|| unreachable!());
         ok(a.approve("oncall", &e.id, approval(0)).await);
         let (x, y) = (ok(ok(first.await)), ok(ok(second.await)));
-        assert_eq!((x.id.as_str(), y.id.as_str()), (e.id.as_str(), e.id.as_str()));
-        assert_eq!((x.state, y.state), (ElevationState::Approved, ElevationState::Approved));
+        assert_eq!(
+            (x.id.as_str(), y.id.as_str()),
+            (e.id.as_str(), e.id.as_str())
+        );
+        assert_eq!(
+            (x.state, y.state),
+            (ElevationState::Approved, ElevationState::Approved)
+        );
     }
-    assert_eq!(ok(a.list_elevations(&ElevationQuery::default(), 1000, "")).items.len(), 20);
+    assert_eq!(
+        ok(a.list_elevations(&ElevationQuery::default(), 1000, ""))
+            .items
+            .len(),
+        20
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -470,12 +503,23 @@ async fn a_caller_leaving_one_replica_leaves_the_elevation_to_the_other_replicas
 #[tokio::test(flavor = "multi_thread", worker_threads = 6)]
 async fn max_uses_holds_across_three_replicas_using_one_grant_at_once() {
     let Some(db) = test_db() else { return };
-    let replicas = [db.replica(&snapshot()), db.replica(&snapshot()), db.replica(&snapshot())];
+    let replicas = [
+        db.replica(&snapshot()),
+        db.replica(&snapshot()),
+        db.replica(&snapshot()),
+    ];
     const MAX_USES: u32 = 30;
     let scope = vm("limited");
-    let caller = spawn_request(&replicas[0], "agent-r", scope.clone(), Duration::from_secs(20));
+    let caller = spawn_request(
+        &replicas[0],
+        "agent-r",
+        scope.clone(),
+        Duration::from_secs(20),
+    );
     let e = pending_on(&replicas[2], &scope).await;
-    ok(replicas[2].approve("oncall", &e.id, approval(MAX_USES)).await);
+    ok(replicas[2]
+        .approve("oncall", &e.id, approval(MAX_USES))
+        .await);
     let grant_id = ok(ok(caller.await)).grant.map(|g| g.id).unwrap_or_default();
 
     // Every replica takes uses as fast as it can until none is left
@@ -487,7 +531,9 @@ async fn max_uses_holds_across_three_replicas_using_one_grant_at_once() {
         workers.push(tokio::spawn(async move {
             let mut mine = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            while allowed.load(Ordering::Acquire) < MAX_USES && tokio::time::Instant::now() < deadline {
+            while allowed.load(Ordering::Acquire) < MAX_USES
+                && tokio::time::Instant::now() < deadline
+            {
                 if authorize(&r, "agent-r", &scope) == Verdict::Allow {
                     mine += 1;
                     allowed.fetch_add(1, Ordering::AcqRel);
@@ -535,7 +581,12 @@ async fn max_per_hour_counts_auto_approvals_on_every_replica() {
     let mut calls = Vec::new();
     for i in 0..6 {
         let r = if i % 2 == 0 { &a } else { &b };
-        calls.push(spawn_request(r, "agent-a", vm(&format!("auto-{i}")), Duration::from_millis(800)));
+        calls.push(spawn_request(
+            r,
+            "agent-a",
+            vm(&format!("auto-{i}")),
+            Duration::from_millis(800),
+        ));
     }
     let mut states = Vec::new();
     for c in calls {
@@ -547,7 +598,9 @@ async fn max_per_hour_counts_auto_approvals_on_every_replica() {
         .count();
     assert_eq!(approved, 2, "{states:?}");
     assert!(
-        states.iter().all(|s| matches!(s, Ok(ElevationState::Approved | ElevationState::Expired))),
+        states
+            .iter()
+            .all(|s| matches!(s, Ok(ElevationState::Approved | ElevationState::Expired))),
         "the rest waited for a person: {states:?}"
     );
 }
@@ -565,12 +618,29 @@ async fn pending_limits_count_the_whole_fleet() {
     );
     let mut calls = Vec::new();
     for i in 0..3 {
-        calls.push(spawn_request(&a, "agent-r", vm(&format!("cap-{i}")), Duration::from_secs(5)));
+        calls.push(spawn_request(
+            &a,
+            "agent-r",
+            vm(&format!("cap-{i}")),
+            Duration::from_secs(5),
+        ));
     }
-    assert!(eventually(Duration::from_secs(10), || a.pending_elevations().len() == 3).await);
-    let refused = b.request(ask("agent-r", &vm("cap-b"), Duration::from_secs(5))).await;
     assert!(
-        matches!(refused, Err(ElevationError::PendingLimit { pending: 3, limit: 3 })),
+        eventually(Duration::from_secs(10), || a.pending_elevations().len()
+            == 3)
+        .await
+    );
+    let refused = b
+        .request(ask("agent-r", &vm("cap-b"), Duration::from_secs(5)))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ElevationError::PendingLimit {
+                pending: 3,
+                limit: 3
+            })
+        ),
         "{refused:?}"
     );
     for c in calls {
@@ -586,13 +656,27 @@ async fn an_agent_spreading_its_requests_over_replicas_gets_no_more_than_its_rat
     let mut calls = Vec::new();
     for i in 0..20 {
         let r = if i % 2 == 0 { &a } else { &b };
-        calls.push(spawn_request(r, "agent-r", vm(&format!("rate-{i}")), Duration::from_secs(5)));
+        calls.push(spawn_request(
+            r,
+            "agent-r",
+            vm(&format!("rate-{i}")),
+            Duration::from_secs(5),
+        ));
     }
-    assert!(eventually(Duration::from_secs(10), || b.pending_elevations().len() == 20).await);
+    assert!(
+        eventually(Duration::from_secs(10), || b.pending_elevations().len()
+            == 20)
+        .await
+    );
     for r in [&a, &b] {
-        let refused = r.request(ask("agent-r", &vm("one-more"), Duration::from_secs(5))).await;
+        let refused = r
+            .request(ask("agent-r", &vm("one-more"), Duration::from_secs(5)))
+            .await;
         assert!(
-            matches!(refused, Err(ElevationError::RateLimited { per_minute: 60, .. })),
+            matches!(
+                refused,
+                Err(ElevationError::RateLimited { per_minute: 60, .. })
+            ),
             "{refused:?}"
         );
     }
@@ -611,7 +695,10 @@ async fn an_abandoned_elevation_is_expired_once_by_one_of_the_replicas() {
     e.wait_deadline = SystemTime::now() - Duration::from_secs(60);
     ok(store.create_elevation(&e));
     let gone = eventually(Duration::from_secs(10), || {
-        a.find(&e.id).ok().flatten().is_some_and(|x| x.state == ElevationState::Expired)
+        a.find(&e.id)
+            .ok()
+            .flatten()
+            .is_some_and(|x| x.state == ElevationState::Expired)
             && b.pending_elevations().iter().all(|x| x.id != e.id)
             && a.pending_elevations().iter().all(|x| x.id != e.id)
     })
@@ -634,10 +721,15 @@ fn changes_are_read_in_order_and_an_approvals_grant_comes_before_it() {
         max_per_principal: 10,
         per_minute: 60,
     };
-    assert!(matches!(ok(store.open_elevation(&e, &limits)), Opened::Created));
+    assert!(matches!(
+        ok(store.open_elevation(&e, &limits)),
+        Opened::Created
+    ));
     let mut twin = e.clone();
     twin.id = "twin".into();
-    assert!(matches!(ok(store.open_elevation(&twin, &limits)), Opened::Joined(j) if j.id == e.id && j.waiters == 2));
+    assert!(
+        matches!(ok(store.open_elevation(&twin, &limits)), Opened::Joined(j) if j.id == e.id && j.waiters == 2)
+    );
     let mut approved = resolved(&e, ElevationState::Approved, "oncall");
     let grant = rampart::elevation::policy::lifecycle::new_grant(
         &e,
@@ -647,7 +739,10 @@ fn changes_are_read_in_order_and_an_approvals_grant_comes_before_it() {
         SystemTime::now(),
     );
     approved.grant = Some(grant.clone());
-    assert!(matches!(ok(store.resolve(&approved, Some(&grant))), Resolved::Written));
+    assert!(matches!(
+        ok(store.resolve(&approved, Some(&grant))),
+        Resolved::Written
+    ));
     let changes = ok(store.changes(0));
     let kinds: Vec<&str> = changes
         .items
@@ -657,8 +752,14 @@ fn changes_are_read_in_order_and_an_approvals_grant_comes_before_it() {
             Change::Elevation(..) => "elevation",
         })
         .collect();
-    assert_eq!(kinds, ["grant", "elevation"], "the latest state of each record");
-    assert!(matches!(&changes.items[1], Change::Elevation(x, true) if x.state == ElevationState::Approved));
+    assert_eq!(
+        kinds,
+        ["grant", "elevation"],
+        "the latest state of each record"
+    );
+    assert!(
+        matches!(&changes.items[1], Change::Elevation(x, true) if x.state == ElevationState::Approved)
+    );
     let again = ok(store.changes(changes.through));
     assert!(again.items.is_empty());
     assert_eq!(again.through, changes.through);
@@ -672,18 +773,22 @@ fn tls_require_encrypts_and_verify_full_refuses_an_unknown_certificate() {
         eprintln!("skipped: the test server has no TLS (.ci/postgres.sh turns it on with openssl)");
         return;
     }
-    let required = rampart::elevation::DbConfig::parse(&format!("{}?sslmode=require", db.url), None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let required =
+        rampart::elevation::DbConfig::parse(&format!("{}?sslmode=require", db.url), None)
+            .unwrap_or_else(|e| panic!("{e}"));
     let store = ok(PgStore::open(&required));
     ok(store.create_elevation(&stored_elevation(&vm("tls"))));
     assert_eq!(ok(store.count_elevations()), 1);
 
     // The server's certificate is self-signed: a full check refuses it.
-    let full = rampart::elevation::DbConfig::parse(&format!("{}?sslmode=verify-full", db.url), None)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let full =
+        rampart::elevation::DbConfig::parse(&format!("{}?sslmode=verify-full", db.url), None)
+            .unwrap_or_else(|e| panic!("{e}"));
     let refused = PgStore::open(&full).err().map(|e| e.to_string());
     assert!(
-        refused.as_deref().is_some_and(|e| e.contains("unreachable") && e.to_lowercase().contains("certificate")),
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("unreachable") && e.to_lowercase().contains("certificate")),
         "{refused:?}"
     );
 }
@@ -700,18 +805,32 @@ fn verify_full_with_the_servers_ca_connects_and_checks_the_name() {
     };
     let pem = ok(std::fs::read(&ca));
     let open = |url: String, pem: Option<Vec<u8>>| {
-        let config = rampart::elevation::DbConfig::parse(&url, pem).unwrap_or_else(|e| panic!("{e}"));
-        PgStore::open(&config).map(|_| ()).map_err(|e| e.to_string())
+        let config =
+            rampart::elevation::DbConfig::parse(&url, pem).unwrap_or_else(|e| panic!("{e}"));
+        PgStore::open(&config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     // The certificate names 127.0.0.1.
-    ok(open(format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url), None));
-    ok(open(format!("{}?sslmode=verify-full", db.url), Some(pem.clone())));
+    ok(open(
+        format!("{}?sslmode=verify-full&sslrootcert={ca}", db.url),
+        None,
+    ));
+    ok(open(
+        format!("{}?sslmode=verify-full", db.url),
+        Some(pem.clone()),
+    ));
     // Reached as "localhost": the chain is good, the name is not.
     let localhost = db.url.replacen("127.0.0.1", "localhost", 1);
     assert_ne!(localhost, db.url);
-    let refused = open(format!("{localhost}?sslmode=verify-full"), Some(pem.clone()));
+    let refused = open(
+        format!("{localhost}?sslmode=verify-full"),
+        Some(pem.clone()),
+    );
     assert!(
-        refused.as_ref().is_err_and(|e| e.to_lowercase().contains("certificate")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_lowercase().contains("certificate")),
         "{refused:?}"
     );
     ok(open(format!("{localhost}?sslmode=verify-ca"), Some(pem)));
@@ -719,7 +838,9 @@ fn verify_full_with_the_servers_ca_connects_and_checks_the_name() {
     let other = pki::Pki::new().ca_pem.into_bytes();
     let refused = open(format!("{}?sslmode=verify-ca", db.url), Some(other));
     assert!(
-        refused.as_ref().is_err_and(|e| e.to_lowercase().contains("certificate")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_lowercase().contains("certificate")),
         "{refused:?}"
     );
 }
@@ -785,12 +906,17 @@ async fn a_replica_whose_listening_connection_is_cut_catches_up_by_sequence() {
     }
     cutting.store(false, Ordering::Relaxed);
     ok(cutter.await);
-    assert!(cuts.load(Ordering::Relaxed) > 0, "listening connections were cut");
+    assert!(
+        cuts.load(Ordering::Relaxed) > 0,
+        "listening connections were cut"
+    );
 
     // A holds exactly what the fleet did.
     assert!(
         eventually(Duration::from_secs(10), || {
-            granted[..9].iter().all(|s| authorize(&a, "agent-r", s) == Verdict::Allow)
+            granted[..9]
+                .iter()
+                .all(|s| authorize(&a, "agent-r", s) == Verdict::Allow)
                 && granted[9..]
                     .iter()
                     .all(|s| authorize(&a, "agent-r", s) == Verdict::ApprovalRequired)
@@ -845,7 +971,10 @@ async fn two_daemons_on_one_database_share_one_approval_queue_over_grpc() {
         None
     })
     .await;
-    let id = seen.ok().flatten().unwrap_or_else(|| panic!("B's watcher sees A's elevation"));
+    let id = seen
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("B's watcher sees A's elevation"));
     // Listed on B for those who may see it, not for those who may not.
     let list = |who: &str| {
         let mut approvals = b.approvals.clone();
@@ -854,11 +983,20 @@ async fn two_daemons_on_one_database_share_one_approval_queue_over_grpc() {
             approvals
                 .list_elevations(authed(ListElevationsRequest::default(), &who))
                 .await
-                .map(|r| r.into_inner().elevations.into_iter().map(|e| e.id).collect::<Vec<_>>())
+                .map(|r| {
+                    r.into_inner()
+                        .elevations
+                        .into_iter()
+                        .map(|e| e.id)
+                        .collect::<Vec<_>>()
+                })
         }
     };
     assert!(ok(list("oncall").await).contains(&id));
-    assert!(!ok(list("outsider").await).contains(&id), "rule (a) still filters");
+    assert!(
+        !ok(list("outsider").await).contains(&id),
+        "rule (a) still filters"
+    );
 
     ok(b.approvals
         .clone()

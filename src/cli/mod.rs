@@ -116,7 +116,12 @@ pub struct ServeArgs {
     /// postgres://USER:PASSWORD@HOST:5432/DATABASE?sslmode=verify-full.
     /// Replicas on one database share one approval queue and honour each
     /// other's grants; rampart creates and migrates its tables.
-    #[arg(long, env = "RAMPART_STATE_DB", conflicts_with = "state_dir", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "RAMPART_STATE_DB",
+        conflicts_with = "state_dir",
+        hide_env_values = true
+    )]
     pub state_db: Option<String>,
     /// CA certificates (PEM) that sign the --state-db server's certificate
     /// (or `sslrootcert` in the URL); without either, the public web roots.

@@ -280,7 +280,10 @@ mod tests {
         assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert!(!finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert!(!g.is_used_up(), "unreserved uses are not used up");
-        assert!(g.wanted.load(Ordering::Relaxed), "the refusal asks for more");
+        assert!(
+            g.wanted.load(Ordering::Relaxed),
+            "the refusal asks for more"
+        );
         g.reserved.store(5, Ordering::Release);
         assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert_eq!(g.uses.load(Ordering::Acquire), 3);

@@ -88,7 +88,10 @@ pub fn query_text_at(url: &str, sql: &str) -> String {
     let (url, text) = (url.to_owned(), sql.to_owned());
     on_own_runtime(async move {
         let client = connect(&url).await?;
-        let row = client.query_one(&text, &[]).await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(&text, &[])
+            .await
+            .map_err(|e| e.to_string())?;
         row.try_get::<_, String>(0).map_err(|e| e.to_string())
     })
     .unwrap_or_else(|e| panic!("{sql}: {e}"))

@@ -176,19 +176,26 @@ impl DbConfig {
             format!("--state-db is not a PostgreSQL connection URL ({e}); write postgres://USER:PASSWORD@HOST:5432/DATABASE")
         })?;
         if pg.get_hosts().is_empty() {
-            return Err("--state-db names no host; write postgres://USER:PASSWORD@HOST:5432/DATABASE".into());
+            return Err(
+                "--state-db names no host; write postgres://USER:PASSWORD@HOST:5432/DATABASE"
+                    .into(),
+            );
         }
         if pg.get_user().is_none() {
-            return Err("--state-db names no user; write postgres://USER:PASSWORD@HOST:5432/DATABASE".into());
+            return Err(
+                "--state-db names no user; write postgres://USER:PASSWORD@HOST:5432/DATABASE"
+                    .into(),
+            );
         }
         pg.connect_timeout(CONNECT_TIMEOUT);
         pg.keepalives_idle(Duration::from_secs(30));
         pg.application_name("rampart");
         let ca = match (ca_pem, root_cert) {
             (Some(pem), _) => Some(pem),
-            (None, Some(path)) => Some(std::fs::read(&path).map_err(|e| {
-                format!("--state-db sslrootcert {path}: cannot read it ({e})")
-            })?),
+            (None, Some(path)) => Some(
+                std::fs::read(&path)
+                    .map_err(|e| format!("--state-db sslrootcert {path}: cannot read it ({e})"))?,
+            ),
             (None, None) => None,
         };
         let tls = DbTls::new(mode, ca.as_deref())?;
@@ -718,7 +725,9 @@ where
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     drop(client);
-    let why = ended.err().map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
+    let why = ended
+        .err()
+        .map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
     tracing::warn!("the state database's notifications stopped ({why}); listening again");
     Ok(())
 }
@@ -773,7 +782,9 @@ async fn resolve_tx(
             return Ok(Resolved::LimitReached);
         }
         let stmt = tx
-            .prepare_cached("INSERT INTO auto_approvals (agent_id, rule, at_ms) VALUES ($1, $2, $3)")
+            .prepare_cached(
+                "INSERT INTO auto_approvals (agent_id, rule, at_ms) VALUES ($1, $2, $3)",
+            )
             .await?;
         tx.execute(&stmt, &[&c.agent_id, &c.rule, &unix_ms(c.now)])
             .await?;

@@ -61,10 +61,11 @@ impl DbTls {
             Some(pem) => {
                 let mut n = 0;
                 for cert in CertificateDer::pem_slice_iter(pem) {
-                    let cert = cert.map_err(|e| format!("--state-db-ca: not PEM certificates ({e})"))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("--state-db-ca: a certificate is not usable as a CA ({e})"))?;
+                    let cert =
+                        cert.map_err(|e| format!("--state-db-ca: not PEM certificates ({e})"))?;
+                    roots.add(cert).map_err(|e| {
+                        format!("--state-db-ca: a certificate is not usable as a CA ({e})")
+                    })?;
                     n += 1;
                 }
                 if n == 0 {
@@ -301,13 +302,19 @@ mod tests {
         assert_eq!(mode, TlsMode::VerifyFull);
         assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
 
-        let (rest, mode, root) = split_tls_params("postgres://u@db/rampart")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((rest.as_str(), mode, root), ("postgres://u@db/rampart", TlsMode::Prefer, None));
+        let (rest, mode, root) =
+            split_tls_params("postgres://u@db/rampart").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (rest.as_str(), mode, root),
+            ("postgres://u@db/rampart", TlsMode::Prefer, None)
+        );
 
         let (rest, mode, _) = split_tls_params("host=db user=u sslmode=require dbname=r")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((rest.as_str(), mode), ("host=db user=u dbname=r", TlsMode::Require));
+        assert_eq!(
+            (rest.as_str(), mode),
+            ("host=db user=u dbname=r", TlsMode::Require)
+        );
     }
 
     #[test]
