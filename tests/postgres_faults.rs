@@ -37,7 +37,7 @@ const RESTART: &str = "Microsoft.Compute/virtualMachines/restart/action";
 const NO_ATTRIBUTES: &[(&str, &str)] = &[];
 
 /// One fault test at a time: they stop the server the others use.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn snapshot() -> String {
     FIXTURE.replace(
@@ -131,7 +131,7 @@ fn count(db: &TestDb, sql: &str) -> i64 {
 async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_no_grant() {
     let Some(db) = test_db() else { return };
     let Some(ctl) = pg_ctl() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let yaml = snapshot();
     let (a, b) = (db.replica(&yaml), db.replica(&yaml));
 
@@ -345,7 +345,7 @@ async fn a_database_restart_loop_loses_no_acknowledged_approval_and_duplicates_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_a_replica_mid_approval_leaves_one_resolution_or_none() {
     let Some(db) = test_db() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let dir = ok(tempfile::tempdir());
     let snapshot = dir.path().join("snapshot.yaml");
     ok(std::fs::write(&snapshot, self::snapshot()));
@@ -559,7 +559,7 @@ async fn grpc_says_unavailable_and_why_while_the_database_is_away_then_resumes()
     use rampart::proto::RequestElevationRequest;
     let Some(db) = test_db() else { return };
     let Some(ctl) = pg_ctl() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let daemon = TestServer::start_with_store(&snapshot(), db.store()).await;
     let file = |scope: String, wait: i64| {
         let mut authorizer = daemon.authorizer.clone();

@@ -9,6 +9,7 @@
 //! skipped and passes.
 
 mod common;
+#[allow(dead_code)]
 #[path = "common/pki.rs"]
 mod pki;
 #[path = "common/postgres.rs"]

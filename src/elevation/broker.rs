@@ -608,7 +608,7 @@ impl Broker {
             }
             Opened::Joined(stored) => {
                 let mut inner = self.lock();
-                let new_here = inner.mirror(stored.clone());
+                let new_here = inner.mirror((*stored).clone());
                 let entry = inner
                     .pending
                     .get_mut(&stored.id)
@@ -987,13 +987,13 @@ impl Broker {
             Change::Grant(g) if g.state.is_active() => {
                 let known = match self.lock().grants.get_mut(&g.id) {
                     Some(known) => {
-                        *known = g.clone();
+                        *known = (*g).clone();
                         true
                     }
                     None => false,
                 };
                 if !known {
-                    self.adopt_remote(shared, g);
+                    self.adopt_remote(shared, *g);
                 }
             }
             Change::Grant(g) => {
@@ -1010,7 +1010,7 @@ impl Broker {
                     entry.elevation.waiters = e.waiters;
                     return;
                 }
-                inner.mirror(e.clone());
+                inner.mirror((*e).clone());
                 drop(inner);
                 self.publish(&e);
             }

@@ -208,8 +208,8 @@ pub trait StateStore: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// An elevation, and whether this replica wrote the change.
-    Elevation(Elevation, bool),
-    Grant(Grant),
+    Elevation(Box<Elevation>, bool),
+    Grant(Box<Grant>),
 }
 
 /// The changes after a sequence number, in order, and the number to read
@@ -237,7 +237,7 @@ pub enum Opened {
     Created,
     /// An identical one was pending (filed by any replica): joined, one
     /// more waiter; it as it stands.
-    Joined(Elevation),
+    Joined(Box<Elevation>),
     /// So many elevations are pending across the fleet.
     PendingLimit(usize),
     /// So many of this principal's are pending across the fleet.

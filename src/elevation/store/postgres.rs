@@ -1091,9 +1091,9 @@ impl SharedState for PgStore {
                 let kind: i32 = row.try_get("kind")?;
                 if kind == 0 {
                     let mine = row.try_get::<_, &str>("writer")? == &*writer;
-                    items.push(Change::Elevation(elevation_row(row)?, mine));
+                    items.push(Change::Elevation(Box::new(elevation_row(row)?), mine));
                 } else {
-                    items.push(Change::Grant(grant_row(row)?));
+                    items.push(Change::Grant(Box::new(grant_row(row)?)));
                 }
             }
             Ok(Changes { items, through })
@@ -1121,7 +1121,7 @@ impl SharedState for PgStore {
                 let joined = elevation_row(&row)?;
                 notify(&tx, seq).await?;
                 tx.commit().await?;
-                return Ok(Opened::Joined(joined));
+                return Ok(Opened::Joined(Box::new(joined)));
             }
             let stmt = tx
                 .prepare_cached(
