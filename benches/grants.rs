@@ -94,6 +94,7 @@ fn grant(agent: usize, g: usize) -> Arc<ActiveGrant> {
         max_uses: 0,
         uses: AtomicU32::new(0),
         reserved: AtomicU32::new(0),
+        wanted: Default::default(),
     })
 }
 

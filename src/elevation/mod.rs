@@ -21,6 +21,7 @@ pub use policy::approver::Refusal;
 pub use policy::lifecycle::EndReason;
 pub use policy::request::ElevationRequest;
 pub use store::{
-    Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, Store, StoreError,
+    Cursor, DbConfig, ElevationQuery, GrantQuery, Page, PgStore, Purged, Resolved, SharedState,
+    StateStore, Store, StoreError,
 };
 pub use types::{Approval, Elevation, ElevationState, Grant, GrantState};
