@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => cli::run::check(&args),
         Some(Command::Import(args)) => cli::run::import(&args),
         Some(Command::Elevations(args)) => cli::run::elevations(args),
+        Some(Command::Audit(args)) => cli::audit::run(&args),
         Some(Command::Role { reference }) => cli::run::role(&reference),
     }
 }

@@ -3,6 +3,7 @@
 //! `elevations` talks to a running server's approval channel. The serve
 //! flags become opened resources in [`crate::daemon`].
 
+pub mod audit;
 pub mod elevations;
 pub mod run;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Import(ImportArgs),
     /// List, watch, approve, deny and revoke on a running server's approval channel.
     Elevations(elevations::ElevationsArgs),
+    /// Verify the audit log's chain and signatures, or make its signing key.
+    Audit(audit::AuditArgs),
     /// Show a built-in role by id, name or earlier name (any case).
     Role {
         /// A role id, name or earlier name, e.g. "Azure AI User".
@@ -100,6 +103,16 @@ pub struct ServeArgs {
     /// The share of decisions written to --audit-log, from 0 to 1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub audit_decisions_sample: f64,
+    /// Sign checkpoints of --audit-log with this Ed25519 private key (PEM,
+    /// from `rampart audit keygen` or `openssl genpkey -algorithm ed25519`).
+    #[arg(long, requires = "audit_log", env = "RAMPART_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
+    /// Write a signed checkpoint after this many audit records...
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_records: u64,
+    /// ...or this long after the last one, when records wait.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub audit_checkpoint_interval: std::time::Duration,
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
