@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, watch};
 
 use super::error::echo;
-use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, GrantEnded};
+use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, FreezeEvent, GrantEnded};
+use super::policy::freeze::{self, FreezeState};
 use super::policy::auto_approve::{self, Skipped};
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
@@ -36,7 +37,7 @@ use super::store::{
 use super::types::{Approval, Elevation, ElevationState, Grant};
 use super::ElevationError;
 use crate::audit::AuditLog;
-use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
+use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Verdict};
 use crate::model::{principal_key, Agent, ExecutionMode};
 use crate::snapshot::CompiledSnapshot;
 
@@ -167,6 +168,9 @@ pub struct Broker {
     events: broadcast::Sender<Elevation>,
     /// The JSON-lines audit file, when `--audit-log` is given.
     audit_log: OnceLock<Arc<AuditLog>>,
+    /// The freeze switch as last set or seen in the store; the engine
+    /// holds the flag decisions read. Changed under `writer`.
+    freeze: Mutex<FreezeState>,
 }
 
 fn not_found(what: &'static str, id: &str) -> ElevationError {
@@ -222,6 +226,7 @@ impl Broker {
             auto_approvals: Mutex::new(auto_approve::Window::default()),
             events,
             audit_log: OnceLock::new(),
+            freeze: Mutex::new(FreezeState::thawed()),
         });
         broker.restore()?;
         Ok(broker)
@@ -229,6 +234,13 @@ impl Broker {
 
     fn restore(&self) -> Result<(), StoreError> {
         let _writer = self.write_lock();
+        if let Some(state) = self.store.freeze()? {
+            if state.frozen {
+                tracing::warn!(by = %state.by, reason = %state.reason, "rampart is frozen: every agent is denied until an admin unfreezes it");
+            }
+            self.engine.set_frozen(state.frozen);
+            *self.freeze_lock() = state;
+        }
         let (elevations, grants) = self.store.load_live()?;
         let now = SystemTime::now();
         let loaded = self.engine.current_arc();
@@ -278,6 +290,71 @@ impl Broker {
 
     fn write_lock(&self) -> MutexGuard<'_, ()> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn freeze_lock(&self) -> MutexGuard<'_, FreezeState> {
+        self.freeze.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The freeze switch as it stands.
+    pub fn freeze_state(&self) -> FreezeState {
+        self.freeze_lock().clone()
+    }
+
+    /// Freezes (`frozen`) or unfreezes rampart as `by`, for `reason`
+    /// (docs/agents-and-elevation.md#freeze): durable first, then the
+    /// engine's switch, the audit trail, and, on a freeze, every pending
+    /// elevation cancelled. Grants are left as they are: unused while
+    /// frozen, counted again after, unless they expired meanwhile.
+    pub fn set_freeze(
+        &self,
+        frozen: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<FreezeState, ElevationError> {
+        freeze::check_reason(reason)?;
+        let writer = self.write_lock();
+        let state = FreezeState::new(frozen, by, reason, SystemTime::now());
+        self.store.put_freeze(&state)?;
+        self.apply_freeze(&writer, state.clone(), true);
+        Ok(state)
+    }
+
+    /// Makes `state` the one in force: the engine's switch, the audit
+    /// trail (`record`: this replica set it), and the cancellations.
+    fn apply_freeze(&self, writer: &MutexGuard<'_, ()>, state: FreezeState, record: bool) {
+        self.engine.set_frozen(state.frozen);
+        if record {
+            let revision = self.engine.current().snapshot.info.revision.clone();
+            let event = FreezeEvent::new(state.frozen, &state.by, &state.reason, &revision);
+            if let Err(err) = self.write_audit(&event.into()) {
+                tracing::error!("cannot write the audit trail: {err}");
+            }
+        }
+        if state.frozen {
+            tracing::warn!(target: "rampart::audit", by = %state.by, reason = %state.reason, "rampart frozen: every agent is denied");
+            self.cancel_pending_locked(writer, &state.by, &state.cancel_comment());
+        } else {
+            tracing::warn!(target: "rampart::audit", by = %state.by, reason = %state.reason, "rampart unfrozen");
+        }
+        *self.freeze_lock() = state;
+    }
+
+    /// Follows a switch set through another replica sharing the store.
+    fn sync_freeze(&self) {
+        let stored = match self.store.freeze() {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("cannot read the freeze switch: {e}");
+                return;
+            }
+        };
+        if *self.freeze_lock() == stored {
+            return;
+        }
+        let writer = self.write_lock();
+        self.apply_freeze(&writer, stored, false);
     }
 
     /// Also writes every elevation event and grant to `log`.
@@ -339,10 +416,13 @@ impl Broker {
         let loaded = self.engine.current_arc();
         // Grants count (an active one makes the elevation unnecessary), but
         // asking takes no use of them.
-        let decision = loaded.decide_with(&r.question(), Some(&self.engine.grants))?;
+        let decision = loaded.decide_with(&r.question(), Some(self.engine.live()))?;
         let now = SystemTime::now();
         let agent = agent_of(&loaded.snapshot, r.principal_id);
         let agent = match decision.verdict {
+            Verdict::Deny if decision.reason == Reason::Frozen => {
+                return Err(ElevationError::Frozen);
+            }
             Verdict::Deny => {
                 return Err(ElevationError::CannotElevate {
                     reason: decision.reason,
@@ -386,6 +466,9 @@ impl Broker {
         now: SystemTime,
     ) -> Result<(String, watch::Receiver<Elevation>, Option<SystemTime>), ElevationError> {
         let _writer = self.write_lock();
+        if self.engine.is_frozen() {
+            return Err(ElevationError::Frozen);
+        }
         let key = request::pending_key(&candidate);
         let per_minute = agent.elevation.max_requests_per_minute;
         {
@@ -734,6 +817,9 @@ impl Broker {
         approval: Approval<'_>,
     ) -> Result<Elevation, ElevationError> {
         let writer = self.write_lock();
+        if self.engine.is_frozen() {
+            return Err(ElevationError::Frozen);
+        }
         let elevation = self.pending(id)?;
         let duration = {
             let loaded = self.engine.current();
@@ -798,6 +884,9 @@ impl Broker {
         id: &str,
     ) -> Result<(), ElevationError> {
         let writer = self.write_lock();
+        if self.engine.is_frozen() {
+            return Ok(());
+        }
         let Some(elevation) = self.lock().pending.get(id).map(|e| e.elevation.clone()) else {
             return Ok(());
         };
@@ -1068,6 +1157,7 @@ impl Broker {
     /// reservations, and expires pending elevations nobody waits on.
     pub fn sweep(&self) {
         let now = SystemTime::now();
+        self.sync_freeze();
         self.reserve_uses();
         for active in self.engine.grants.all() {
             let uses = active.uses.load(Ordering::Acquire);
@@ -1227,6 +1317,10 @@ impl Broker {
     /// get `CANCELLED` now instead of a dropped connection.
     pub fn cancel_all_pending(&self, why: &str) {
         let writer = self.write_lock();
+        self.cancel_pending_locked(&writer, "rampart", why);
+    }
+
+    fn cancel_pending_locked(&self, writer: &MutexGuard<'_, ()>, by: &str, why: &str) {
         let pending: Vec<Elevation> = self
             .lock()
             .pending
@@ -1236,10 +1330,10 @@ impl Broker {
         for e in pending {
             let close = Resolution::Close {
                 state: ElevationState::Cancelled,
-                by: "rampart",
+                by,
                 comment: Some(why),
             };
-            if let Err(err) = self.settle(&writer, &e, close) {
+            if let Err(err) = self.settle(writer, &e, close) {
                 tracing::error!("cannot cancel elevation {}: {err}", e.id);
             }
         }

@@ -82,10 +82,12 @@ pub enum Reason {
     UnknownPrincipal,
     #[serde(alias = "LocalAuthDisabled")]
     LocalAuthDisabled,
+    /// rampart is frozen: every agent is denied until an admin unfreezes.
+    Frozen,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::RoleAssignment,
         Reason::ElevationGrant,
         Reason::KeyAccess,
@@ -96,6 +98,7 @@ impl Reason {
         Reason::NeedsElevation,
         Reason::UnknownPrincipal,
         Reason::LocalAuthDisabled,
+        Reason::Frozen,
     ];
 
     /// The API's spelling, used in logs, metrics and audit too.
@@ -111,6 +114,7 @@ impl Reason {
             Reason::NeedsElevation => "NEEDS_ELEVATION",
             Reason::UnknownPrincipal => "UNKNOWN_PRINCIPAL",
             Reason::LocalAuthDisabled => "LOCAL_AUTH_DISABLED",
+            Reason::Frozen => "FROZEN",
         }
     }
 
@@ -131,6 +135,7 @@ impl Reason {
             Reason::NeedsElevation => "the agent lacks this permission; request elevation",
             Reason::UnknownPrincipal => "the principal is not in the snapshot",
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
+            Reason::Frozen => "rampart is frozen: every agent is denied until an admin unfreezes it",
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod effective;
 pub mod grants;
 pub mod view;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -160,11 +160,12 @@ impl Loaded {
         self.decide_with(req, None)
     }
 
-    /// Decides one request, counting active elevation grants (for agents).
+    /// Decides one request as the server does: with the approval channel's
+    /// state (`live`: active grants, and the freeze switch for agents).
     pub fn decide_with(
         &self,
         req: &Request<'_>,
-        grants: Option<&GrantTable>,
+        live: Option<Live<'_>>,
     ) -> Result<Decision<'_>, RequestError> {
         // 1. Malformed input. A principal found in the snapshot passed the
         // same id check when the snapshot was validated, so only ids that
@@ -206,6 +207,15 @@ impl Loaded {
             return Ok(decision);
         };
         let effective = self.effective(principal, anchor);
+
+        // An agent while rampart is frozen: one relaxed load, for agents
+        // only.
+        if let (Some(_), Some(live)) = (effective.agent, live) {
+            if live.frozen.load(Ordering::Relaxed) {
+                decision.reason = Reason::Frozen;
+                return Ok(decision);
+            }
+        }
 
         // 4. An agent outside its managed scopes.
         if let Some(AgentPosition {
@@ -286,7 +296,7 @@ impl Loaded {
                         (Verdict::ApprovalRequired, Reason::ReviewModeWrite)
                     }
                 };
-                let grant = match (by_roles.0, grants) {
+                let grant = match (by_roles.0, live.map(|l| l.grants)) {
                     (Verdict::ApprovalRequired, Some(table)) if !table.is_empty() => {
                         let p = &tenant.principals[principal as usize];
                         table.find(
@@ -550,6 +560,17 @@ pub struct Engine {
     last_failure: Mutex<Option<LoadFailure>>,
     /// Active elevation grants; they outlive snapshot swaps.
     pub grants: GrantTable,
+    /// While set, every agent decision is DENY with reason FROZEN; grants
+    /// stay in the table, unused, until it is cleared. The broker owns it.
+    frozen: AtomicBool,
+}
+
+/// What the approval channel adds to a snapshot's answers: the active
+/// grants and the freeze switch. Borrowed from the [`Engine`].
+#[derive(Clone, Copy)]
+pub struct Live<'a> {
+    pub grants: &'a GrantTable,
+    pub frozen: &'a AtomicBool,
 }
 
 /// A snapshot that failed to load while another kept serving.
@@ -565,7 +586,26 @@ impl Engine {
             current: ArcSwap::from_pointee(Loaded::new(snapshot)),
             last_failure: Mutex::new(None),
             grants: GrantTable::default(),
+            frozen: AtomicBool::new(false),
         }
+    }
+
+    /// The grants and the freeze switch, for [`Loaded::decide_with`].
+    #[inline]
+    pub fn live(&self) -> Live<'_> {
+        Live {
+            grants: &self.grants,
+            frozen: &self.frozen,
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Freezes or unfreezes agent decisions (the broker's freeze).
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Release);
     }
 
     /// Records a failed load; the serving snapshot is untouched.

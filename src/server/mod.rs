@@ -219,7 +219,6 @@ pub async fn start(
     broker: Arc<Broker>,
     reloader: Option<Arc<Reloader>>,
 ) -> Result<Running, ServeError> {
-    let engine = broker.engine().clone();
     if !config.admin_listen.ip().is_loopback() && !config.insecure && config.tls.is_none() {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
     }
@@ -312,7 +311,7 @@ pub async fn start(
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))),
     ));
 
-    let admin = AdminServer::new(AdminService::new(engine.clone(), reloader))
+    let admin = AdminServer::new(AdminService::new(broker.clone(), reloader))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
     let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))
