@@ -25,8 +25,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::error::echo;
 use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, FreezeEvent, GrantEnded};
-use super::policy::freeze::{self, FreezeState};
 use super::policy::auto_approve::{self, Skipped};
+use super::policy::freeze::{self, FreezeState};
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
 use super::policy::request::{self, ElevationRequest, PendingKey};

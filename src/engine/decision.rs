@@ -135,7 +135,9 @@ impl Reason {
             Reason::NeedsElevation => "the agent lacks this permission; request elevation",
             Reason::UnknownPrincipal => "the principal is not in the snapshot",
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
-            Reason::Frozen => "rampart is frozen: every agent is denied until an admin unfreezes it",
+            Reason::Frozen => {
+                "rampart is frozen: every agent is denied until an admin unfreezes it"
+            }
         }
     }
 }

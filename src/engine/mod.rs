@@ -644,3 +644,96 @@ impl Engine {
         previous
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAPSHOT: &str = r#"
+revision: r1
+principals:
+  - { id: alice, type: User }
+  - { id: mi, type: ManagedIdentity }
+roleAssignments:
+  - { id: ra-alice, principal: alice, role: Reader, scope: /subscriptions/s1 }
+agents:
+  - id: ag
+    principal: mi
+    resource: /subscriptions/s1/resourceGroups/rg/providers/Microsoft.App/agents/ag
+    managedScopes: [/subscriptions/s1/resourceGroups/rg]
+    permissionLevel: Reader
+    executionMode: Review
+"#;
+
+    fn decide(engine: &Engine, principal: &str, scope: &str, live: bool) -> (Verdict, Reason) {
+        let loaded = engine.current();
+        let none: &[(&str, &str)] = &[];
+        let req = Request {
+            principal_id: principal,
+            action: "Microsoft.Compute/virtualMachines/read",
+            scope,
+            data_action: false,
+            attributes: &none,
+            explain: false,
+            dry_run: false,
+        };
+        let d = loaded
+            .decide_with(&req, live.then(|| engine.live()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (d.verdict, d.reason)
+    }
+
+    #[test]
+    fn a_freeze_denies_agents_only_and_only_where_the_server_decides() {
+        let engine = Engine::new(
+            crate::snapshot::load_str(SNAPSHOT, "test").unwrap_or_else(|e| panic!("{e}")),
+        );
+        let rg = "/subscriptions/s1/resourceGroups/rg";
+        let outside = "/subscriptions/s1/resourceGroups/other";
+        assert_eq!(
+            decide(&engine, "mi", rg, true),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+        engine.set_frozen(true);
+        assert!(engine.is_frozen());
+        assert_eq!(
+            decide(&engine, "mi", rg, true),
+            (Verdict::Deny, Reason::Frozen)
+        );
+        // Before the agent's scope check: FROZEN is the one answer.
+        assert_eq!(
+            decide(&engine, "mi", outside, true),
+            (Verdict::Deny, Reason::Frozen)
+        );
+        // People, and unknown principals, are unaffected.
+        assert_eq!(
+            decide(&engine, "alice", rg, true),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+        assert_eq!(
+            decide(&engine, "nobody", rg, true),
+            (Verdict::Deny, Reason::UnknownPrincipal)
+        );
+        // Offline answers (no live state: `rampart check`, lenders) ignore it.
+        assert_eq!(
+            decide(&engine, "mi", rg, false),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+        engine.set_frozen(false);
+        assert_eq!(
+            decide(&engine, "mi", rg, true),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+    }
+
+    #[test]
+    fn frozen_has_one_spelling() {
+        assert_eq!(Reason::Frozen.as_str(), "FROZEN");
+        assert_eq!(
+            serde_json::to_string(&Reason::Frozen).unwrap_or_default(),
+            "\"FROZEN\""
+        );
+        assert_eq!(crate::proto::Reason::Frozen.as_str_name(), "FROZEN");
+        assert!(Reason::ALL.contains(&Reason::Frozen));
+    }
+}

@@ -6,9 +6,9 @@ use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::engine::view::{effective_view, AssignmentView, DenyView, EffectiveView};
 use crate::elevation::policy::freeze::FreezeState;
 use crate::elevation::Broker;
+use crate::engine::view::{effective_view, AssignmentView, DenyView, EffectiveView};
 use crate::engine::Engine;
 use crate::model::{check_principal_id, PermissionBlock, Scope};
 use crate::proto as pb;

@@ -599,11 +599,9 @@ impl StateStore for Store {
     fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
         let body: Option<String> = self
             .conn()
-            .query_row(
-                "SELECT body FROM settings WHERE name = 'freeze'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT body FROM settings WHERE name = 'freeze'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }
