@@ -761,6 +761,23 @@ mod tests {
     }
 
     #[test]
+    fn the_freeze_switch_is_kept_across_opens_and_after_a_migration() {
+        let e = elevation(AGENT_R, "reviewer", RESTART, VM);
+        let g = new_grant(&e, "oncall", Duration::from_secs(60), 0, SystemTime::now());
+        let dir = legacy_dir(&e, &g);
+        let store = Store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(store.freeze().unwrap_or_else(|err| panic!("{err}")), None);
+        let frozen = FreezeState::new(true, "admin", "incident", SystemTime::now());
+        store.put_freeze(&frozen).unwrap_or_else(|err| panic!("{err}"));
+        let thawed = FreezeState::new(false, "admin", "over", SystemTime::now());
+        store.put_freeze(&thawed).unwrap_or_else(|err| panic!("{err}"));
+        store.put_freeze(&frozen).unwrap_or_else(|err| panic!("{err}"));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(store.freeze().unwrap_or_else(|err| panic!("{err}")), Some(frozen));
+    }
+
+    #[test]
     fn an_unversioned_store_migrates_and_keeps_its_records() {
         let e = elevation(AGENT_R, "reviewer", RESTART, VM);
         let g = new_grant(&e, "oncall", Duration::from_secs(60), 0, SystemTime::now());
