@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         Some(Command::Import(args)) => cli::run::import(&args),
         Some(Command::Elevations(args)) => cli::run::elevations(args),
         Some(Command::Audit(args)) => cli::audit::run(&args),
+        Some(Command::Freeze(args)) => cli::run::freeze(true, args),
+        Some(Command::Unfreeze(args)) => cli::run::freeze(false, args),
         Some(Command::Role { reference }) => cli::run::role(&reference),
     }
 }

@@ -347,3 +347,90 @@ async fn a_freeze_through_one_replica_reaches_another_sharing_the_store() {
     a.stop().await;
     b.stop().await;
 }
+
+#[path = "common/process.rs"]
+mod process;
+
+/// `rampart freeze` and `unfreeze` against the real binary, with a tokens
+/// file: the admin's token flips the switch, an approver's does not, and
+/// who and why land in the audit log file.
+#[test]
+fn the_cli_freezes_with_an_admin_token_only() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    let sha = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+    std::fs::write(
+        &tokens,
+        format!(
+            "- {{sha256: {}, principal: root, admin: true}}\n- {{sha256: {}, principal: oncall}}\n",
+            sha("adm-secret"),
+            sha("oncall-secret")
+        ),
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let server = process::ServerProcess::start(&[
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ]);
+    let admin_addr = server.admin.to_string();
+    let run = |verb: &str, token: &str, reason: &str| {
+        let token_file = dir.path().join(format!("{token}.tok"));
+        std::fs::write(&token_file, token).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args([verb, "--admin-addr", &admin_addr, "--token-file"])
+            .arg(&token_file)
+            .args(["--reason", reason])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run("freeze", "oncall-secret", "mine");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("PERMISSION_DENIED"), "{err}");
+    let (code, out, err) = run("freeze", "adm-secret", "incident 45");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("FROZEN (every agent is denied) by root since "),
+        "{out}"
+    );
+    assert!(out.ends_with(": incident 45\n"), "{out}");
+    let (code, out, err) = run("unfreeze", "adm-secret", "over");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("not frozen by root"), "{out}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .filter(|l| {
+            l["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("rampart."))
+        })
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap(),
+                l["by"].as_str().unwrap(),
+                l["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("rampart.frozen", "root", "incident 45"),
+            ("rampart.unfrozen", "root", "over")
+        ]
+    );
+    server.kill9();
+}

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod elevations;
+pub mod freeze;
 pub mod run;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,11 @@ pub enum Command {
     Import(ImportArgs),
     /// List, watch, approve, deny and revoke on a running server's approval channel.
     Elevations(elevations::ElevationsArgs),
+    /// Deny every agent (reason FROZEN) on a running server until unfrozen;
+    /// cancels pending elevations and suspends grants. Admin token needed.
+    Freeze(freeze::FreezeArgs),
+    /// End a freeze. Admin token needed.
+    Unfreeze(freeze::FreezeArgs),
     /// Verify the audit log's chain and signatures, or make its signing key.
     Audit(audit::AuditArgs),
     /// Show a built-in role by id, name or earlier name (any case).

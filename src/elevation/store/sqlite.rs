@@ -768,13 +768,22 @@ mod tests {
         let store = Store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(store.freeze().unwrap_or_else(|err| panic!("{err}")), None);
         let frozen = FreezeState::new(true, "admin", "incident", SystemTime::now());
-        store.put_freeze(&frozen).unwrap_or_else(|err| panic!("{err}"));
+        store
+            .put_freeze(&frozen)
+            .unwrap_or_else(|err| panic!("{err}"));
         let thawed = FreezeState::new(false, "admin", "over", SystemTime::now());
-        store.put_freeze(&thawed).unwrap_or_else(|err| panic!("{err}"));
-        store.put_freeze(&frozen).unwrap_or_else(|err| panic!("{err}"));
+        store
+            .put_freeze(&thawed)
+            .unwrap_or_else(|err| panic!("{err}"));
+        store
+            .put_freeze(&frozen)
+            .unwrap_or_else(|err| panic!("{err}"));
         drop(store);
         let store = Store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(store.freeze().unwrap_or_else(|err| panic!("{err}")), Some(frozen));
+        assert_eq!(
+            store.freeze().unwrap_or_else(|err| panic!("{err}")),
+            Some(frozen)
+        );
     }
 
     #[test]
