@@ -342,6 +342,9 @@ impl Broker {
 
     /// Follows a switch set through another replica sharing the store.
     fn sync_freeze(&self) {
+        // Read under the writer, so a switch set here meanwhile is not
+        // overwritten by an older read.
+        let writer = self.write_lock();
         let stored = match self.store.freeze() {
             Ok(Some(stored)) => stored,
             Ok(None) => return,
@@ -350,11 +353,9 @@ impl Broker {
                 return;
             }
         };
-        if *self.freeze_lock() == stored {
-            return;
+        if *self.freeze_lock() != stored {
+            self.apply_freeze(&writer, stored, false);
         }
-        let writer = self.write_lock();
-        self.apply_freeze(&writer, stored, false);
     }
 
     /// Also writes every elevation event and grant to `log`.
