@@ -83,6 +83,7 @@ pub enum Reason {
     #[serde(alias = "LocalAuthDisabled")]
     LocalAuthDisabled,
     /// rampart is frozen: every agent is denied until an admin unfreezes.
+    #[serde(alias = "Frozen")]
     Frozen,
 }
 
