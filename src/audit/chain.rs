@@ -30,7 +30,7 @@ pub const FILE_EVENT: &str = "audit.file";
 /// Signed before the line, so a checkpoint signature means nothing else.
 const SIGNING_CONTEXT: &[u8] = b"rampart audit checkpoint v1\n";
 /// How a checkpoint line ends: `…,"signature":"BASE64"}`.
-const SIGNATURE_FIELD: &[u8] = b",\"signature\":\"";
+const SIGNATURE_FIELD: &str = ",\"signature\":\"";
 
 /// The SHA-256 of a line as written, without its newline.
 pub fn line_hash(line: &[u8]) -> Hash {
@@ -122,7 +122,7 @@ pub fn checkpoint_line(head: &Head, closing: bool, time: &str, key: &SigningKey)
     let signature = key.sign(&signed_message(unsigned.as_bytes()));
     let mut line = unsigned;
     line.pop(); // the closing brace
-    line.push_str(std::str::from_utf8(SIGNATURE_FIELD).unwrap_or_default());
+    line.push_str(SIGNATURE_FIELD);
     line.push_str(&base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()));
     line.push_str("\"}");
     line
@@ -138,13 +138,11 @@ fn signed_message(unsigned_line: &[u8]) -> Vec<u8> {
 /// Whether the checkpoint `line` carries `key`'s signature of itself
 /// (the line without its final `signature` field).
 pub fn checkpoint_signed(line: &[u8], key: &VerifyingKey) -> bool {
-    let Some(start) = line
-        .windows(SIGNATURE_FIELD.len())
-        .rposition(|w| w == SIGNATURE_FIELD)
-    else {
+    let field = SIGNATURE_FIELD.as_bytes();
+    let Some(start) = line.windows(field.len()).rposition(|w| w == field) else {
         return false;
     };
-    let Some(encoded) = line[start + SIGNATURE_FIELD.len()..].strip_suffix(b"\"}") else {
+    let Some(encoded) = line[start + field.len()..].strip_suffix(b"\"}") else {
         return false;
     };
     let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
