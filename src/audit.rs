@@ -13,7 +13,7 @@ pub mod keys;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -150,8 +150,9 @@ impl AuditLog {
         AuditLog::open_with(path, None)
     }
 
-    /// Opens `path` for appending (creating it): the chain continues from
-    /// its last record, or a new one begins with an `audit.file` line.
+    /// Opens `path` for appending (creating it `0600`, whatever the umask):
+    /// the chain continues from its last record, or a new one begins with
+    /// an `audit.file` line.
     pub fn open_with(path: &Path, sealing: Option<Sealing>) -> std::io::Result<AuditLog> {
         let (file, resumed) = open_file(path)?;
         let now = Instant::now();
@@ -193,7 +194,7 @@ impl AuditLog {
     pub fn write<E: Serialize>(&self, event: &E) {
         let mut w = self.lock();
         if w.last_rotation_check.elapsed() >= ROTATION_CHECK {
-            self.follow_rotation(&mut w);
+            let _ = self.follow_rotation(&mut w);
         }
         self.append_event(&mut w, event);
         if let Some(sealing) = &self.sealing {
@@ -207,7 +208,7 @@ impl AuditLog {
     /// checkpoint when records wait and the interval has passed.
     pub fn tick(&self) {
         let mut w = self.lock();
-        self.follow_rotation(&mut w);
+        let _ = self.follow_rotation(&mut w);
         if let Some(sealing) = &self.sealing {
             if w.unsealed > 0 && w.last_checkpoint.elapsed() >= sealing.interval {
                 self.checkpoint(&mut w, sealing, false);
@@ -229,10 +230,22 @@ impl AuditLog {
         }
     }
 
+    /// Follows a rotation now (SIGHUP): when the file at the path is no
+    /// longer the one written, the old one is sealed and a new one begun.
+    /// On failure the old file stays in use.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let mut w = self.lock();
+        self.follow_rotation(&mut w)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// When the file at `path` is no longer the one written (logrotate
     /// moved it away): seals the old one, and begins the new one with an
     /// `audit.file` line naming the old one's last hash.
-    fn follow_rotation(&self, w: &mut Writer) {
+    fn follow_rotation(&self, w: &mut Writer) -> std::io::Result<()> {
         w.last_rotation_check = Instant::now();
         let moved = match (std::fs::metadata(&self.path), w.file.metadata()) {
             (Ok(at_path), Ok(open)) => (at_path.dev(), at_path.ino()) != (open.dev(), open.ino()),
@@ -240,20 +253,16 @@ impl AuditLog {
             (Ok(_), Err(_)) => false,
         };
         if !moved {
-            return;
+            return Ok(());
         }
-        let file = match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        let file = match open_append(&self.path) {
             Ok(file) => file,
             Err(e) => {
                 tracing::error!(
                     "the audit log {} was moved away and cannot be created again ({e}); writing on to the moved file",
                     self.path.display()
                 );
-                return;
+                return Err(e);
             }
         };
         if let Some(sealing) = &self.sealing {
@@ -265,6 +274,7 @@ impl AuditLog {
         w.file = file;
         tracing::info!(target: "rampart::audit", file = %self.path.display(), seq = w.head.seq + 1, "audit log rotated: the new file continues the chain");
         self.append_event(w, &FileStart { event: FILE_EVENT });
+        Ok(())
     }
 
     fn checkpoint(&self, w: &mut Writer, sealing: &Sealing, closing: bool) {
@@ -344,6 +354,7 @@ fn open_file(path: &Path) -> std::io::Result<(File, Resumed)> {
         .create(true)
         .read(true)
         .append(true)
+        .mode(0o600)
         .open(path)?;
     let len = file.metadata()?.len();
     let mut lines = LinesBackwards::new(&mut file, len)?;
@@ -381,6 +392,16 @@ fn open_file(path: &Path) -> std::io::Result<(File, Resumed)> {
         Resumed::Before(last_line.map_or(chain::GENESIS, |l| chain::line_hash(&l)))
     });
     Ok((file, resumed))
+}
+
+/// Opens for appending, creating the file `0600` whatever the umask: it
+/// records who may do what.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// A file's complete lines from the last, read in blocks from the end.

@@ -17,7 +17,9 @@ fn main() -> ExitCode {
         Some(Command::Audit(args)) => cli::audit::run(&args),
         Some(Command::Freeze(args)) => cli::run::freeze(true, args),
         Some(Command::Unfreeze(args)) => cli::run::freeze(false, args),
-        Some(Command::Role { reference }) => cli::run::role(&reference),
+        Some(Command::Role(args)) => cli::run::role(&args),
+        Some(Command::Diff(args)) => cli::review::run_diff(&args),
+        Some(Command::Test(args)) => cli::review::run_test(&args),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The command line: flag definitions apart from the logic they configure.
-//! `rampart` alone serves; `validate` and `check` work offline on a file;
+//! `rampart` alone serves; `validate`, `check`, `diff` and `test` work offline on files;
 //! `elevations` talks to a running server's approval channel. The serve
 //! flags become opened resources in [`crate::daemon`].
 
 pub mod audit;
 pub mod elevations;
 pub mod freeze;
+pub mod review;
 pub mod run;
 
 use std::collections::BTreeMap;
@@ -54,11 +55,29 @@ pub enum Command {
     Unfreeze(freeze::FreezeArgs),
     /// Verify the audit log's chain and signatures, or make its signing key.
     Audit(audit::AuditArgs),
-    /// Show a built-in role by id, name or earlier name (any case).
-    Role {
-        /// A role id, name or earlier name, e.g. "Azure AI User".
-        reference: String,
-    },
+    /// Who gains and who loses which operations between two snapshots (exit 1 when anything is gained).
+    Diff(review::DiffArgs),
+    /// Run policy tests: requests with expected decisions, in YAML, against a snapshot.
+    Test(review::TestArgs),
+    /// Show a built-in role by id, name or earlier name (any case), list
+    /// them all, or search them.
+    Role(RoleArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct RoleArgs {
+    /// A role id, name or earlier name, e.g. "Azure AI User".
+    #[arg(value_name = "ID_OR_NAME")]
+    pub reference: Option<String>,
+    /// List every built-in role: id and name.
+    #[arg(long)]
+    pub list: bool,
+    /// The built-in roles whose name, earlier names or description contain
+    /// TEXT (any case) or, when TEXT is an operation such as
+    /// Microsoft.Compute/virtualMachines/restart/action, that allow it.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -90,18 +109,43 @@ pub struct ServeArgs {
     /// Snapshot file (YAML or JSON); without it the embedded demo is served.
     #[arg(long, env = "RAMPART_SNAPSHOT")]
     pub snapshot: Option<PathBuf>,
-    /// Address of the Authorizer listener.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    /// Address of the Authorizer listener: IP:PORT or HOST:PORT (a name is
+    /// resolved once, at start).
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Also serve the Authorizer on this Unix socket.
     #[arg(long)]
     pub uds: Option<PathBuf>,
     /// Address of the admin listener (Approvals and Admin).
-    #[arg(long, default_value = "127.0.0.1:50052")]
+    #[arg(long, default_value = "127.0.0.1:50052", value_parser = parse_listen)]
     pub admin_listen: SocketAddr,
     /// Address of a listener serving only grpc.health.v1, for kubelet probes.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     pub health_listen: Option<SocketAddr>,
+    /// The most connections the Authorizer holds at once (on TCP, and
+    /// again on --uds); more are closed at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// The most connections the admin listener holds at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_admin_connections: u32,
+    /// The most connections the health listener holds at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_health_connections: u32,
+    /// How long a client has to complete the TLS handshake, or to send its
+    /// first bytes on a plaintext listener.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: std::time::Duration,
+    /// Close a connection that has had no call in flight for this long
+    /// (clients reconnect when they need to).
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Send an HTTP/2 PING after this much silence on a connection…
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub keepalive_interval: std::time::Duration,
+    /// …and close the connection when its answer takes longer than this.
+    #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
+    pub keepalive_timeout: std::time::Duration,
     /// Append the audit trail (elevations, grants, sampled decisions) to
     /// this file as JSON lines.
     #[arg(long)]
@@ -120,7 +164,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
     pub audit_checkpoint_interval: std::time::Duration,
     /// Serve Prometheus metrics (GET /metrics) on this address.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
     /// Directory for durable state: elevations, grants, the audit trail
     /// (created if missing). Without it, that state lives in memory only.
@@ -148,11 +192,20 @@ pub struct ServeArgs {
     /// subjects map to principals in the tokens file).
     #[arg(long, requires = "tls_cert")]
     pub admin_client_ca: Option<PathBuf>,
+    /// CA (PEM) the Authorizer's TCP clients must present a certificate
+    /// from (mutual TLS, required).
+    #[arg(long, requires = "tls_cert")]
+    pub authorizer_client_ca: Option<PathBuf>,
+    /// Require a bearer token on every Authorizer call (TCP and --uds): a
+    /// YAML list of `{sha256, name}`.
+    #[arg(long, env = "RAMPART_AUTHORIZER_TOKENS")]
+    pub authorizer_tokens: Option<PathBuf>,
     /// Webhooks to notify of each new pending elevation and each
     /// resolution: a YAML file of sinks (CloudEvents, Slack, Teams).
     #[arg(long, env = "RAMPART_NOTIFICATIONS")]
     pub notifications: Option<PathBuf>,
-    /// Allow --admin-listen on a non-loopback address without TLS.
+    /// Allow --listen or --admin-listen on a non-loopback address without
+    /// TLS.
     #[arg(long)]
     pub insecure: bool,
     /// Watch the snapshot's directory and reload on change.
@@ -212,20 +265,39 @@ pub fn load_snapshot(path: Option<&PathBuf>) -> Result<CompiledSnapshot, Snapsho
     }
 }
 
+/// `n` and the noun, in the plural unless `n` is 1.
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `rampart validate FILE`: the report and whether the file is valid.
 pub fn validate(file: &Path) -> (String, bool) {
     match snapshot::load_file(file) {
         Ok(s) => {
             let t = &s.tenant;
             let report = format!(
-                "{} is valid: revision {}, {} principals, {} custom roles, {} role assignments, {} deny assignments, {} agents\n",
+                "{} is valid: revision {}, {}, {}, {}, {}, {}\n",
                 file.display(),
                 s.info.revision,
-                t.principals.len(),
-                t.role_definitions.len() - t.builtin_role_count,
-                t.role_assignments.len(),
-                t.deny_assignments.len(),
-                t.agents.len()
+                counted(t.principals.len(), "principal"),
+                counted(
+                    t.role_definitions.len() - t.builtin_role_count,
+                    "custom role"
+                ),
+                // As written: not the ones agents' permission levels derive.
+                counted(
+                    t.role_assignments
+                        .iter()
+                        .filter(|a| a.derived_from_agent.is_none())
+                        .count(),
+                    "role assignment"
+                ),
+                counted(t.deny_assignments.len(), "deny assignment"),
+                counted(t.agents.len(), "agent"),
             );
             (report, true)
         }
@@ -344,9 +416,57 @@ pub fn import(args: &ImportArgs) -> Result<(String, Vec<String>), String> {
 }
 
 /// `rampart role REF`: a built-in role, as its definition reads.
+/// Whether a block of the role allows the operation, on either plane.
+fn allows(role: &crate::model::RoleDefinition, operation: &str) -> bool {
+    role.permissions.iter().any(|block| {
+        [false, true].into_iter().any(|data| {
+            let (allowed, excluded) = block.plane(data);
+            allowed.matches(operation) && !excluded.matches(operation)
+        })
+    })
+}
+
+/// `rampart role --list` or `--search TEXT`: one line per role, by name.
+pub fn role_list(search: Option<&str>) -> Result<String, String> {
+    let roles = crate::snapshot::catalog::builtin_roles().map_err(|e| e.to_string())?;
+    let wanted = search.map(str::to_ascii_lowercase);
+    let matches = |r: &&crate::model::RoleDefinition| match (&wanted, search) {
+        (Some(text), Some(raw)) => {
+            r.role_name.to_ascii_lowercase().contains(text)
+                || r.aliases
+                    .iter()
+                    .any(|a| a.to_ascii_lowercase().contains(text))
+                || r.description.to_ascii_lowercase().contains(text)
+                || (raw.contains('/') && allows(r, raw))
+        }
+        _ => true,
+    };
+    let mut found: Vec<&crate::model::RoleDefinition> = roles.iter().filter(matches).collect();
+    found.sort_by_key(|r| r.role_name.to_ascii_lowercase());
+    if found.is_empty() {
+        return Err(format!(
+            "no built-in role's name, earlier names or description contains '{}', and none allows it as an operation",
+            search.unwrap_or_default()
+        ));
+    }
+    let mut out = String::new();
+    for r in &found {
+        let _ = writeln!(out, "{}  {}", r.id, r.role_name);
+    }
+    let _ = writeln!(out, "{}", counted(found.len(), "role"));
+    Ok(out)
+}
+
+/// `rampart role REFERENCE`: the role's definition.
 pub fn role(reference: &str) -> Result<String, String> {
     let role = crate::snapshot::catalog::find(reference).ok_or_else(|| {
-        format!("no built-in role has the id, name or earlier name '{reference}'")
+        let names = crate::snapshot::catalog::builtin_roles()
+            .map(|roles| roles.iter().map(|r| r.role_name.as_str()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        format!(
+            "no built-in role has the id, name or earlier name '{reference}'{}; `rampart role --search TEXT` searches them",
+            crate::snapshot::suggest::role_hint(reference, names)
+        )
     })?;
     let mut out = String::new();
     let _ = writeln!(out, "id:       {}", role.id);
@@ -385,6 +505,39 @@ fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::model::agent::parse_duration(text).map_err(|e| format!("'{text}' {e}"))
 }
 
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved now (the first
+/// address the name has).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "'{text}' has no port: give IP:PORT or HOST:PORT, e.g. 127.0.0.1:50051"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "'{text}': '{port}' is not a port number: give IP:PORT or HOST:PORT, e.g. 127.0.0.1:50051"
+        ));
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = text.to_socket_addrs().map_err(|e| {
+        format!("cannot resolve '{host}' ({e}): give an IP address instead, e.g. 127.0.0.1:{port}")
+    })?;
+    addrs.next().ok_or_else(|| {
+        format!("'{host}' has no address: give an IP address instead, e.g. 127.0.0.1:{port}")
+    })
+}
+
+/// A duration that must be longer than zero (a timeout or an interval).
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_arg(text)? {
+        d if d.is_zero() => Err(format!("'{text}' must be longer than zero")),
+        d => Ok(d),
+    }
+}
+
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
         .parse()
@@ -393,5 +546,31 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("'{text}' is not between 0 and 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(counted(0, "agent"), "0 agents");
+        assert_eq!(counted(1, "agent"), "1 agent");
+        assert_eq!(counted(2, "deny assignment"), "2 deny assignments");
+    }
+
+    #[test]
+    fn validate_reports_counts_with_their_plurals() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("one.yaml");
+        let yaml = "revision: one-1\nsubscriptions: [{ id: 11111111-1111-1111-1111-111111111111 }]\nprincipals:\n  - { id: mi, type: ManagedIdentity }\nroleAssignments:\n  - { id: ra, principal: mi, role: Reader, scope: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg }\nagents:\n  - { id: a, principal: mi, resource: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/Microsoft.App/agents/a, managedScopes: [/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg], permissionLevel: Reader, executionMode: Review }\n";
+        std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let (report, valid) = validate(&file);
+        assert!(valid, "{report}");
+        assert!(
+            report.contains("revision one-1, 1 principal, 0 custom roles, 1 role assignment, 0 deny assignments, 1 agent\n"),
+            "{report}"
+        );
     }
 }

@@ -573,6 +573,18 @@ pub struct Live<'a> {
     pub frozen: &'a AtomicBool,
 }
 
+impl<'a> Live<'a> {
+    /// `grants` with no freeze switch (tools, fuzzing and benches that
+    /// hold a [`GrantTable`] without an [`Engine`]).
+    pub fn unfrozen(grants: &'a GrantTable) -> Live<'a> {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        Live {
+            grants,
+            frozen: &NEVER,
+        }
+    }
+}
+
 /// A snapshot that failed to load while another kept serving.
 #[derive(Debug, Clone)]
 pub struct LoadFailure {
