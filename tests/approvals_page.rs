@@ -649,7 +649,7 @@ async fn an_admin_freezes_and_unfreezes_agents_from_the_page() {
     browser
         .until(
             "the approver's view",
-            "return document.getElementById('who').textContent.includes('oncall') && document.getElementById('freeze-state').textContent === 'Agents are not frozen.';",
+            "return document.getElementById('who').textContent.includes('oncall') && document.getElementById('freeze-state').textContent === 'Agents are not frozen.' && document.getElementById('freeze-form').hidden;",
             vec![],
         )
         .await;

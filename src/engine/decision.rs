@@ -83,6 +83,10 @@ pub enum Reason {
     UnknownPrincipal,
     #[serde(alias = "LocalAuthDisabled")]
     LocalAuthDisabled,
+    /// A role assignment's role covers the operation, but its condition
+    /// (or its role's) does not hold for this request.
+    #[serde(alias = "ConditionNotMet")]
+    ConditionNotMet,
     /// rampart is frozen: every agent is denied until an admin unfreezes.
     #[serde(alias = "Frozen")]
     Frozen,
@@ -90,7 +94,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of the reasons table.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::RoleAssignment,
         Reason::ElevationGrant,
         Reason::KeyAccess,
@@ -101,6 +105,7 @@ impl Reason {
         Reason::NeedsElevation,
         Reason::UnknownPrincipal,
         Reason::LocalAuthDisabled,
+        Reason::ConditionNotMet,
         Reason::Frozen,
     ];
 
@@ -117,6 +122,7 @@ impl Reason {
             Reason::NeedsElevation => "NEEDS_ELEVATION",
             Reason::UnknownPrincipal => "UNKNOWN_PRINCIPAL",
             Reason::LocalAuthDisabled => "LOCAL_AUTH_DISABLED",
+            Reason::ConditionNotMet => "CONDITION_NOT_MET",
             Reason::Frozen => "FROZEN",
         }
     }
@@ -138,6 +144,9 @@ impl Reason {
             Reason::NeedsElevation => "the agent lacks this permission; request elevation",
             Reason::UnknownPrincipal => "the principal is not in the snapshot",
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
+            Reason::ConditionNotMet => {
+                "a role assignment covers this operation, but its condition does not hold for this request"
+            }
             Reason::Frozen => {
                 "rampart is frozen: every agent is denied until an admin unfreezes it"
             }

@@ -501,6 +501,8 @@
     $('pending').replaceChildren();
     $('grants').replaceChildren();
     $('history-rows').replaceChildren();
+    $('freeze-form').hidden = true;
+    $('freeze-state').textContent = '';
     $('app').hidden = true;
     $('sign-out').hidden = true;
     $('who').textContent = '';
