@@ -78,7 +78,7 @@ fn authorize(broker: &Broker, principal: &str, scope: &str) -> Verdict {
     };
     engine
         .current()
-        .decide_with(&req, Some(&engine.grants))
+        .decide_with(&req, Some(engine.live()))
         .map(|d| d.verdict)
         .unwrap_or(Verdict::Deny)
 }

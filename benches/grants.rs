@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
             dry_run: false,
         };
         loaded
-            .decide_with(&request, Some(&engine.grants))
+            .decide_with(&request, Some(engine.live()))
             .map(|d| d.verdict)
             .unwrap_or(Verdict::Deny)
     };

@@ -660,3 +660,69 @@ async fn over_mutual_tls_the_client_certificate_is_the_viewer() {
     assert_eq!(page.status(), StatusCode::OK);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_page_freezes_with_an_admin_token_only() {
+    let s = TestServer::start(&snapshot()).await;
+    let api = Api::new(&s);
+    let (status, body) = api.get("/ui/api/freeze", &token("oncall")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["frozen"], false);
+    // An approver may look but not flip it.
+    let (status, body) = api
+        .post(
+            "/ui/api/freeze",
+            &token("oncall"),
+            json!({"frozen": true, "reason": "mine"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "PERMISSION_DENIED");
+    // Without the page's header, not even an admin.
+    let bare = send(
+        reqwest::Client::new()
+            .post(format!("{}/ui/api/freeze", api.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"frozen": true, "reason": "csrf"})),
+    )
+    .await;
+    assert_eq!(bare.0, StatusCode::FORBIDDEN);
+    assert!(!s.engine.is_frozen());
+    // A reason is required.
+    let (status, body) = api
+        .post("/ui/api/freeze", ADMIN_TOKEN, json!({"frozen": true}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api
+        .post(
+            "/ui/api/freeze",
+            ADMIN_TOKEN,
+            json!({"frozen": true, "reason": "incident"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["frozen"].as_bool(), body["by"].as_str()),
+        (Some(true), Some("admin"))
+    );
+    assert!(s.engine.is_frozen());
+    let r = s
+        .authorize(
+            "agent-r",
+            "Microsoft.Compute/virtualMachines/read",
+            RG,
+            false,
+        )
+        .await;
+    assert_eq!(r.reason(), pb::Reason::Frozen);
+    let (status, body) = api
+        .post(
+            "/ui/api/freeze",
+            ADMIN_TOKEN,
+            json!({"frozen": false, "reason": "over"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!s.engine.is_frozen());
+    s.stop().await;
+}

@@ -581,3 +581,84 @@ async fn an_approver_works_the_page_with_the_keyboard_and_a_stranger_cannot() {
         let _ = task.await;
     }
 }
+
+/// The freeze button: an admin freezes and unfreezes from the page with a
+/// reason; an approver sees the state but no button.
+#[tokio::test]
+async fn an_admin_freezes_and_unfreezes_agents_from_the_page() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = TestServer::start(&snapshot()).await;
+    let admin = s.running.as_ref().expect("running").admin_addr;
+    let page = format!("http://{admin}/ui/approvals");
+    browser.sign_in(&page, common::ADMIN_TOKEN, "admin").await;
+    browser
+        .until(
+            "the freeze state and button",
+            "return document.getElementById('freeze-state').textContent === 'Agents are not frozen.' && !document.getElementById('freeze-form').hidden;",
+            vec![],
+        )
+        .await;
+    let reason = browser
+        .client
+        .find(Locator::Id("freeze-reason"))
+        .await
+        .unwrap();
+    reason.click().await.unwrap();
+    browser.type_text("incident 46").await;
+    browser.press(Key::Enter).await;
+    browser
+        .until(
+            "frozen",
+            "return document.getElementById('freeze-state').textContent.startsWith('FROZEN: every agent is denied (by admin since ') && document.getElementById('freeze-button').textContent === 'Unfreeze agents';",
+            vec![],
+        )
+        .await;
+    assert!(s.engine.is_frozen());
+    assert_eq!(s.broker.freeze_state().reason, "incident 46");
+    // The page's own API refuses a reasonless unfreeze.
+    let (status, body) = browser
+        .fetch("/ui/api/freeze", json!({"frozen": false}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(s.engine.is_frozen());
+    reason.click().await.unwrap();
+    browser.type_text("over").await;
+    browser.press(Key::Enter).await;
+    browser
+        .until(
+            "unfrozen",
+            "return document.getElementById('freeze-state').textContent === 'Agents are not frozen.';",
+            vec![],
+        )
+        .await;
+    assert!(!s.engine.is_frozen());
+
+    // An approver sees the state, not the button.
+    browser
+        .client
+        .find(Locator::Id("sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.type_text(&token("oncall")).await;
+    browser.press(Key::Enter).await;
+    browser
+        .until(
+            "the approver's view",
+            "return document.getElementById('who').textContent.includes('oncall') && document.getElementById('freeze-state').textContent === 'Agents are not frozen.' && document.getElementById('freeze-form').hidden;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        browser
+            .text("document.getElementById('freeze-form').hidden")
+            .await,
+        "true"
+    );
+    let _ = browser.client.clone().close().await;
+    s.stop().await;
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rampart::elevation::events::AuditEvent;
+use rampart::elevation::policy::freeze::FreezeState;
 use rampart::elevation::{
     Approval, Broker, Cursor, Elevation, ElevationError, ElevationQuery, ElevationRequest,
     ElevationState, Grant, GrantQuery, Page, Purged, Resolved, StateStore, Store, StoreError,
@@ -85,6 +86,13 @@ impl StateStore for Flaky {
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         self.inner.audit_events()
     }
+    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
+        self.inner.freeze()
+    }
+    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_freeze(state)
+    }
 }
 
 fn vm(n: usize) -> String {
@@ -114,7 +122,7 @@ fn restart(scope: &str, dry_run: bool) -> Request<'_> {
 fn allowed(broker: &Broker, scope: &str) -> bool {
     let loaded = broker.engine().current();
     loaded
-        .decide_with(&restart(scope, false), Some(&broker.engine().grants))
+        .decide_with(&restart(scope, false), Some(broker.engine().live()))
         .is_ok_and(|d| d.verdict == Verdict::Allow)
 }
 
@@ -228,6 +236,47 @@ async fn a_failed_write_leaves_memory_and_the_engine_as_they_were() {
     assert_eq!(broker.live(), (0, 0));
 }
 
+/// A freeze is durable before it acts: one whose write fails leaves
+/// agents, pending elevations and grants as they were.
+#[tokio::test]
+async fn a_freeze_that_cannot_be_written_changes_nothing() {
+    let flaky = Arc::new(Flaky {
+        inner: Store::in_memory().expect("store"),
+        failing: AtomicBool::new(false),
+    });
+    let broker = Broker::start(engine(), flaky.clone()).expect("broker");
+    let scope = vm(1);
+    let id = file(&broker, &scope).await;
+    flaky.failing.store(true, Ordering::Release);
+    unavailable(
+        broker
+            .set_freeze(true, "admin", "incident")
+            .expect_err("freeze"),
+    );
+    assert!(!broker.engine().is_frozen());
+    assert!(!broker.freeze_state().frozen);
+    assert_eq!(
+        broker.get(&id).map(|e| e.state),
+        Some(ElevationState::Pending)
+    );
+    flaky.failing.store(false, Ordering::Release);
+    broker
+        .set_freeze(true, "admin", "incident")
+        .expect("freeze");
+    assert!(broker.engine().is_frozen());
+    assert_eq!(
+        broker.find(&id).expect("find").map(|e| e.state),
+        Some(ElevationState::Cancelled)
+    );
+    assert_eq!(
+        flaky
+            .freeze()
+            .expect("read")
+            .map(|f| (f.frozen, f.by, f.reason)),
+        Some((true, "admin".to_owned(), "incident".to_owned()))
+    );
+}
+
 #[tokio::test]
 async fn a_crash_never_lets_a_limited_grant_be_used_more_than_its_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -250,7 +299,7 @@ async fn a_crash_never_lets_a_limited_grant_be_used_more_than_its_limit() {
     let loaded = broker.engine().current();
     for _ in 0..20 {
         assert!(loaded
-            .decide_with(&restart(&scope, true), Some(&broker.engine().grants))
+            .decide_with(&restart(&scope, true), Some(broker.engine().live()))
             .is_ok_and(|d| d.verdict == Verdict::Allow));
     }
     drop(loaded);

@@ -723,3 +723,32 @@ async fn a_refused_deployment_takes_no_use_of_a_grant() {
     assert_eq!(grant_uses(&s), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_frozen_rampart_denies_agents_at_envoy_and_lets_people_through() {
+    let s = start(ExtAuthzSettings::default()).await;
+    let read = format!("{}?api-version=2024-03-01", vm("vm1"));
+    assert_eq!(outcome(&ask(&s, check(AGENT, "GET", &read)).await).0, 200);
+    s.admin
+        .clone()
+        .freeze(authed(
+            rampart::proto::FreezeRequest {
+                reason: "incident".into(),
+            },
+            common::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let r = ask(&s, check(AGENT, "GET", &read)).await;
+    let (status, code, message) = outcome(&r);
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "AuthorizationFailed"),
+        "{message}"
+    );
+    assert_eq!(meta(&r, "decision"), "DENY");
+    assert_eq!(meta(&r, "reason"), "FROZEN");
+    assert!(message.contains("(rampart: FROZEN,"), "{message}");
+    assert_eq!(outcome(&ask(&s, check(READER, "GET", &read)).await).0, 200);
+    s.stop().await;
+}

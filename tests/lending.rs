@@ -428,7 +428,7 @@ fn many_agents_with_many_lenders_decide_without_deadlock() {
                             explain: false,
                             dry_run: false,
                         },
-                        Some(&engine.grants),
+                        Some(engine.live()),
                     )
                     .unwrap();
                 assert_eq!(d.verdict, Verdict::Allow, "round {round}, {agent}");

@@ -85,7 +85,7 @@ fn authorize(broker: &Broker, principal: &str, scope: &str) -> Verdict {
         dry_run: false,
     };
     loaded
-        .decide_with(&req, Some(&engine.grants))
+        .decide_with(&req, Some(engine.live()))
         .map(|d| d.verdict)
         .unwrap_or(Verdict::Deny)
 }
@@ -1024,4 +1024,44 @@ async fn two_daemons_on_one_database_share_one_approval_queue_over_grpc() {
     assert!(grants.iter().any(|g| g.elevation_id == id));
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_freeze_given_to_one_replica_holds_for_the_fleet_and_survives_a_restart() {
+    let Some(db) = test_db() else { return };
+    let (a, b) = (db.replica(&snapshot()), db.replica(&snapshot()));
+    let scope = vm("web-1");
+    // A pending elevation filed on B, and a grant in force.
+    let caller = spawn_request(&b, "agent-r", scope.clone(), Duration::from_secs(30));
+    let e = pending_on(&a, &scope).await;
+    ok(a.approve("oncall", &e.id, approval(0)).await);
+    ok(ok(caller.await));
+    assert_eq!(authorize(&b, "agent-r", &scope), Verdict::Allow);
+    let other = vm("web-2");
+    let waiting = spawn_request(&b, "agent-r", other.clone(), Duration::from_secs(30));
+    pending_on(&a, &other).await;
+
+    ok(a.set_freeze(true, "it-admin", "incident 42"));
+    assert!(
+        eventually(Duration::from_secs(10), || b.freeze_state().frozen).await,
+        "B follows A's freeze"
+    );
+    // The grant is suspended on both, the pending elevation cancelled.
+    assert_eq!(authorize(&a, "agent-r", &scope), Verdict::Deny);
+    assert_eq!(authorize(&b, "agent-r", &scope), Verdict::Deny);
+    assert_eq!(ok(ok(waiting.await)).state, ElevationState::Cancelled);
+
+    // A replica started now starts frozen.
+    let c = db.replica(&snapshot());
+    assert!(c.freeze_state().frozen);
+    assert_eq!(authorize(&c, "agent-r", &scope), Verdict::Deny);
+
+    // Unfrozen on C: the grant counts again everywhere.
+    ok(c.set_freeze(false, "it-admin", "resolved"));
+    assert!(eventually(Duration::from_secs(10), || !a.freeze_state().frozen).await);
+    assert!(
+        eventually(Duration::from_secs(10), || authorize(&b, "agent-r", &scope)
+            == Verdict::Allow)
+        .await
+    );
 }

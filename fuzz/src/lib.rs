@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use arbitrary::Unstructured;
 use prost::Message;
-use rampart::engine::{ActiveGrant, GrantTable, Loaded, Request, RequestError, Verdict};
+use rampart::engine::{ActiveGrant, GrantTable, Live, Loaded, Request, RequestError, Verdict};
 use rampart::extauthz::{map_request, MappedBy, Method, RouteSpec, RouteTable};
 use rampart::model::action::MAX_OPERATION_LEN;
 use rampart::model::condition::{AttributeSource, Comparison, Expr, Operand, Operator, Quantifier};
@@ -661,7 +661,7 @@ fn decide(loaded: &Loaded, grants: &GrantTable, req: &pb::AuthorizeRequest) {
         check_invalid_argument(&e);
         return;
     }
-    match loaded.decide_with(&convert::request(req), Some(grants)) {
+    match loaded.decide_with(&convert::request(req), Some(Live::unfrozen(grants))) {
         Ok(d) => {
             let (verdict, reason, read_only) = (d.verdict, d.reason, d.read_only);
             let response = convert::response(d);
@@ -675,7 +675,7 @@ fn decide(loaded: &Loaded, grants: &GrantTable, req: &pb::AuthorizeRequest) {
                 other.explain = explain;
                 other.dry_run = dry_run;
                 let d = loaded
-                    .decide_with(&other, Some(grants))
+                    .decide_with(&other, Some(Live::unfrozen(grants)))
                     .unwrap_or_else(|e| panic!("{req:?} decided, then failed: {e}"));
                 assert_eq!(
                     (d.verdict, d.reason, d.read_only),

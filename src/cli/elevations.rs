@@ -168,7 +168,7 @@ impl Connection {
 
     /// The bearer token, if any: `--token-file`, else `$RAMPART_TOKEN`; a
     /// client certificate may stand in for it.
-    fn token(&self) -> Result<Option<String>, String> {
+    pub(crate) fn token(&self) -> Result<Option<String>, String> {
         let token = match &self.token_file {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
@@ -230,7 +230,7 @@ pub enum ElevationsCommand {
     },
 }
 
-fn authed<T>(message: T, token: Option<&str>) -> Result<Request<T>, String> {
+pub(crate) fn authed<T>(message: T, token: Option<&str>) -> Result<Request<T>, String> {
     let mut request = Request::new(message);
     if let Some(token) = token {
         let value = format!("Bearer {token}")

@@ -3,7 +3,9 @@
 //! `elevations` talks to a running server's approval channel. The serve
 //! flags become opened resources in [`crate::daemon`].
 
+pub mod audit;
 pub mod elevations;
+pub mod freeze;
 pub mod review;
 pub mod run;
 
@@ -46,6 +48,13 @@ pub enum Command {
     Import(ImportArgs),
     /// List, watch, approve, deny and revoke on a running server's approval channel.
     Elevations(elevations::ElevationsArgs),
+    /// Deny every agent (reason FROZEN) on a running server until unfrozen;
+    /// cancels pending elevations and suspends grants. Admin token needed.
+    Freeze(freeze::FreezeArgs),
+    /// End a freeze. Admin token needed.
+    Unfreeze(freeze::FreezeArgs),
+    /// Verify the audit log's chain and signatures, or make its signing key.
+    Audit(audit::AuditArgs),
     /// Who gains and who loses which operations between two snapshots (exit 1 when anything is gained).
     Diff(review::DiffArgs),
     /// Run policy tests: requests with expected decisions, in YAML, against a snapshot.
@@ -144,6 +153,16 @@ pub struct ServeArgs {
     /// The share of decisions written to --audit-log, from 0 to 1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub audit_decisions_sample: f64,
+    /// Sign checkpoints of --audit-log with this Ed25519 private key (PEM,
+    /// from `rampart audit keygen` or `openssl genpkey -algorithm ed25519`).
+    #[arg(long, requires = "audit_log", env = "RAMPART_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
+    /// Write a signed checkpoint after this many audit records...
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_records: u64,
+    /// ...or this long after the last one, when records wait.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub audit_checkpoint_interval: std::time::Duration,
     /// Serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long, value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,

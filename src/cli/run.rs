@@ -63,6 +63,23 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     finish("import", written, ExitCode::FAILURE)
 }
 
+/// `rampart freeze` or `rampart unfreeze`: the switch as it then stands.
+pub fn freeze(frozen: bool, args: super::freeze::FreezeArgs) -> ExitCode {
+    let name = if frozen { "freeze" } else { "unfreeze" };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rampart: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(super::freeze::run(frozen, args));
+    finish(name, result, ExitCode::FAILURE)
+}
+
 /// `rampart elevations …`: a client on a single-threaded runtime.
 pub fn elevations(args: elevations::ElevationsArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

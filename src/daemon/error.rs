@@ -39,6 +39,9 @@ pub enum StartError {
     Notifications { path: PathBuf, message: String },
     #[error("cannot open --audit-log {}: {source}; give a file in an existing, writable directory", .path.display())]
     AuditLog { path: PathBuf, source: io::Error },
+    /// `--audit-signing-key` is unreadable or not an Ed25519 key.
+    #[error("--audit-signing-key: {0}")]
+    AuditKey(String),
     /// A TLS file (`--tls-cert`, `--tls-key`, `--admin-client-ca`) is unreadable.
     #[error("cannot read {flag} {}: {source}", .path.display())]
     Tls {

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 pub use error::StartError;
 pub use resources::Resources;
 
+use crate::audit::AuditLog;
 use crate::cli::ServeArgs;
 use crate::elevation::{Broker, Limits};
 use crate::engine::Engine;
@@ -40,6 +41,8 @@ const MIN_RELOAD_POLL: Duration = Duration::from_secs(1);
 /// How often expired and used-up grants are ended (and the uses of limited
 /// grants reserved); state older than `--retention` is purged hourly.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the audit log looks for a rotation and a due checkpoint.
+const AUDIT_TICK: Duration = Duration::from_secs(1);
 /// How long in-flight calls get once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long queued notifications (the shutdown's cancellations among
@@ -322,6 +325,7 @@ impl Daemon {
             None => None,
         };
         let reloader = snapshot_file.map(|path| reloader(path, &info, &broker, files.clone()));
+        let audit = config.audit.clone();
         let server = server::start(config, broker.clone(), reloader.clone()).await?;
         let notifier = notifier.map(|n| {
             tracing::info!(sinks = n.sink_count(), "sending notifications");
@@ -329,6 +333,9 @@ impl Daemon {
         });
 
         let mut tasks = vec![broker.spawn_sweeper(SWEEP_EVERY)];
+        if let Some(log) = &audit {
+            tasks.push(tokio::spawn(tick_audit(log.clone())));
+        }
         let metrics_addr = metrics_listener.map(|(listener, bound)| {
             tasks.push(tokio::spawn(metrics::serve(listener, broker.clone())));
             tracing::info!(metrics = %bound, "serving Prometheus metrics on /metrics");
@@ -372,8 +379,19 @@ impl Daemon {
             server,
             tasks,
             notifier,
+            audit,
             _watch: watch,
         })
+    }
+}
+
+/// Lets the audit log follow a rotation and write its timed checkpoints.
+async fn tick_audit(log: Arc<AuditLog>) {
+    let mut every = tokio::time::interval(AUDIT_TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        log.tick();
     }
 }
 
@@ -425,6 +443,8 @@ pub struct RunningDaemon {
     tasks: Vec<JoinHandle<()>>,
     /// Webhook notifications, given a grace to flush at shutdown.
     notifier: Option<RunningNotifier>,
+    /// Sealed with a closing checkpoint once everything else has stopped.
+    audit: Option<Arc<AuditLog>>,
     _watch: Option<ReloadWatch>,
 }
 
@@ -438,6 +458,7 @@ impl RunningDaemon {
             server,
             tasks,
             notifier,
+            audit,
             _watch,
             ..
         } = self;
@@ -464,6 +485,9 @@ impl RunningDaemon {
         }
         for task in tasks {
             task.abort();
+        }
+        if let Some(log) = audit {
+            log.close();
         }
         result.map_err(StartError::from)
     }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::StartError;
-use crate::audit::AuditLog;
+use crate::audit::keys::load_signing_key;
+use crate::audit::{AuditLog, Sealing};
 use crate::cli::ServeArgs;
 use crate::elevation::{DbConfig, PgStore, StateStore, Store};
 use crate::server::{AuthorizerTokens, TlsFiles, Tokens};
@@ -71,13 +72,21 @@ impl Resources {
                 args.audit_decisions_sample
             ));
         }
+        let sealing = match &args.audit_signing_key {
+            Some(path) => Some(Sealing {
+                key: load_signing_key(path).map_err(StartError::AuditKey)?,
+                records: args.audit_checkpoint_records,
+                interval: args.audit_checkpoint_interval,
+            }),
+            None => None,
+        };
         let audit_log = match &args.audit_log {
-            Some(path) => Some(Arc::new(AuditLog::open(path).map_err(|source| {
-                StartError::AuditLog {
+            Some(path) => Some(Arc::new(AuditLog::open_with(path, sealing).map_err(
+                |source| StartError::AuditLog {
                     path: path.clone(),
                     source,
-                }
-            })?)),
+                },
+            )?)),
             None => None,
         };
         let path_text = |p: &Option<PathBuf>| {

@@ -33,8 +33,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, watch};
 
 use super::error::echo;
-use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, GrantEnded};
+use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, FreezeEvent, GrantEnded};
 use super::policy::auto_approve::{self, Skipped};
+use super::policy::freeze::{self, FreezeState};
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
 use super::policy::request::{self, ElevationRequest, PendingKey};
@@ -46,7 +47,7 @@ use super::store::{
 use super::types::{Approval, Elevation, ElevationState, Grant};
 use super::ElevationError;
 use crate::audit::AuditLog;
-use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
+use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Verdict};
 use crate::model::{principal_key, Agent, ExecutionMode};
 use crate::snapshot::CompiledSnapshot;
 
@@ -221,6 +222,9 @@ pub struct Broker {
     /// The last change of the shared store applied here; used under
     /// `writer`.
     seen: Mutex<i64>,
+    /// The freeze switch as last set or seen in the store; the engine
+    /// holds the flag decisions read. Changed under `writer`.
+    freeze: Mutex<FreezeState>,
 }
 
 fn not_found(what: &'static str, id: &str) -> ElevationError {
@@ -279,12 +283,21 @@ impl Broker {
             audit_log: OnceLock::new(),
             fleet,
             seen: Mutex::new(0),
+            freeze: Mutex::new(FreezeState::thawed()),
         });
         broker.restore()?;
         Ok(broker)
     }
 
     fn restore(&self) -> Result<(), StoreError> {
+        // The switch first, for a fleet's shared store too.
+        if let Some(state) = self.store.freeze()? {
+            if state.frozen {
+                tracing::warn!(by = %state.by, reason = %state.reason, "rampart is frozen: every agent is denied until an admin unfreezes it");
+            }
+            self.engine.set_frozen(state.frozen);
+            *self.freeze_lock() = state;
+        }
         if let Some(shared) = self.store.shared() {
             return self.restore_shared(shared);
         }
@@ -393,6 +406,72 @@ impl Broker {
         }
     }
 
+    fn freeze_lock(&self) -> MutexGuard<'_, FreezeState> {
+        self.freeze.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The freeze switch as it stands.
+    pub fn freeze_state(&self) -> FreezeState {
+        self.freeze_lock().clone()
+    }
+
+    /// Freezes (`frozen`) or unfreezes rampart as `by`, for `reason`
+    /// (docs/agents-and-elevation.md#freeze): durable first, then the
+    /// engine's switch, the audit trail, and, on a freeze, every pending
+    /// elevation cancelled. Grants are left as they are: unused while
+    /// frozen, counted again after, unless they expired meanwhile.
+    pub fn set_freeze(
+        &self,
+        frozen: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<FreezeState, ElevationError> {
+        freeze::check_reason(reason)?;
+        let writer = self.write_lock();
+        let state = FreezeState::new(frozen, by, reason, SystemTime::now());
+        self.store.put_freeze(&state)?;
+        self.apply_freeze(&writer, state.clone(), true);
+        Ok(state)
+    }
+
+    /// Makes `state` the one in force: the engine's switch, the audit
+    /// trail (`record`: this replica set it), and the cancellations.
+    fn apply_freeze(&self, writer: &MutexGuard<'_, ()>, state: FreezeState, record: bool) {
+        self.engine.set_frozen(state.frozen);
+        if record {
+            let revision = self.engine.current().snapshot.info.revision.clone();
+            let event = FreezeEvent::new(state.frozen, &state.by, &state.reason, &revision);
+            if let Err(err) = self.write_audit(&event.into()) {
+                tracing::error!("cannot write the audit trail: {err}");
+            }
+        }
+        if state.frozen {
+            tracing::warn!(target: "rampart::audit", by = %state.by, reason = %state.reason, "rampart frozen: every agent is denied");
+            self.cancel_pending_locked(writer, &state.by, &state.cancel_comment());
+        } else {
+            tracing::warn!(target: "rampart::audit", by = %state.by, reason = %state.reason, "rampart unfrozen");
+        }
+        *self.freeze_lock() = state;
+    }
+
+    /// Follows a switch set through another replica sharing the store.
+    fn sync_freeze(&self) {
+        // Read under the writer, so a switch set here meanwhile is not
+        // overwritten by an older read.
+        let writer = self.write_lock();
+        let stored = match self.store.freeze() {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("cannot read the freeze switch: {e}");
+                return;
+            }
+        };
+        if *self.freeze_lock() != stored {
+            self.apply_freeze(&writer, stored, false);
+        }
+    }
+
     /// Also writes every elevation event and grant to `log`.
     pub fn set_audit_log(&self, log: Arc<AuditLog>) {
         let _ = self.audit_log.set(log);
@@ -452,10 +531,13 @@ impl Broker {
         let loaded = self.engine.current_arc();
         // Grants count (an active one makes the elevation unnecessary), but
         // asking takes no use of them.
-        let decision = loaded.decide_with(&r.question(), Some(&self.engine.grants))?;
+        let decision = loaded.decide_with(&r.question(), Some(self.engine.live()))?;
         let now = SystemTime::now();
         let agent = agent_of(&loaded.snapshot, r.principal_id);
         let agent = match decision.verdict {
+            Verdict::Deny if decision.reason == Reason::Frozen => {
+                return Err(ElevationError::Frozen);
+            }
             Verdict::Deny => {
                 return Err(ElevationError::CannotElevate {
                     reason: decision.reason,
@@ -499,6 +581,9 @@ impl Broker {
         now: SystemTime,
     ) -> Result<(String, watch::Receiver<Elevation>, Option<SystemTime>), ElevationError> {
         let _writer = self.write_lock();
+        if self.engine.is_frozen() {
+            return Err(ElevationError::Frozen);
+        }
         if let Some(shared) = self.store.shared() {
             return self.join_or_open_shared(shared, candidate, agent);
         }
@@ -1100,6 +1185,9 @@ impl Broker {
         approval: Approval<'_>,
     ) -> Result<Elevation, ElevationError> {
         let writer = self.write_lock();
+        if self.engine.is_frozen() {
+            return Err(ElevationError::Frozen);
+        }
         let elevation = self.pending(id)?;
         let duration = {
             let loaded = self.engine.current();
@@ -1167,6 +1255,9 @@ impl Broker {
         id: &str,
     ) -> Result<(), ElevationError> {
         let writer = self.write_lock();
+        if self.engine.is_frozen() {
+            return Ok(());
+        }
         let Some(elevation) = self.lock().pending.get(id).map(|e| e.elevation.clone()) else {
             return Ok(());
         };
@@ -1614,6 +1705,7 @@ impl Broker {
     /// reservations, and expires pending elevations nobody waits on.
     pub fn sweep(&self) {
         let now = SystemTime::now();
+        self.sync_freeze();
         self.reserve_uses();
         if let Some(shared) = self.store.shared() {
             self.sweep_shared(shared, now);
@@ -1784,6 +1876,10 @@ impl Broker {
             self.leave_all_pending(&writer, shared, why);
             return;
         }
+        self.cancel_pending_locked(&writer, "rampart", why);
+    }
+
+    fn cancel_pending_locked(&self, writer: &MutexGuard<'_, ()>, by: &str, why: &str) {
         let pending: Vec<Elevation> = self
             .lock()
             .pending
@@ -1793,10 +1889,10 @@ impl Broker {
         for e in pending {
             let close = Resolution::Close {
                 state: ElevationState::Cancelled,
-                by: "rampart",
+                by,
                 comment: Some(why),
             };
-            if let Err(err) = self.settle(&writer, &e, close) {
+            if let Err(err) = self.settle(writer, &e, close) {
                 tracing::error!("cannot cancel elevation {}: {err}", e.id);
             }
         }

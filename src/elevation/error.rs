@@ -16,6 +16,11 @@ pub enum ElevationError {
     /// Authorize denies the request: a denial cannot be elevated.
     #[error("Authorize denies this ({reason}): a denial cannot be elevated")]
     CannotElevate { reason: Reason },
+    /// rampart is frozen: no elevation is filed or approved.
+    #[error(
+        "rampart is frozen (FROZEN): no elevation is filed or approved until an admin unfreezes it"
+    )]
+    Frozen,
     /// The principal asking is no agent's identity.
     #[error("only agents request elevation")]
     NotAnAgent { principal: String },

@@ -109,12 +109,44 @@ impl GrantEnded {
     }
 }
 
+/// `{"event":"rampart.frozen",…}` or `rampart.unfrozen`: who set the
+/// freeze switch and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FreezeEvent {
+    pub event: &'static str,
+    pub by: String,
+    pub reason: String,
+    pub revision: String,
+}
+
+impl FreezeEvent {
+    pub fn new(frozen: bool, by: &str, reason: &str, revision: &str) -> Self {
+        FreezeEvent {
+            event: if frozen {
+                "rampart.frozen"
+            } else {
+                "rampart.unfrozen"
+            },
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            revision: revision.to_owned(),
+        }
+    }
+}
+
 /// One entry of the audit trail, a JSON object with its `event` first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum AuditEvent {
     Elevation(ElevationEvent),
     GrantEnded(GrantEnded),
+    Freeze(FreezeEvent),
+}
+
+impl From<FreezeEvent> for AuditEvent {
+    fn from(e: FreezeEvent) -> Self {
+        AuditEvent::Freeze(e)
+    }
 }
 
 impl From<ElevationEvent> for AuditEvent {

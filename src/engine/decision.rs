@@ -87,11 +87,14 @@ pub enum Reason {
     /// (or its role's) does not hold for this request.
     #[serde(alias = "ConditionNotMet")]
     ConditionNotMet,
+    /// rampart is frozen: every agent is denied until an admin unfreezes.
+    #[serde(alias = "Frozen")]
+    Frozen,
 }
 
 impl Reason {
     /// Every reason, in the order of the reasons table.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::RoleAssignment,
         Reason::ElevationGrant,
         Reason::KeyAccess,
@@ -103,6 +106,7 @@ impl Reason {
         Reason::UnknownPrincipal,
         Reason::LocalAuthDisabled,
         Reason::ConditionNotMet,
+        Reason::Frozen,
     ];
 
     /// The API's spelling, used in logs, metrics and audit too.
@@ -119,6 +123,7 @@ impl Reason {
             Reason::UnknownPrincipal => "UNKNOWN_PRINCIPAL",
             Reason::LocalAuthDisabled => "LOCAL_AUTH_DISABLED",
             Reason::ConditionNotMet => "CONDITION_NOT_MET",
+            Reason::Frozen => "FROZEN",
         }
     }
 
@@ -141,6 +146,9 @@ impl Reason {
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
             Reason::ConditionNotMet => {
                 "a role assignment covers this operation, but its condition does not hold for this request"
+            }
+            Reason::Frozen => {
+                "rampart is frozen: every agent is denied until an admin unfreezes it"
             }
         }
     }

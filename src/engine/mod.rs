@@ -14,7 +14,7 @@ pub mod effective;
 pub mod grants;
 pub mod view;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -160,11 +160,12 @@ impl Loaded {
         self.decide_with(req, None)
     }
 
-    /// Decides one request, counting active elevation grants (for agents).
+    /// Decides one request as the server does: with the approval channel's
+    /// state (`live`: active grants, and the freeze switch for agents).
     pub fn decide_with(
         &self,
         req: &Request<'_>,
-        grants: Option<&GrantTable>,
+        live: Option<Live<'_>>,
     ) -> Result<Decision<'_>, RequestError> {
         // 1. Malformed input. A principal found in the snapshot passed the
         // same id check when the snapshot was validated, so only ids that
@@ -206,6 +207,15 @@ impl Loaded {
             return Ok(decision);
         };
         let effective = self.effective(principal, anchor);
+
+        // An agent while rampart is frozen: one relaxed load, for agents
+        // only.
+        if let (Some(_), Some(live)) = (effective.agent, live) {
+            if live.frozen.load(Ordering::Relaxed) {
+                decision.reason = Reason::Frozen;
+                return Ok(decision);
+            }
+        }
 
         // 4. An agent outside its managed scopes.
         if let Some(AgentPosition {
@@ -294,7 +304,7 @@ impl Loaded {
                         (Verdict::ApprovalRequired, Reason::ReviewModeWrite)
                     }
                 };
-                let grant = match (by_roles.0, grants) {
+                let grant = match (by_roles.0, live.map(|l| l.grants)) {
                     (Verdict::ApprovalRequired, Some(table)) if !table.is_empty() => {
                         let p = &tenant.principals[principal as usize];
                         table.find(
@@ -558,6 +568,29 @@ pub struct Engine {
     last_failure: Mutex<Option<LoadFailure>>,
     /// Active elevation grants; they outlive snapshot swaps.
     pub grants: GrantTable,
+    /// While set, every agent decision is DENY with reason FROZEN; grants
+    /// stay in the table, unused, until it is cleared. The broker owns it.
+    frozen: AtomicBool,
+}
+
+/// What the approval channel adds to a snapshot's answers: the active
+/// grants and the freeze switch. Borrowed from the [`Engine`].
+#[derive(Clone, Copy)]
+pub struct Live<'a> {
+    pub grants: &'a GrantTable,
+    pub frozen: &'a AtomicBool,
+}
+
+impl<'a> Live<'a> {
+    /// `grants` with no freeze switch (tools, fuzzing and benches that
+    /// hold a [`GrantTable`] without an [`Engine`]).
+    pub fn unfrozen(grants: &'a GrantTable) -> Live<'a> {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        Live {
+            grants,
+            frozen: &NEVER,
+        }
+    }
 }
 
 /// A snapshot that failed to load while another kept serving.
@@ -573,7 +606,26 @@ impl Engine {
             current: ArcSwap::from_pointee(Loaded::new(snapshot)),
             last_failure: Mutex::new(None),
             grants: GrantTable::default(),
+            frozen: AtomicBool::new(false),
         }
+    }
+
+    /// The grants and the freeze switch, for [`Loaded::decide_with`].
+    #[inline]
+    pub fn live(&self) -> Live<'_> {
+        Live {
+            grants: &self.grants,
+            frozen: &self.frozen,
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Freezes or unfreezes agent decisions (the broker's freeze).
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Release);
     }
 
     /// Records a failed load; the serving snapshot is untouched.
@@ -610,5 +662,98 @@ impl Engine {
         let previous = self.current.swap(Arc::new(Loaded::new(snapshot)));
         *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         previous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SNAPSHOT: &str = r#"
+revision: r1
+principals:
+  - { id: alice, type: User }
+  - { id: mi, type: ManagedIdentity }
+roleAssignments:
+  - { id: ra-alice, principal: alice, role: Reader, scope: /subscriptions/s1 }
+agents:
+  - id: ag
+    principal: mi
+    resource: /subscriptions/s1/resourceGroups/rg/providers/Microsoft.App/agents/ag
+    managedScopes: [/subscriptions/s1/resourceGroups/rg]
+    permissionLevel: Reader
+    executionMode: Review
+"#;
+
+    fn decide(engine: &Engine, principal: &str, scope: &str, live: bool) -> (Verdict, Reason) {
+        let loaded = engine.current();
+        let none: &[(&str, &str)] = &[];
+        let req = Request {
+            principal_id: principal,
+            action: "Microsoft.Compute/virtualMachines/read",
+            scope,
+            data_action: false,
+            attributes: &none,
+            explain: false,
+            dry_run: false,
+        };
+        let d = loaded
+            .decide_with(&req, live.then(|| engine.live()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (d.verdict, d.reason)
+    }
+
+    #[test]
+    fn a_freeze_denies_agents_only_and_only_where_the_server_decides() {
+        let engine = Engine::new(
+            crate::snapshot::load_str(SNAPSHOT, "test").unwrap_or_else(|e| panic!("{e}")),
+        );
+        let rg = "/subscriptions/s1/resourceGroups/rg";
+        let outside = "/subscriptions/s1/resourceGroups/other";
+        assert_eq!(
+            decide(&engine, "mi", rg, true),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+        engine.set_frozen(true);
+        assert!(engine.is_frozen());
+        assert_eq!(
+            decide(&engine, "mi", rg, true),
+            (Verdict::Deny, Reason::Frozen)
+        );
+        // Before the agent's scope check: FROZEN is the one answer.
+        assert_eq!(
+            decide(&engine, "mi", outside, true),
+            (Verdict::Deny, Reason::Frozen)
+        );
+        // People, and unknown principals, are unaffected.
+        assert_eq!(
+            decide(&engine, "alice", rg, true),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+        assert_eq!(
+            decide(&engine, "nobody", rg, true),
+            (Verdict::Deny, Reason::UnknownPrincipal)
+        );
+        // Offline answers (no live state: `rampart check`, lenders) ignore it.
+        assert_eq!(
+            decide(&engine, "mi", rg, false),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+        engine.set_frozen(false);
+        assert_eq!(
+            decide(&engine, "mi", rg, true),
+            (Verdict::Allow, Reason::RoleAssignment)
+        );
+    }
+
+    #[test]
+    fn frozen_has_one_spelling() {
+        assert_eq!(Reason::Frozen.as_str(), "FROZEN");
+        assert_eq!(
+            serde_json::to_string(&Reason::Frozen).unwrap_or_default(),
+            "\"FROZEN\""
+        );
+        assert_eq!(crate::proto::Reason::Frozen.as_str_name(), "FROZEN");
+        assert!(Reason::ALL.contains(&Reason::Frozen));
     }
 }

@@ -176,7 +176,7 @@ impl CheckService {
             explain: false,
             dry_run: mode == Mode::Probe,
         };
-        let decision = match loaded.decide_with(&request, Some(&self.engine.grants)) {
+        let decision = match loaded.decide_with(&request, Some(self.engine.live())) {
             Ok(d) => d,
             Err(e) => {
                 metrics::record_invalid();

@@ -69,7 +69,8 @@ fn verdict_of(reason: Reason) -> Verdict {
         | Reason::DenyAssignment
         | Reason::OutOfAgentScope
         | Reason::UnknownPrincipal
-        | Reason::LocalAuthDisabled => Verdict::Deny,
+        | Reason::LocalAuthDisabled
+        | Reason::Frozen => Verdict::Deny,
     }
 }
 

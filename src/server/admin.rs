@@ -6,6 +6,8 @@ use std::time::SystemTime;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::elevation::policy::freeze::FreezeState;
+use crate::elevation::Broker;
 use crate::engine::view::{effective_view, AssignmentView, DenyView, EffectiveView};
 use crate::engine::Engine;
 use crate::model::{check_principal_id, PermissionBlock, Scope};
@@ -15,12 +17,43 @@ use crate::snapshot::reload::{ReloadOutcome, Reloader};
 
 pub struct AdminService {
     engine: Arc<Engine>,
+    broker: Arc<Broker>,
     reloader: Option<Arc<Reloader>>,
 }
 
 impl AdminService {
-    pub fn new(engine: Arc<Engine>, reloader: Option<Arc<Reloader>>) -> Self {
-        AdminService { engine, reloader }
+    pub fn new(broker: Arc<Broker>, reloader: Option<Arc<Reloader>>) -> Self {
+        AdminService {
+            engine: broker.engine().clone(),
+            broker,
+            reloader,
+        }
+    }
+
+    /// Freeze or Unfreeze as the caller of `request`.
+    fn set_freeze(
+        &self,
+        frozen: bool,
+        request: Request<pb::FreezeRequest>,
+    ) -> Result<Response<pb::FreezeStatus>, Status> {
+        let caller = super::auth::caller(&request)?;
+        let state = self
+            .broker
+            .set_freeze(frozen, &caller.principal_id, &request.into_inner().reason)
+            .map_err(convert::elevation_error)?;
+        Ok(Response::new(freeze_status(&state)))
+    }
+}
+
+fn freeze_status(state: &FreezeState) -> pb::FreezeStatus {
+    pb::FreezeStatus {
+        frozen: state.frozen,
+        by: state.by.clone(),
+        reason: state.reason.clone(),
+        since: (state.since_ms > 0).then(|| prost_types::Timestamp {
+            seconds: state.since_ms.div_euclid(1000),
+            nanos: (state.since_ms.rem_euclid(1000) * 1_000_000) as i32,
+        }),
     }
 }
 
@@ -167,6 +200,27 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn freeze(
+        &self,
+        request: Request<pb::FreezeRequest>,
+    ) -> Result<Response<pb::FreezeStatus>, Status> {
+        self.set_freeze(true, request)
+    }
+
+    async fn unfreeze(
+        &self,
+        request: Request<pb::FreezeRequest>,
+    ) -> Result<Response<pb::FreezeStatus>, Status> {
+        self.set_freeze(false, request)
+    }
+
+    async fn get_freeze_status(
+        &self,
+        _request: Request<pb::GetFreezeStatusRequest>,
+    ) -> Result<Response<pb::FreezeStatus>, Status> {
+        Ok(Response::new(freeze_status(&self.broker.freeze_state())))
+    }
+
     async fn check_access(
         &self,
         request: Request<pb::AuthorizeRequest>,
@@ -177,7 +231,7 @@ impl Admin for AdminService {
         let loaded = self.engine.current();
         // Explained, so active grants count without a use being taken.
         let decision = loaded
-            .decide_with(&convert::request(&req), Some(&self.engine.grants))
+            .decide_with(&convert::request(&req), Some(self.engine.live()))
             .map_err(convert::invalid_argument)?;
         Ok(Response::new(convert::response(decision)))
     }

@@ -87,7 +87,7 @@ impl Authorizer for AuthorizerService {
         convert::check_attributes(&req.attributes).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
         let started = Instant::now();
-        let decision = loaded.decide_with(&convert::request(&req), Some(&self.engine.grants));
+        let decision = loaded.decide_with(&convert::request(&req), Some(self.engine.live()));
         let decision = observe(decision, started).map_err(convert::invalid_argument)?;
         self.audit(&req, &decision);
         Ok(Response::new(convert::response(decision)))
@@ -151,7 +151,7 @@ impl Authorizer for AuthorizerService {
                 let started = Instant::now();
                 let outcome = convert::check_attributes(&req.attributes).and_then(|()| {
                     observe(
-                        loaded.decide_with(&convert::request(req), Some(&self.engine.grants)),
+                        loaded.decide_with(&convert::request(req), Some(self.engine.live())),
                         started,
                     )
                 });

@@ -86,6 +86,7 @@ pub fn reason(r: Reason) -> pb::Reason {
         Reason::NeedsElevation => pb::Reason::NeedsElevation,
         Reason::UnknownPrincipal => pb::Reason::UnknownPrincipal,
         Reason::LocalAuthDisabled => pb::Reason::LocalAuthDisabled,
+        Reason::Frozen => pb::Reason::Frozen,
     }
 }
 
@@ -231,6 +232,7 @@ pub fn elevation_error(e: ElevationError) -> Status {
     match e {
         ElevationError::InvalidRequest { message, .. } => Status::invalid_argument(message),
         e @ (ElevationError::CannotElevate { .. }
+        | ElevationError::Frozen
         | ElevationError::NotAnAgent { .. }
         | ElevationError::AlreadyResolved { .. }
         | ElevationError::AlreadyEnded { .. }

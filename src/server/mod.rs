@@ -393,7 +393,6 @@ pub async fn start(
     broker: Arc<Broker>,
     reloader: Option<Arc<Reloader>>,
 ) -> Result<Running, ServeError> {
-    let engine = broker.engine().clone();
     if !config.admin_listen.ip().is_loopback() && !config.insecure && config.tls.is_none() {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
     }
@@ -512,7 +511,7 @@ pub async fn start(
         )),
     ));
 
-    let admin = AdminServer::new(AdminService::new(engine.clone(), reloader))
+    let admin = AdminServer::new(AdminService::new(broker.clone(), reloader))
         .max_decoding_message_size(MAX_ADMIN_MESSAGE);
     let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
     let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))

@@ -390,6 +390,52 @@ pub async fn revoke(
     Ok(axum::Json(json::grant(&grant)).into_response())
 }
 
+/// The freeze switch as the page shows it.
+fn freeze_json(state: &crate::elevation::policy::freeze::FreezeState) -> Value {
+    json!({
+        "frozen": state.frozen,
+        "by": state.by,
+        "reason": state.reason,
+        "sinceMs": state.since_ms,
+    })
+}
+
+/// `GET /ui/api/freeze`: the freeze switch, for anyone signed in.
+pub async fn freeze(State(state): Shared, Viewer(_): Viewer) -> Response {
+    axum::Json(freeze_json(&state.broker.freeze_state())).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeBody {
+    frozen: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /ui/api/freeze` `{"frozen": true|false, "reason": "…"}`: Freeze or
+/// Unfreeze, for admin tokens only, as on the Admin service.
+pub async fn set_freeze(
+    State(state): Shared,
+    Viewer(caller): Viewer,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    if !caller.admin {
+        return Err(Status::permission_denied(format!(
+            "{} is authenticated but freezing needs a token marked admin: true",
+            caller.principal_id
+        ))
+        .into());
+    }
+    let req: FreezeBody = body(&headers, &bytes)?;
+    let now = state
+        .broker
+        .set_freeze(req.frozen, &caller.principal_id, &req.reason)
+        .map_err(convert::elevation_error)?;
+    Ok(axum::Json(freeze_json(&now)).into_response())
+}
+
 /// One Server-Sent Event.
 fn event(name: &str, data: &Value) -> Bytes {
     // serde_json never writes a raw newline, so the data is one line.

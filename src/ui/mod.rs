@@ -71,6 +71,7 @@ impl UiService {
             .route("/ui/api/grants", get(api::grants))
             .route("/ui/api/grants/{id}/revoke", post(api::revoke))
             .route("/ui/api/events", get(api::events))
+            .route("/ui/api/freeze", get(api::freeze).post(api::set_freeze))
             .fallback(api::not_found)
             .layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY))
             .layer(axum::middleware::map_response(security_headers))

@@ -6,6 +6,7 @@
 
 pub mod approver;
 pub mod auto_approve;
+pub mod freeze;
 pub mod lifecycle;
 pub mod rate;
 pub mod request;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::events::AuditEvent;
+use super::policy::freeze::FreezeState;
 use super::{Elevation, ElevationState, Grant};
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +198,14 @@ pub trait StateStore: Send + Sync {
     /// The audit trail, oldest first, as stored.
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError>;
 
+    /// The freeze switch as last set (`None`: never set). Read at start
+    /// and every second, so a switch set through one replica reaches the
+    /// others sharing the store.
+    fn freeze(&self) -> Result<Option<FreezeState>, StoreError>;
+
+    /// Sets the freeze switch durably.
+    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError>;
+
     /// The operations of a store other replicas write to as well; `None`
     /// for a store only this process uses.
     fn shared(&self) -> Option<&dyn SharedState> {
@@ -354,6 +363,12 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         (**self).audit_events()
     }
+    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
+        (**self).freeze()
+    }
+    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
+        (**self).put_freeze(state)
+    }
     fn shared(&self) -> Option<&dyn SharedState> {
         (**self).shared()
     }
@@ -406,6 +421,12 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
     }
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         (**self).audit_events()
+    }
+    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
+        (**self).freeze()
+    }
+    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
+        (**self).put_freeze(state)
     }
     fn shared(&self) -> Option<&dyn SharedState> {
         (**self).shared()

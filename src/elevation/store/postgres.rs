@@ -47,6 +47,7 @@ use super::{
 use crate::elevation::events::AuditEvent;
 use crate::elevation::policy::rate::Bucket;
 use crate::elevation::policy::request;
+use crate::elevation::store::FreezeState;
 use crate::elevation::{Elevation, ElevationState, Grant};
 use crate::model::principal_key;
 
@@ -59,7 +60,7 @@ pub use tls::{DbTls, TlsMode};
 pub const PG_SCHEMA_VERSION: i32 = PG_MIGRATIONS.len() as i32;
 
 /// Migration `n` (from 1) brings schema version `n - 1` to `n`.
-const PG_MIGRATIONS: [&str; 1] = [
+const PG_MIGRATIONS: [&str; 2] = [
     // 1: the first schema.
     "CREATE TABLE rampart_schema_migrations (
          version integer PRIMARY KEY,
@@ -119,12 +120,16 @@ const PG_MIGRATIONS: [&str; 1] = [
          agent_id text PRIMARY KEY,
          tokens double precision NOT NULL,
          at_ms bigint NOT NULL);",
+    // 2: settings that outlive restarts and hold for the whole fleet (the
+    // freeze switch), one JSON body each.
+    "CREATE TABLE rampart_settings (name text PRIMARY KEY, body text NOT NULL);",
 ];
 
 /// The tables rampart creates: found without `rampart_schema_migrations`,
 /// they are someone else's, and rampart refuses the database.
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 8] = [
     "rampart_changes",
+    "rampart_settings",
     "elevations",
     "grants",
     "audit",
@@ -1009,6 +1014,37 @@ impl StateStore for PgStore {
             rows.iter()
                 .map(|r| Ok(serde_json::from_str(r.try_get::<_, &str>(0)?)?))
                 .collect()
+        })
+    }
+
+    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
+        self.run(|pool, _| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT body FROM rampart_settings WHERE name = 'freeze'",
+                    &[],
+                )
+                .await?;
+            match row {
+                Some(r) => Ok(Some(serde_json::from_str(r.try_get::<_, &str>(0)?)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
+        let body = serde_json::to_string(state)?;
+        self.run(move |pool, _| async move {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "INSERT INTO rampart_settings (name, body) VALUES ('freeze', $1)
+                     ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+                    &[&body],
+                )
+                .await?;
+            Ok(())
         })
     }
 

@@ -23,6 +23,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError};
 use crate::elevation::events::AuditEvent;
+use crate::elevation::policy::freeze::FreezeState;
 use crate::elevation::{Elevation, ElevationState, Grant};
 
 pub struct Store {
@@ -39,7 +40,7 @@ const APPLICATION_ID: i64 = 0x5241_4d50;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `n` (from 1) brings schema version `n - 1` to `n`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 1: the first schema (written before versioning, as `user_version` 0).
     "CREATE TABLE IF NOT EXISTS elevations (
          id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_ms INTEGER NOT NULL, body TEXT NOT NULL);
@@ -77,6 +78,9 @@ const MIGRATIONS: [&str; 2] = [
      CREATE INDEX grants_by_creation ON grants (created_ms, id);
      CREATE INDEX grants_by_state ON grants (state, created_ms, id);
      CREATE INDEX audit_by_time ON audit (at_ms);",
+    // 3: settings that outlive restarts (the freeze switch), one JSON
+    // document per name.
+    "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, body TEXT NOT NULL);",
 ];
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -591,6 +595,26 @@ impl StateStore for Store {
         }
         Ok(out)
     }
+
+    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
+        let body: Option<String> = self
+            .conn()
+            .query_row("SELECT body FROM settings WHERE name = 'freeze'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+    }
+
+    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
+        let body = serde_json::to_string(state)?;
+        self.conn().execute(
+            "INSERT INTO settings (name, body) VALUES ('freeze', ?1)
+             ON CONFLICT(name) DO UPDATE SET body = excluded.body",
+            params![body],
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -734,6 +758,32 @@ mod tests {
         )
         .unwrap_or_else(|err| panic!("{err}"));
         dir
+    }
+
+    #[test]
+    fn the_freeze_switch_is_kept_across_opens_and_after_a_migration() {
+        let e = elevation(AGENT_R, "reviewer", RESTART, VM);
+        let g = new_grant(&e, "oncall", Duration::from_secs(60), 0, SystemTime::now());
+        let dir = legacy_dir(&e, &g);
+        let store = Store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(store.freeze().unwrap_or_else(|err| panic!("{err}")), None);
+        let frozen = FreezeState::new(true, "admin", "incident", SystemTime::now());
+        store
+            .put_freeze(&frozen)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let thawed = FreezeState::new(false, "admin", "over", SystemTime::now());
+        store
+            .put_freeze(&thawed)
+            .unwrap_or_else(|err| panic!("{err}"));
+        store
+            .put_freeze(&frozen)
+            .unwrap_or_else(|err| panic!("{err}"));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(
+            store.freeze().unwrap_or_else(|err| panic!("{err}")),
+            Some(frozen)
+        );
     }
 
     #[test]

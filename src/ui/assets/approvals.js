@@ -454,6 +454,41 @@
     }
   }
 
+  // ---- the freeze switch -----------------------------------------------------
+
+  function showFreeze(f) {
+    state.frozen = !!f.frozen;
+    const since = f.sinceMs ? new Date(f.sinceMs).toISOString() : '';
+    $('freeze-state').textContent = f.frozen
+      ? 'FROZEN: every agent is denied (by ' + f.by + ' since ' + since + ': ' + f.reason + ')'
+      : 'Agents are not frozen.';
+    $('freeze').classList.toggle('frozen', !!f.frozen);
+    $('freeze-button').textContent = f.frozen ? 'Unfreeze agents' : 'Freeze all agents';
+    $('freeze-form').hidden = !(state.me && state.me.admin);
+  }
+
+  async function loadFreeze() {
+    try {
+      showFreeze(await call('/freeze'));
+    } catch (err) {
+      showError(err.code + ': ' + err.message);
+    }
+  }
+
+  async function submitFreeze(ev) {
+    ev.preventDefault();
+    const reason = $('freeze-reason').value.trim();
+    if (!reason) return;
+    try {
+      showFreeze(await call('/freeze', { frozen: !state.frozen, reason: reason }));
+      $('freeze-reason').value = '';
+      announce(state.frozen ? 'All agents are frozen.' : 'Agents are unfrozen.');
+      loadGrants();
+    } catch (err) {
+      showError(err.code + ': ' + err.message);
+    }
+  }
+
   // ---- signing in and out ---------------------------------------------------
 
   function signOut(message) {
@@ -466,6 +501,8 @@
     $('pending').replaceChildren();
     $('grants').replaceChildren();
     $('history-rows').replaceChildren();
+    $('freeze-form').hidden = true;
+    $('freeze-state').textContent = '';
     $('app').hidden = true;
     $('sign-out').hidden = true;
     $('who').textContent = '';
@@ -497,6 +534,7 @@
     $('sign-out').hidden = !token();
     updateCounts();
     connect();
+    loadFreeze();
     loadGrants();
     loadHistory().catch((err) => showError(err.code + ': ' + err.message));
     $('pending-title').focus();
@@ -512,6 +550,7 @@
       start();
     });
     $('sign-out').addEventListener('click', () => signOut('Signed out.'));
+    $('freeze-form').addEventListener('submit', submitFreeze);
     // The clocks on the page tick locally; the server is not asked.
     setInterval(() => {
       state.pending.forEach(tickPending);
