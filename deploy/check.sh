@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Renders deploy/base and deploy/overlays/admin-tls with kustomize and checks
-# the output offline: every object against the Kubernetes JSON schemas
-# (kubernetes-validate, strict, for the oldest and a current Kubernetes with
-# native sidecars), then the properties deploy/README.md promises
-# (check_manifests.py), then the example snapshot with `rampart validate`
-# when a built rampart is at hand. Needs python3 and PyPI, nothing else:
+# Renders deploy/base, deploy/overlays/admin-tls and deploy/overlays/envoy-egress
+# with kustomize and checks the output offline: every object against the
+# Kubernetes JSON schemas (kubernetes-validate, strict, for the oldest and a
+# current Kubernetes with native sidecars), then the properties
+# deploy/README.md promises (check_manifests.py), then the Envoy configuration
+# of envoy-egress against Envoy's own protobuf schema (tests/envoy_config.rs,
+# with cargo; no Envoy binary needed), then the example snapshot with
+# `rampart validate` when a built rampart is at hand. Needs python3, cargo and
+# the package registries, nothing else:
 #
 #   bash deploy/check.sh
 #
@@ -71,12 +74,18 @@ echo "kubectl: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
 # --- render -----------------------------------------------------------------
 "$KUBECTL" kustomize base >"$work/base.yaml"
 "$KUBECTL" kustomize overlays/admin-tls >"$work/admin-tls.yaml"
-echo "rendered base ($(grep -c '^kind:' "$work/base.yaml") objects) and overlays/admin-tls ($(grep -c '^kind:' "$work/admin-tls.yaml") objects)"
+"$KUBECTL" kustomize overlays/envoy-egress >"$work/envoy-egress.yaml"
+echo "rendered base ($(grep -c '^kind:' "$work/base.yaml") objects), overlays/admin-tls ($(grep -c '^kind:' "$work/admin-tls.yaml") objects) and overlays/envoy-egress ($(grep -c '^kind:' "$work/envoy-egress.yaml") objects)"
 
 # --- schemas ----------------------------------------------------------------
 for v in $K8S_VERSIONS; do
-  "${validate[@]}" --strict --kubernetes-version "$v" "$work/base.yaml" "$work/admin-tls.yaml"
+  "${validate[@]}" --strict --kubernetes-version "$v" "$work/base.yaml" "$work/admin-tls.yaml" "$work/envoy-egress.yaml"
 done
+
+# --- the Envoy configuration of envoy-egress --------------------------------
+# Parsed into Envoy's Bootstrap with descriptors compiled from the protos the
+# envoy-types crate ships (see the test's header).
+(cd "$root" && cargo test --quiet --test envoy_config)
 
 # --- what the README promises ---------------------------------------------
 python3 check_manifests.py "$work/base.yaml" "$work/admin-tls.yaml" base/tokens.yaml base/snapshot.yaml

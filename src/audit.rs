@@ -26,6 +26,21 @@ pub struct DecisionEvent<'a> {
     pub decision: Verdict,
     pub reason: Reason,
     pub revision: &'a str,
+    /// Set when the question came through Envoy's ext_authz.
+    #[serde(flatten)]
+    pub http: Option<HttpOrigin<'a>>,
+}
+
+/// The HTTP request an ext_authz decision answered.
+#[derive(Debug, Serialize)]
+pub struct HttpOrigin<'a> {
+    pub via: &'static str,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// Where in the body an inner operation (a batch item, a deployment's
+    /// resource) was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner: Option<&'a str>,
 }
 
 impl<'a> DecisionEvent<'a> {
@@ -47,6 +62,7 @@ impl<'a> DecisionEvent<'a> {
             decision: decision.verdict,
             reason: decision.reason,
             revision: decision.snapshot_revision,
+            http: None,
         }
     }
 }
@@ -172,6 +188,7 @@ mod tests {
             decision: Verdict::ApprovalRequired,
             reason: Reason::NeedsElevation,
             revision: "r1",
+            http: None,
         });
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(

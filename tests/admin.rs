@@ -231,6 +231,7 @@ async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
         audit_decisions_sample: 0.0,
         tls: None,
         uds: None,
+        ext_authz: Default::default(),
     };
     let refused = server::start(config(false), broker.clone(), None)
         .await

@@ -59,6 +59,7 @@ async fn serve(pki: Option<&pki::Pki>) -> (server::Running, Arc<Broker>) {
             key_pem: pki.server.key.clone().into_bytes(),
             admin_client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
         }),
+        ext_authz: Default::default(),
     };
     let running = server::start(config, broker.clone(), None).await.unwrap();
     (running, broker)

@@ -62,6 +62,7 @@ async fn serve_with(path: &Path, watch: bool, poll: Duration, settle: Duration) 
         audit_decisions_sample: 0.0,
         tls: None,
         uds: None,
+        ext_authz: Default::default(),
     };
     let running = server::start(config, broker, Some(reloader)).await.unwrap();
     let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))

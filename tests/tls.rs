@@ -86,6 +86,7 @@ async fn both_listeners_speak_tls_and_client_certificates_map_to_principals() {
         audit: None,
         audit_decisions_sample: 0.0,
         uds: None,
+        ext_authz: Default::default(),
         tls: Some(TlsFiles {
             cert_pem: pki.server.0.clone().into_bytes(),
             key_pem: pki.server.1.clone().into_bytes(),
@@ -169,6 +170,7 @@ async fn with_tls_the_admin_listener_may_leave_loopback() {
         audit: None,
         audit_decisions_sample: 0.0,
         uds: None,
+        ext_authz: Default::default(),
         tls: Some(TlsFiles {
             cert_pem: pki.server.0.into_bytes(),
             key_pem: pki.server.1.into_bytes(),

@@ -142,6 +142,22 @@ pub struct ServeArgs {
     /// Also re-read the snapshot this often (a fallback for missed events).
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
     pub reload_poll: std::time::Duration,
+    /// Where Envoy's ext_authz Check reads the principal id:
+    /// `metadata:FILTER/KEY[/KEY…]` (e.g. the jwt_authn filter's verified
+    /// payload: metadata:envoy.filters.http.jwt_authn/payload/oid), `mtls`
+    /// (the client certificate's principal), `header:NAME`, or `jwt[:CLAIM]`
+    /// (a claim of the bearer token, its signature NOT verified: only as a
+    /// pre-filter in front of a server that verifies it, as ARM does).
+    #[arg(long, default_value = "jwt:oid")]
+    pub ext_authz_identity: crate::extauthz::IdentitySource,
+    /// On APPROVAL_REQUIRED, file the elevation for the agent and name it
+    /// in the 403 answer (without waiting for it).
+    #[arg(long)]
+    pub ext_authz_elevate: bool,
+    /// The request header that justifies an elevation filed by
+    /// --ext-authz-elevate; never forwarded upstream.
+    #[arg(long, default_value = crate::extauthz::service::DEFAULT_JUSTIFICATION_HEADER)]
+    pub ext_authz_justification_header: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -64,6 +64,8 @@ pub struct Options {
     pub reload_poll: Duration,
     /// Pending elevations and retention of the state store.
     pub limits: Limits,
+    /// How Envoy's ext_authz `Check` reads requests.
+    pub ext_authz: crate::extauthz::ExtAuthzSettings,
 }
 
 impl From<&ServeArgs> for Options {
@@ -81,6 +83,11 @@ impl From<&ServeArgs> for Options {
             limits: Limits {
                 max_pending: args.max_pending_elevations as usize,
                 retention: args.retention,
+            },
+            ext_authz: crate::extauthz::ExtAuthzSettings {
+                identity: args.ext_authz_identity.clone(),
+                elevate: args.ext_authz_elevate,
+                justification_header: args.ext_authz_justification_header.to_ascii_lowercase(),
             },
         }
     }
@@ -169,6 +176,7 @@ impl Daemon {
             audit_decisions_sample: options.audit_decisions_sample,
             tls,
             uds: options.uds.clone(),
+            ext_authz: Arc::new(options.ext_authz.clone()),
         };
         Ok(Daemon {
             broker,

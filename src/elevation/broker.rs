@@ -498,6 +498,69 @@ impl Broker {
         Some(entry.elevation.clone())
     }
 
+    /// Files an elevation as [`Broker::request`] does, but returns as soon
+    /// as it is filed (or joined), still `PENDING`, for callers that cannot
+    /// hold a request open (the ext_authz front door). A background task
+    /// waits in the caller's place, so the elevation resolves or expires
+    /// like any other; an answer needing no approval returns at once.
+    pub async fn file(
+        self: &Arc<Self>,
+        r: ElevationRequest<'_>,
+    ) -> Result<Elevation, ElevationError> {
+        let key = request::key_of(
+            r.principal_id,
+            r.action,
+            r.scope,
+            r.data_action,
+            &r.attributes,
+        );
+        let (principal, action, scope) = (
+            r.principal_id.to_owned(),
+            r.action.to_owned(),
+            r.scope.to_owned(),
+        );
+        let justification = r.justification.to_owned();
+        let (data_action, requested_duration, wait_timeout, attributes) = (
+            r.data_action,
+            r.requested_duration,
+            r.wait_timeout,
+            r.attributes,
+        );
+        let broker = self.clone();
+        let mut waiting = Box::pin(async move {
+            broker
+                .request(ElevationRequest {
+                    principal_id: &principal,
+                    action: &action,
+                    scope: &scope,
+                    data_action,
+                    justification: &justification,
+                    requested_duration,
+                    wait_timeout,
+                    attributes,
+                })
+                .await
+        });
+        // `request` files before its first wait, so one poll files it.
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(waiting.as_mut(), cx))
+        })
+        .await;
+        if let std::task::Poll::Ready(outcome) = first {
+            return outcome;
+        }
+        tokio::spawn(waiting);
+        let inner = self.lock();
+        inner
+            .by_key
+            .get(&key)
+            .and_then(|id| inner.pending.get(id))
+            .map(|entry| entry.elevation.clone())
+            .ok_or(ElevationError::Lost(
+                "the elevation was resolved while being filed",
+            ))
+    }
+
     /// A waiter's timeout passed: the last one expires the elevation;
     /// earlier ones get it marked expired for them while it stays pending
     /// for the callers still waiting.

@@ -1,10 +1,22 @@
-//! The pure core of the Envoy `ext_authz` front door: turning an agent's
-//! Azure Resource Manager HTTP request into the RBAC question the engine
-//! answers. [`mapping`] derives (operation, scope) from (method, path) the
-//! way ARM does; [`routes`] holds the user routes that add to or override it.
+//! The Envoy `ext_authz` front door (docs/ext-authz.md): an agent's Azure
+//! Resource Manager requests, as Envoy hands them over, become the RBAC
+//! question the engine answers.
+//!
+//! The pure core: [`mapping`] derives (operation, scope) from (method,
+//! path) the way ARM does; [`routes`] holds the user routes that add to or
+//! override it; [`identity`] and [`jwt`] read who is asking; [`nested`]
+//! lists the operations a batch or a deployment carries; [`answer`] words
+//! the reply. [`service`] is the gRPC edge that ties them to the engine.
 
+pub mod answer;
+pub mod identity;
+pub mod jwt;
 pub mod mapping;
+pub mod nested;
 pub mod routes;
+pub mod service;
 
+pub use identity::IdentitySource;
 pub use mapping::{map_request, MappedBy, Mapping, MappingError, Method, MAX_PATH_LEN};
 pub use routes::{RouteError, RouteIssue, RouteSpec, RouteTable};
+pub use service::ExtAuthzSettings;

@@ -1,4 +1,5 @@
-//! The gRPC edge: the `Authorizer` listener for enforcement points, the
+//! The gRPC edge: the `Authorizer` listener for enforcement points (with
+//! Envoy's `envoy.service.auth.v3.Authorization` beside it), the
 //! `Admin` listener for operators, and an optional health-only listener for
 //! kubelet probes. Each serves gRPC reflection (v1 and v1alpha) and
 //! `grpc.health.v1`, where readiness means "a snapshot is loaded" — it
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     /// TLS for the Authorizer and admin listeners (the health listener
     /// stays plaintext: kubelet gRPC probes do not speak TLS).
     pub tls: Option<TlsFiles>,
+    /// How Envoy's `Check` reads requests (identity source, elevations).
+    pub ext_authz: Arc<crate::extauthz::ExtAuthzSettings>,
 }
 
 /// PEM material for TLS, read at start.
@@ -241,6 +244,12 @@ pub async fn start(
         .set_serving::<AdminServer<AdminService>>()
         .await;
     health_reporter
+        .set_service_status(
+            "envoy.service.auth.v3.Authorization",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
 
@@ -256,6 +265,14 @@ pub async fn start(
     };
     let reflection_v1 = || reflection().build_v1().map_err(ServeError::Reflection);
     let reflection_v1alpha = || reflection().build_v1alpha().map_err(ServeError::Reflection);
+    // The Authorizer listeners also describe Envoy's Authorization service.
+    let with_envoy = || {
+        reflection()
+            .register_encoded_file_descriptor_set(crate::extauthz::service::FILE_DESCRIPTOR_SET)
+    };
+    let authorizer_reflection_v1 = || with_envoy().build_v1().map_err(ServeError::Reflection);
+    let authorizer_reflection_v1alpha =
+        || with_envoy().build_v1alpha().map_err(ServeError::Reflection);
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -264,16 +281,19 @@ pub async fn start(
         .audit
         .clone()
         .map(|log| (log, config.audit_decisions_sample));
-    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit))
+    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit.clone()))
         .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
+    let ext_authz =
+        crate::extauthz::service::server(broker.clone(), config.ext_authz.clone(), audit);
     if let Some(path) = &config.uds {
         // The Unix socket is local by nature: plaintext, same services.
         let listener = bind_unix(path)?;
         let router = Server::builder()
             .add_service(authorizer.clone())
+            .add_service(ext_authz.clone())
             .add_service(health_service.clone())
-            .add_service(reflection_v1()?)
-            .add_service(reflection_v1alpha()?);
+            .add_service(authorizer_reflection_v1()?)
+            .add_service(authorizer_reflection_v1alpha()?);
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         tasks.push((
             "authorizer (unix socket)",
@@ -282,9 +302,10 @@ pub async fn start(
     }
     let router = builder(config.tls.as_ref(), false)?
         .add_service(authorizer)
+        .add_service(ext_authz)
         .add_service(health_service.clone())
-        .add_service(reflection_v1()?)
-        .add_service(reflection_v1alpha()?);
+        .add_service(authorizer_reflection_v1()?)
+        .add_service(authorizer_reflection_v1alpha()?);
     let incoming = TcpIncoming::from(authorizer_listener).with_nodelay(Some(true));
     tasks.push((
         "authorizer",

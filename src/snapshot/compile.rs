@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use foldhash::fast::RandomState;
 
+use crate::extauthz::RouteTable;
 use crate::model::tenant::{management_group_scope_key, subscription_scope_key};
 use crate::model::{is_guid, principal_key, Scope, Tenant};
 
@@ -71,6 +72,8 @@ pub struct CompiledSnapshot {
     pub access_key_node: Box<[NodeId]>,
     /// Declared resources by node.
     pub resource_at: HashMap<NodeId, u32, RandomState>,
+    /// The ext_authz routes, swapped with everything else on a reload.
+    pub routes: RouteTable,
 }
 
 impl CompiledSnapshot {
@@ -174,9 +177,17 @@ impl CompiledSnapshot {
             agent_managed_nodes,
             access_key_node,
             resource_at,
+            routes: RouteTable::empty(),
             tenant,
             info,
         }
+    }
+
+    /// The same snapshot with these ext_authz routes (compiled from its
+    /// `routes:` section).
+    pub fn with_routes(mut self, routes: RouteTable) -> CompiledSnapshot {
+        self.routes = routes;
+        self
     }
 
     /// The principal with this id (GUIDs in any case), without allocating.

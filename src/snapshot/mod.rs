@@ -126,7 +126,8 @@ pub fn load_str_within(
     let builtin = catalog::builtin_roles().map_err(|e| e.clone())?;
     let map = SourceMap::build(text);
     let default_revision = format!("sha256:{}", &content_sha256[..12]);
-    let tenant = validate::tenant(file, &map, builtin, default_revision).map_err(fail)?;
+    let validate::Validated { tenant, routes } =
+        validate::snapshot(file, &map, builtin, default_revision).map_err(fail)?;
     in_time("after validation")?;
     let info = SnapshotInfo {
         revision: tenant.revision.clone(),
@@ -134,5 +135,5 @@ pub fn load_str_within(
         content_sha256,
         loaded_at: SystemTime::now(),
     };
-    Ok(CompiledSnapshot::compile(tenant, info))
+    Ok(CompiledSnapshot::compile(tenant, info).with_routes(routes))
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::extauthz::RouteSpec;
 use crate::model::{ExecutionMode, PermissionLevel, PrincipalType};
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +32,10 @@ pub struct SnapshotFile {
     pub access_keys: Vec<AccessKeyEntry>,
     #[serde(default)]
     pub agents: Vec<AgentEntry>,
+    /// Routes of the ext_authz front door: (method, path template) →
+    /// (operation, scope), ahead of the derivation from ARM paths.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,7 +65,15 @@ impl TestServer {
         store: Store,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
     ) -> TestServer {
-        TestServer::start_with_limits(snapshot_yaml, store, audit, Default::default()).await
+        TestServer::start_all(
+            snapshot_yaml,
+            store,
+            audit,
+            Default::default(),
+            None,
+            Default::default(),
+        )
+        .await
     }
 
     /// [`TestServer::start_full`] with the broker's limits.
@@ -73,6 +81,45 @@ impl TestServer {
         snapshot_yaml: &str,
         store: Store,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+        limits: rampart::elevation::Limits,
+    ) -> TestServer {
+        TestServer::start_all(
+            snapshot_yaml,
+            store,
+            audit,
+            Default::default(),
+            None,
+            limits,
+        )
+        .await
+    }
+
+    /// Starts the daemon with these ext_authz settings, and also on a Unix
+    /// socket when `uds` is given.
+    pub async fn start_with(
+        snapshot_yaml: &str,
+        store: Store,
+        audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+        ext_authz: rampart::extauthz::ExtAuthzSettings,
+        uds: Option<std::path::PathBuf>,
+    ) -> TestServer {
+        TestServer::start_all(
+            snapshot_yaml,
+            store,
+            audit,
+            ext_authz,
+            uds,
+            Default::default(),
+        )
+        .await
+    }
+
+    async fn start_all(
+        snapshot_yaml: &str,
+        store: Store,
+        audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+        ext_authz: rampart::extauthz::ExtAuthzSettings,
+        uds: Option<std::path::PathBuf>,
         limits: rampart::elevation::Limits,
     ) -> TestServer {
         let snapshot =
@@ -107,12 +154,13 @@ impl TestServer {
             admin_listen: ephemeral,
             health_listen: Some(ephemeral),
             metrics_listen: None,
-            uds: None,
+            uds,
             insecure: false,
             audit_decisions_sample: audit.as_ref().map_or(0.0, |(_, rate)| *rate),
             watch: false,
             reload_poll: Duration::from_secs(30),
             limits,
+            ext_authz,
         };
         let running = Daemon::from_parts(resources, options)
             .unwrap_or_else(|e| panic!("{e}"))

@@ -138,12 +138,29 @@ pub fn not_needed(
 pub type PendingKey = (String, String, String, bool, BTreeMap<String, String>);
 
 pub fn pending_key(e: &Elevation) -> PendingKey {
-    (
-        principal_key(&e.principal_id).into_owned(),
-        e.action.to_ascii_lowercase(),
-        e.scope.to_ascii_lowercase(),
+    key_of(
+        &e.principal_id,
+        &e.action,
+        &e.scope,
         e.data_action,
-        e.attributes.clone(),
+        &e.attributes,
+    )
+}
+
+/// The joining key of a request not yet an elevation.
+pub fn key_of(
+    principal_id: &str,
+    action: &str,
+    scope: &str,
+    data_action: bool,
+    attributes: &BTreeMap<String, String>,
+) -> PendingKey {
+    (
+        principal_key(principal_id).into_owned(),
+        action.to_ascii_lowercase(),
+        scope.to_ascii_lowercase(),
+        data_action,
+        attributes.clone(),
     )
 }
 

@@ -2,7 +2,7 @@
 //! problem in it is reported at once, each at the path of the
 //! field to fix. One module per concern; this one drives them in the order
 //! references need (hierarchy and principals, then roles, assignments,
-//! resources and agents).
+//! resources and agents), and the ext_authz routes beside them.
 
 mod agents;
 mod assignments;
@@ -11,12 +11,14 @@ mod hierarchy;
 mod principals;
 mod resources;
 mod roles;
+mod routes;
 #[cfg(test)]
 mod testing;
 
 use super::error::Problem;
 use super::locate::{Location, SourceMap};
 use super::schema::SnapshotFile;
+use crate::extauthz::RouteTable;
 use crate::model::{RoleDefinition, Tenant};
 
 pub use roles::role_definitions;
@@ -72,6 +74,13 @@ impl<'a> Problems<'a> {
     }
 }
 
+/// A validated snapshot: the tenant, and the routes that map HTTP
+/// requests to its operations.
+pub struct Validated {
+    pub tenant: Tenant,
+    pub routes: RouteTable,
+}
+
 /// Validates a whole snapshot against the built-in roles.
 pub fn tenant(
     file: SnapshotFile,
@@ -79,7 +88,18 @@ pub fn tenant(
     builtin_roles: &[RoleDefinition],
     default_revision: String,
 ) -> Result<Tenant, Vec<Problem>> {
+    snapshot(file, map, builtin_roles, default_revision).map(|v| v.tenant)
+}
+
+/// Validates a whole snapshot, routes included, against the built-in roles.
+pub fn snapshot(
+    file: SnapshotFile,
+    map: &SourceMap,
+    builtin_roles: &[RoleDefinition],
+    default_revision: String,
+) -> Result<Validated, Vec<Problem>> {
     let mut problems = Problems::new(map);
+    let routes = routes::routes(&file.routes, &mut problems);
     let hierarchy = hierarchy::hierarchy(&file, &mut problems);
     let (principals, principal_index) = principals::principals(&file, &mut problems);
     let roles = roles::Roles::new(builtin_roles, &file.role_definitions, &mut problems);
@@ -113,7 +133,7 @@ pub fn tenant(
         list.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
         return Err(list);
     }
-    Ok(Tenant {
+    let tenant = Tenant {
         revision: file.revision.unwrap_or(default_revision),
         hierarchy,
         principals,
@@ -124,7 +144,8 @@ pub fn tenant(
         resources,
         access_keys,
         agents,
-    })
+    };
+    Ok(Validated { tenant, routes })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Validating YAML fixtures in rule tests.
 
-use super::tenant;
+use super::{snapshot, tenant, Validated};
 use crate::model::{RoleDefinition, Tenant};
 use crate::snapshot::error::Problem;
 use crate::snapshot::locate::SourceMap;
@@ -11,6 +11,15 @@ pub fn check_with(yaml: &str, builtin: &[RoleDefinition]) -> Result<Tenant, Vec<
     let file: SnapshotFile =
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}"));
     tenant(file, &SourceMap::build(yaml), builtin, "sha256:test".into())
+}
+
+/// The validated snapshot (routes included) of YAML that must be valid.
+pub fn valid_snapshot(yaml: &str) -> Validated {
+    let file: SnapshotFile =
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}"));
+    let builtin = crate::snapshot::catalog::builtin_roles().unwrap_or_else(|e| panic!("{e}"));
+    snapshot(file, &SourceMap::build(yaml), builtin, "sha256:test".into())
+        .unwrap_or_else(|p| panic!("expected valid, got {p:#?}"))
 }
 
 /// Validates snapshot YAML against the embedded catalog.
