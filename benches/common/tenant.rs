@@ -10,6 +10,8 @@
 //! - Each principal holds ten assignments with ids (GUIDs), nine at resource
 //!   groups spread over the tenant and one at a subscription, of roles drawn
 //!   from eight built-in roles.
+//! - [`AGENTS`] agent identities in Review mode, each managing one resource
+//!   group, and an `oncall` user who may approve their elevations.
 //!
 //! The same `n` gives the same bytes on every run and machine.
 
@@ -19,13 +21,14 @@ use std::fmt::Write as _;
 
 pub const SUBSCRIPTIONS: usize = 100;
 pub const PER_PRINCIPAL: usize = 10;
+pub const AGENTS: usize = 100;
 
 const ROLES: [&str; 8] = [
     "Reader",
     "Contributor",
     "Storage Blob Data Reader",
     "Virtual Machine Contributor",
-    "Monitoring Reader",
+    "Log Analytics Reader",
     "Key Vault Secrets User",
     "Network Contributor",
     "Storage Blob Data Contributor",
@@ -79,6 +82,15 @@ pub fn resource_group_scope(rg: usize) -> String {
     )
 }
 
+pub fn agent_id(a: usize) -> String {
+    guid(0xa6e7_0000, a)
+}
+
+/// The resource group agent `a` manages.
+pub fn agent_scope(a: usize) -> String {
+    resource_group_scope(a)
+}
+
 /// Principal `p` is a group when `p % 100 == 0`.
 pub fn is_group(p: usize) -> bool {
     p % 100 == 0
@@ -97,7 +109,14 @@ pub fn groups_of(shape: &Shape, p: usize) -> [usize; 2] {
     let g = shape.groups as u64;
     let a = (mix(p as u64) % g) as usize * 100;
     let b = (mix(p as u64 ^ 0xdead) % g) as usize * 100;
-    [a, if b == a { (a + 100) % (shape.groups * 100) } else { b }]
+    [
+        a,
+        if b == a {
+            (a + 100) % (shape.groups * 100)
+        } else {
+            b
+        },
+    ]
 }
 
 /// Assignment `k` (0..10) of principal `p`: its role and scope.
@@ -120,7 +139,11 @@ pub fn yaml(shape: &Shape) -> String {
     let mut y = String::with_capacity(shape.assignments * 200);
     y.push_str("revision: scale-bench\nmanagementGroups:\n  - { id: contoso }\nsubscriptions:\n");
     for s in 0..SUBSCRIPTIONS {
-        let _ = writeln!(y, "  - {{ id: {}, managementGroup: contoso }}", subscription(s));
+        let _ = writeln!(
+            y,
+            "  - {{ id: {}, managementGroup: contoso }}",
+            subscription(s)
+        );
     }
     y.push_str("principals:\n");
     for p in 0..shape.principals {
@@ -137,7 +160,21 @@ pub fn yaml(shape: &Shape) -> String {
             );
         }
     }
-    y.push_str("roleAssignments:\n");
+    y.push_str("  - { id: oncall, type: User }\n");
+    for a in 0..AGENTS {
+        let _ = writeln!(y, "  - {{ id: {}, type: ManagedIdentity }}", agent_id(a));
+    }
+    y.push_str("agents:\n");
+    for a in 0..AGENTS {
+        let _ = writeln!(
+            y,
+            "  - {{ id: agent-{a}, principal: {}, resource: '{}/providers/Microsoft.App/agents/a{a}', managedScopes: ['{}'], permissionLevel: Reader, executionMode: Review }}",
+            agent_id(a),
+            agent_scope(a),
+            agent_scope(a)
+        );
+    }
+    y.push_str("roleAssignments:\n  - { principal: oncall, role: Contributor, scope: / }\n");
     for p in 0..shape.principals {
         for k in 0..PER_PRINCIPAL {
             let (role, scope) = assignment(shape, p, k);
@@ -168,7 +205,11 @@ pub fn json(shape: &Shape) -> String {
     for p in 0..shape.principals {
         let sep = if p + 1 < shape.principals { "," } else { "" };
         if is_group(p) {
-            let _ = writeln!(j, "  {{\"id\": \"{}\", \"type\": \"Group\"}}{sep}", principal_id(p));
+            let _ = writeln!(
+                j,
+                "  {{\"id\": \"{}\", \"type\": \"Group\"}}{sep}",
+                principal_id(p)
+            );
         } else {
             let [a, b] = groups_of(shape, p);
             let _ = writeln!(
@@ -180,7 +221,26 @@ pub fn json(shape: &Shape) -> String {
             );
         }
     }
-    j.push_str("],\n\"roleAssignments\": [\n");
+    j.push_str(",\n  {\"id\": \"oncall\", \"type\": \"User\"}");
+    for a in 0..AGENTS {
+        let _ = write!(
+            j,
+            ",\n  {{\"id\": \"{}\", \"type\": \"ManagedIdentity\"}}",
+            agent_id(a)
+        );
+    }
+    j.push_str("\n],\n\"agents\": [\n");
+    for a in 0..AGENTS {
+        let _ = writeln!(
+            j,
+            "  {{\"id\": \"agent-{a}\", \"principal\": \"{}\", \"resource\": \"{}/providers/Microsoft.App/agents/a{a}\", \"managedScopes\": [\"{}\"], \"permissionLevel\": \"Reader\", \"executionMode\": \"Review\"}}{}",
+            agent_id(a),
+            agent_scope(a),
+            agent_scope(a),
+            if a + 1 < AGENTS { "," } else { "" }
+        );
+    }
+    j.push_str("],\n\"roleAssignments\": [\n  {\"principal\": \"oncall\", \"role\": \"Contributor\", \"scope\": \"/\"},\n");
     for p in 0..shape.principals {
         for k in 0..PER_PRINCIPAL {
             let last = p + 1 == shape.principals && k + 1 == PER_PRINCIPAL;
