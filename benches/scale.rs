@@ -200,7 +200,7 @@ fn load(path: &Path) {
     let (snapshot, [read, parse, validate, compile]) = load_once(path);
     let assignments = snapshot.tenant.role_assignments.len();
     let started = Instant::now();
-    drop(engine.swap(snapshot));
+    Engine::retire(engine.swap(snapshot));
     let swap = started.elapsed().as_secs_f64();
     report(
         "file_mb",
@@ -219,8 +219,7 @@ fn load(path: &Path) {
     // A reload of the same size while the first serves.
     let started = Instant::now();
     let (snapshot, _) = load_once(path);
-    let previous = engine.swap(snapshot);
-    drop(previous);
+    Engine::retire(engine.swap(snapshot));
     report("reload_s", started.elapsed().as_secs_f64());
     report("reload_peak_mb", mib(rss::peak_kib().saturating_sub(base)));
     report("after_reload_mb", mib(rss::rss_kib().saturating_sub(base)));
@@ -371,6 +370,7 @@ fn serve(path: &Path) {
                 })
             })
             .collect();
+        let waiting = Instant::now();
         while broker
             .list()
             .iter()
@@ -378,6 +378,13 @@ fn serve(path: &Path) {
             .count()
             < tenant::AGENTS * 100
         {
+            if let Some(done) = waiters.iter().find(|w| w.is_finished()) {
+                panic!("an elevation request ended early: {done:?}");
+            }
+            assert!(
+                waiting.elapsed() < Duration::from_secs(300),
+                "elevations not pending"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         waiters

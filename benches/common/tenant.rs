@@ -168,7 +168,7 @@ pub fn yaml(shape: &Shape) -> String {
     for a in 0..AGENTS {
         let _ = writeln!(
             y,
-            "  - {{ id: agent-{a}, principal: {}, resource: '{}/providers/Microsoft.App/agents/a{a}', managedScopes: ['{}'], permissionLevel: Reader, executionMode: Review }}",
+            "  - {{ id: agent-{a}, principal: {}, resource: '{}/providers/Microsoft.App/agents/a{a}', managedScopes: ['{}'], permissionLevel: Reader, executionMode: Review, elevation: {{ maxRequestsPerMinute: 1000 }} }}",
             agent_id(a),
             agent_scope(a),
             agent_scope(a)
@@ -233,7 +233,7 @@ pub fn json(shape: &Shape) -> String {
     for a in 0..AGENTS {
         let _ = writeln!(
             j,
-            "  {{\"id\": \"agent-{a}\", \"principal\": \"{}\", \"resource\": \"{}/providers/Microsoft.App/agents/a{a}\", \"managedScopes\": [\"{}\"], \"permissionLevel\": \"Reader\", \"executionMode\": \"Review\"}}{}",
+            "  {{\"id\": \"agent-{a}\", \"principal\": \"{}\", \"resource\": \"{}/providers/Microsoft.App/agents/a{a}\", \"managedScopes\": [\"{}\"], \"permissionLevel\": \"Reader\", \"executionMode\": \"Review\", \"elevation\": {{\"maxRequestsPerMinute\": 1000}}}}{}",
             agent_id(a),
             agent_scope(a),
             agent_scope(a),

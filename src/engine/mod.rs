@@ -619,5 +619,6 @@ impl Engine {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         drop(previous);
+        crate::snapshot::release_free_memory();
     }
 }

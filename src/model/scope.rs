@@ -129,6 +129,13 @@ impl Scope {
         })))
     }
 
+    /// The same number for a scope and its clones while any of them
+    /// lives (its shared allocation's address): an identity to look
+    /// shared scopes up by without hashing their text.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// The scope as given.
     pub fn as_str(&self) -> &str {
         &self.0.text

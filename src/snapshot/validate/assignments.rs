@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 
+use std::hash::BuildHasher;
+
 use super::fields::{condition, duplicate_id, patterns, scope, Declared, Scopes};
 use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, Roles};
@@ -21,15 +23,15 @@ use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentEntry};
 /// million entries: each distinct scope is parsed once and shared, each
 /// distinct role reference resolved once, and an entry's paths are only
 /// written out when it has a problem.
-pub(super) fn role_assignments(
-    entries: &[RoleAssignmentEntry],
+pub(super) fn role_assignments<'a>(
+    entries: &'a [RoleAssignmentEntry<'_>],
     hierarchy: &Hierarchy,
     roles: &Roles,
     principals: &PrincipalIndex,
     problems: &mut Problems,
 ) -> Vec<RoleAssignment> {
     let mut out = Vec::with_capacity(entries.len());
-    let mut ids: Declared<Cow<'_, str>> = Declared::with_capacity(entries.len());
+    let mut ids = Vec::with_capacity(entries.len());
     let mut context = Context {
         hierarchy,
         roles,
@@ -38,28 +40,75 @@ pub(super) fn role_assignments(
         role_refs: HashMap::default(),
     };
     for (i, entry) in entries.iter().enumerate() {
-        let path = || format!("roleAssignments[{i}]");
         if let Some(id) = &entry.id {
-            if ids.declare(lowercase(id), ()).is_some() {
-                problems.push(path(), Some(id), duplicate_id("role assignment", id));
-            }
+            ids.push(IdKey {
+                key: lowercase(id),
+                entry: i,
+                given: true,
+            });
         }
         let Some(a) = role_assignment(entry, i, &mut context, problems) else {
             continue;
         };
-        if entry.id.is_none()
-            && ids
-                .declare(Cow::Owned(a.id.to_ascii_lowercase()), ())
-                .is_some()
-        {
-            problems.push(
-                path(),
-                Some(&a.id),
-                "the same principal, role and scope are assigned twice",
-            );
+        if entry.id.is_none() {
+            ids.push(IdKey {
+                key: Cow::Owned(a.id.to_ascii_lowercase()),
+                entry: i,
+                given: false,
+            });
         }
         out.push(a);
     }
+    for repeat in repeats(&ids) {
+        let IdKey { key, entry, given } = &ids[repeat];
+        let path = format!("roleAssignments[{entry}]");
+        match entries[*entry].id.as_deref() {
+            Some(id) if *given => {
+                problems.push(path, Some(id), duplicate_id("role assignment", id))
+            }
+            _ => problems.push(
+                path,
+                Some(key),
+                "the same principal, role and scope are assigned twice",
+            ),
+        }
+    }
+    out
+}
+
+/// An assignment's id as compared (lowercase), whose entry it is, and
+/// whether it was written or generated from principal, role and scope.
+struct IdKey<'a> {
+    key: Cow<'a, str>,
+    entry: usize,
+    given: bool,
+}
+
+/// The positions in `ids` of each id already seen earlier in `ids`.
+///
+/// A million ids inserted one by one into a hash set cost a cache miss
+/// each; sorting their hashes costs a fraction of that, and only ids whose
+/// hashes collide are compared.
+fn repeats(ids: &[IdKey<'_>]) -> Vec<usize> {
+    let state = foldhash::fast::FixedState::default();
+    let mut order: Vec<(u64, usize)> = ids
+        .iter()
+        .enumerate()
+        .map(|(pos, id)| (state.hash_one(&*id.key), pos))
+        .collect();
+    order.sort_unstable();
+    let mut out = Vec::new();
+    for run in order
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+    {
+        for (n, &(_, pos)) in run.iter().enumerate().skip(1) {
+            if run[..n].iter().any(|&(_, p)| ids[p].key == ids[pos].key) {
+                out.push(pos);
+            }
+        }
+    }
+    out.sort_unstable();
     out
 }
 
@@ -83,7 +132,7 @@ struct Context<'a> {
 }
 
 fn role_assignment<'a>(
-    entry: &'a RoleAssignmentEntry,
+    entry: &'a RoleAssignmentEntry<'_>,
     i: usize,
     context: &mut Context<'a>,
     problems: &mut Problems,
@@ -107,7 +156,7 @@ fn role_assignment<'a>(
     let roles = context.roles;
     let role = *context
         .role_refs
-        .entry(&entry.role)
+        .entry(&*entry.role)
         .or_insert_with(|| roles.index.resolve(&entry.role));
     if role.is_none() {
         problems.push(
@@ -145,7 +194,7 @@ fn role_assignment<'a>(
     }
     let (principal, role, scope) = (principal?, role?, scope?);
     Some(RoleAssignment {
-        id: entry.id.clone().unwrap_or_else(|| {
+        id: entry.id.as_deref().map(str::to_owned).unwrap_or_else(|| {
             generated_assignment_id(&entry.principal, &roles.definitions[role].id, &scope)
         }),
         principal,
