@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rampart::elevation::{Broker, ElevationRequest, ElevationState, Store};
+use rampart::elevation::{Broker, ElevationRequest, Store};
 use rampart::engine::{ActiveGrant, Engine, Request, Verdict};
 use rampart::snapshot::{load_str_timed, read_file, LOAD_BUDGET};
 
@@ -371,13 +371,7 @@ fn serve(path: &Path) {
             })
             .collect();
         let waiting = Instant::now();
-        while broker
-            .list()
-            .iter()
-            .filter(|e| e.state == ElevationState::Pending)
-            .count()
-            < tenant::AGENTS * 100
-        {
+        while broker.pending_elevations().len() < tenant::AGENTS * 100 {
             if let Some(done) = waiters.iter().find(|w| w.is_finished()) {
                 panic!("an elevation request ended early: {done:?}");
             }
