@@ -23,8 +23,8 @@ use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentEntry};
 /// million entries: each distinct scope is parsed once and shared, each
 /// distinct role reference resolved once, and an entry's paths are only
 /// written out when it has a problem.
-pub(super) fn role_assignments<'a>(
-    entries: &'a [RoleAssignmentEntry<'_>],
+pub(super) fn role_assignments(
+    entries: &[RoleAssignmentEntry<'_>],
     hierarchy: &Hierarchy,
     roles: &Roles,
     principals: &PrincipalIndex,
