@@ -169,6 +169,44 @@ fn az_output_imports_validates_and_decides() {
 }
 
 #[test]
+fn an_output_named_json_gets_json_that_decides_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let import = |name: &str| {
+        let path = dir.path().join(name);
+        let out = rampart()
+            .arg("import")
+            .arg("--role-definitions")
+            .arg(azure("role-definitions.json"))
+            .arg("--role-assignments")
+            .arg(azure("role-assignments.json"))
+            .arg("--output")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    };
+    let (yaml, json) = (import("t.yaml"), import("t.JSON"));
+    let text = std::fs::read_to_string(&json).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["roleAssignments"].as_array().map(Vec::len), Some(5));
+    let alice = "9c8b7a6d-0000-4000-8000-0000000000a1";
+    for action in [
+        "Microsoft.Compute/virtualMachines/read",
+        "Microsoft.Compute/virtualMachines/restart/action",
+    ] {
+        assert_eq!(
+            check(&json, alice, action, SUB, &[]),
+            check(&yaml, alice, action, SUB, &[])
+        );
+    }
+}
+
+#[test]
 fn unknown_principal_types_and_broken_json_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("assignments.json");

@@ -88,7 +88,9 @@ pub struct ImportArgs {
     /// JSON printed by `az role assignment list --all`.
     #[arg(long)]
     pub role_assignments: Option<PathBuf>,
-    /// Where to write the snapshot (default: standard output).
+    /// Where to write the snapshot (default: standard output). A name
+    /// ending in `.json` gets JSON, which large tenants load several times
+    /// faster than YAML.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
 }
@@ -427,7 +429,19 @@ pub fn import(args: &ImportArgs) -> Result<(String, Vec<String>), String> {
         })?;
     // Refuse to write what rampart would refuse to load.
     snapshot::load_str(&imported.yaml, "imported snapshot").map_err(|e| e.to_string())?;
-    Ok((imported.yaml, imported.notes))
+    let wants_json = args
+        .output
+        .as_ref()
+        .and_then(|p| p.extension())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if !wants_json {
+        return Ok((imported.yaml, imported.notes));
+    }
+    let value: serde_json::Value = serde_yaml::from_str(&imported.yaml)
+        .map_err(|e| format!("cannot convert the snapshot to JSON: {e}"))?;
+    let json =
+        serde_json::to_string_pretty(&value).map_err(|e| format!("cannot write JSON: {e}"))?;
+    Ok((json + "\n", imported.notes))
 }
 
 /// `rampart role REF`: a built-in role, as its definition reads.

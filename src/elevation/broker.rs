@@ -1833,7 +1833,7 @@ impl Broker {
     /// (docs/agents-and-elevation.md#when-a-grant-ends) and cancels the
     /// pending elevations of agents it no longer has.
     pub fn swap_snapshot(&self, snapshot: CompiledSnapshot) {
-        self.engine.swap(snapshot);
+        let previous = self.engine.swap(snapshot);
         let loaded = self.engine.current_arc();
         let writer = self.write_lock();
         let active: Vec<Grant> = self.lock().grants.values().cloned().collect();
@@ -1866,6 +1866,8 @@ impl Broker {
                 tracing::error!("cannot cancel elevation {}: {err}", e.id);
             }
         }
+        drop(writer);
+        Engine::retire(previous);
     }
 
     /// Cancels every pending elevation durably (shutdown): their callers

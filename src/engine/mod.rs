@@ -52,6 +52,10 @@ impl Default for CacheLimits {
     }
 }
 
+/// How long [`Engine::retire`] waits for the last decisions on a swapped
+/// out snapshot.
+const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A compiled snapshot with the caches that belong to it.
 pub struct Loaded {
     pub snapshot: CompiledSnapshot,
@@ -662,6 +666,20 @@ impl Engine {
         let previous = self.current.swap(Arc::new(Loaded::new(snapshot)));
         *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
         previous
+    }
+
+    /// Frees a snapshot swapped out, on the calling (reloading) thread.
+    /// Freeing a large one takes milliseconds; if the decision in flight
+    /// that still held it dropped the last reference, that request would
+    /// pay for it. Decisions hold a snapshot for microseconds, so this waits
+    /// (a bounded while) for them to let go first.
+    pub fn retire(previous: Arc<Loaded>) {
+        let deadline = std::time::Instant::now() + RETIRE_WAIT;
+        while Arc::strong_count(&previous) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(previous);
+        crate::snapshot::release_free_memory();
     }
 }
 

@@ -7,6 +7,7 @@
 //! from the snapshot and is resolved when it is compiled.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The longest scope accepted, in bytes.
 pub const MAX_SCOPE_LEN: usize = 2048;
@@ -76,9 +77,14 @@ pub enum ScopeError {
 }
 
 /// A validated scope. Keeps the text as given (for display) and a lowercase
-/// key (for comparison), plus where each ancestor prefix ends.
+/// key (for comparison), plus where each ancestor prefix ends. Shared, so
+/// the million assignments of a large tenant hold their few thousand
+/// distinct scopes once each and a clone costs a reference count.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Scope {
+pub struct Scope(Arc<Parts>);
+
+#[derive(PartialEq, Eq)]
+struct Parts {
     text: Box<str>,
     key: Box<str>,
     kind: ScopeKind,
@@ -102,53 +108,60 @@ enum Top {
 impl Scope {
     /// The root scope, `/`.
     pub fn root() -> Scope {
-        Scope {
+        Scope(Arc::new(Parts {
             text: "/".into(),
             key: "/".into(),
             kind: ScopeKind::Root,
             boundaries: Box::new([]),
             top: Top::Root,
-        }
+        }))
     }
 
     /// Parses and validates a scope.
     pub fn parse(text: &str) -> Result<Scope, ScopeError> {
         let parsed = parse_structure(text)?;
-        Ok(Scope {
+        Ok(Scope(Arc::new(Parts {
             text: text.into(),
             key: text.to_ascii_lowercase().into(),
             kind: parsed.kind,
             boundaries: parsed.boundaries.into_boxed_slice(),
             top: parsed.top,
-        })
+        })))
+    }
+
+    /// The same number for a scope and its clones while any of them
+    /// lives (its shared allocation's address): an identity to look
+    /// shared scopes up by without hashing their text.
+    pub fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     /// The scope as given.
     pub fn as_str(&self) -> &str {
-        &self.text
+        &self.0.text
     }
 
     /// The lowercase comparison key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 
     pub fn kind(&self) -> ScopeKind {
-        self.kind
+        self.0.kind
     }
 
     /// The subscription id, for scopes at or below a subscription.
     pub fn subscription_id(&self) -> Option<&str> {
-        match self.top {
-            Top::Subscription(start, end) => Some(&self.text[start as usize..end as usize]),
+        match self.0.top {
+            Top::Subscription(start, end) => Some(&self.0.text[start as usize..end as usize]),
             _ => None,
         }
     }
 
     /// The management group id, for scopes at or below a management group.
     pub fn management_group_id(&self) -> Option<&str> {
-        match self.top {
-            Top::ManagementGroup(start, end) => Some(&self.text[start as usize..end as usize]),
+        match self.0.top {
+            Top::ManagementGroup(start, end) => Some(&self.0.text[start as usize..end as usize]),
             _ => None,
         }
     }
@@ -157,33 +170,33 @@ impl Scope {
     /// They stop at the subscription or management group: the hierarchy
     /// above that, and `/`, come from the snapshot.
     pub fn structural_ancestor_keys(&self) -> impl Iterator<Item = &str> {
-        let n = self.boundaries.len().saturating_sub(1);
-        self.boundaries[..n]
+        let n = self.0.boundaries.len().saturating_sub(1);
+        self.0.boundaries[..n]
             .iter()
             .rev()
-            .map(|&end| &self.key[..end as usize])
+            .map(|&end| &self.0.key[..end as usize])
     }
 
     /// Whether `self` is `other` or lies below it structurally (ignores the
     /// management-group hierarchy, which only a compiled snapshot knows).
     pub fn is_structurally_within(&self, other: &Scope) -> bool {
-        if other.kind == ScopeKind::Root || self.key == other.key {
+        if other.0.kind == ScopeKind::Root || self.0.key == other.0.key {
             return true;
         }
         self.structural_ancestor_keys()
-            .any(|key| key == &*other.key)
+            .any(|key| key == &*other.0.key)
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.0.text)
     }
 }
 
 impl fmt::Debug for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Scope({:?})", &*self.text)
+        write!(f, "Scope({:?})", &*self.0.text)
     }
 }
 

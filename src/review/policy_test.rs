@@ -13,7 +13,6 @@ use serde_yaml::Value;
 
 use crate::engine::{Loaded, Match, Reason, Request, Verdict};
 use crate::model::{check_operation, check_principal_id, Scope};
-use crate::snapshot::locate::SourceMap;
 use crate::snapshot::validate::Problems;
 use crate::snapshot::Problem;
 
@@ -76,8 +75,7 @@ fn verdict_of(reason: Reason) -> Verdict {
 
 /// Parses and checks a test file: the suite, or every problem in it.
 pub fn parse(text: &str) -> Result<TestSuite, Vec<Problem>> {
-    let map = SourceMap::build(text);
-    let mut problems = Problems::new(&map);
+    let mut problems = Problems::new();
     let root: Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -98,7 +96,7 @@ pub fn parse(text: &str) -> Result<TestSuite, Vec<Problem>> {
             None,
             "a test file is a mapping with `tests:` (and optionally `snapshot:`)",
         );
-        return Err(problems.into_vec());
+        return Err(problems.into_located(text));
     };
     unknown_keys(top, "", &TOP_KEYS, &mut problems);
     let snapshot = match top.get("snapshot") {
@@ -137,11 +135,11 @@ pub fn parse(text: &str) -> Result<TestSuite, Vec<Problem>> {
     if problems.is_empty() {
         Ok(TestSuite { snapshot, tests })
     } else {
-        Err(problems.into_vec())
+        Err(problems.into_located(text))
     }
 }
 
-fn unknown_keys(map: &serde_yaml::Mapping, at: &str, known: &[&str], problems: &mut Problems<'_>) {
+fn unknown_keys(map: &serde_yaml::Mapping, at: &str, known: &[&str], problems: &mut Problems) {
     for key in map.keys() {
         let name = match key {
             Value::String(s) => s.clone(),
@@ -172,7 +170,7 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn test_case(item: &Value, i: usize, problems: &mut Problems<'_>) -> Option<TestCase> {
+fn test_case(item: &Value, i: usize, problems: &mut Problems) -> Option<TestCase> {
     let at = format!("tests[{i}]");
     let Value::Mapping(m) = item else {
         problems.push(
@@ -318,7 +316,7 @@ fn expectation(
     value: Option<&Value>,
     at: &str,
     id: Option<&str>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<Expectation> {
     let verdicts: Vec<&str> = Verdict::ALL.iter().map(|v| v.as_str()).collect();
     let Some(Value::Mapping(m)) = value else {

@@ -246,6 +246,11 @@ fn lookup_id(map: &HashMap<Box<str>, u32, RandomState>, id: &str) -> Option<u32>
 #[derive(Default)]
 struct Interner {
     by_key: HashMap<Box<str>, NodeId, RandomState>,
+    /// Nodes by [`Scope::identity`]: validation shares one parsed scope
+    /// among the many assignments that write it, so most look-ups need
+    /// no text hashed or compared. Every scope looked up lives in the
+    /// tenant for as long as the interner, so an identity is never reused.
+    by_identity: HashMap<usize, NodeId, RandomState>,
     texts: Vec<Box<str>>,
 }
 
@@ -261,7 +266,15 @@ impl Interner {
     }
 
     fn intern(&mut self, scope: &Scope) -> NodeId {
-        self.intern_key(scope.key().to_owned(), scope.as_str())
+        if let Some(&n) = self.by_identity.get(&scope.identity()) {
+            return n;
+        }
+        let n = match self.by_key.get(scope.key()) {
+            Some(&n) => n,
+            None => self.intern_key(scope.key().to_owned(), scope.as_str()),
+        };
+        self.by_identity.insert(scope.identity(), n);
+        n
     }
 
     /// Links every node to its nearest interned ancestor: a structural

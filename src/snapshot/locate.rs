@@ -5,7 +5,7 @@
 //! the entry they blame. This walks the YAML event stream once and records
 //! the position of every value down to `section[index].field[index]`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -31,7 +31,25 @@ impl SourceMap {
     /// Builds the map; a file that does not parse as YAML gives an empty map
     /// (serde reports that error with its own location).
     pub fn build(text: &str) -> SourceMap {
-        let mut recorder = Recorder::default();
+        SourceMap::record(text, None)
+    }
+
+    /// Builds the map of only the `wanted` paths: the few a failed
+    /// validation names, not the millions of values a large file holds.
+    pub fn build_for(text: &str, wanted: &HashSet<&str>) -> SourceMap {
+        if wanted.is_empty() {
+            return SourceMap::default();
+        }
+        SourceMap::record(text, Some(wanted))
+    }
+
+    fn record(text: &str, wanted: Option<&HashSet<&str>>) -> SourceMap {
+        let mut recorder = Recorder {
+            wanted,
+            stack: Vec::new(),
+            path: String::new(),
+            positions: HashMap::new(),
+        };
         let mut parser = Parser::new_from_str(text);
         if parser.load(&mut recorder, false).is_err() {
             return SourceMap::default();
@@ -46,43 +64,56 @@ impl SourceMap {
     }
 }
 
-enum Frame {
-    Mapping { key: Option<String> },
-    Sequence { index: usize },
+enum Segment {
+    Key(Option<String>),
+    Index(usize),
 }
 
-#[derive(Default)]
-struct Recorder {
+/// An open mapping or sequence, and where its segment starts in the
+/// current path.
+struct Frame {
+    segment: Segment,
+    base: usize,
+}
+
+struct Recorder<'a> {
+    wanted: Option<&'a HashSet<&'a str>>,
     stack: Vec<Frame>,
+    /// The path of the value last started, kept up to date in place.
+    path: String,
     positions: HashMap<String, Location>,
 }
 
-impl Recorder {
-    fn path(&self) -> String {
-        let mut path = String::new();
-        for frame in &self.stack {
-            match frame {
-                Frame::Mapping { key: Some(k) } => {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(k);
+impl Recorder<'_> {
+    /// Points `path` at the current key or item of the innermost frame.
+    fn update_path(&mut self) {
+        let Some(frame) = self.stack.last() else {
+            return;
+        };
+        self.path.truncate(frame.base);
+        match &frame.segment {
+            Segment::Key(Some(k)) => {
+                if !self.path.is_empty() {
+                    self.path.push('.');
                 }
-                Frame::Mapping { key: None } => {}
-                Frame::Sequence { index } => {
-                    path.push('[');
-                    path.push_str(&index.to_string());
-                    path.push(']');
-                }
+                self.path.push_str(k);
+            }
+            Segment::Key(None) => {}
+            Segment::Index(index) => {
+                use std::fmt::Write as _;
+                let _ = write!(self.path, "[{index}]");
             }
         }
-        path
     }
 
     /// A value starts: record it if it is a mapping key's value or a
     /// sequence item. Returns false when the scalar was a mapping key.
     fn value_starts(&mut self, mark: Marker, scalar_key: Option<&str>) -> bool {
-        if let Some(Frame::Mapping { key }) = self.stack.last_mut() {
+        if let Some(Frame {
+            segment: Segment::Key(key),
+            ..
+        }) = self.stack.last_mut()
+        {
             if key.is_none() {
                 if let Some(k) = scalar_key {
                     *key = Some(k.to_owned());
@@ -90,12 +121,16 @@ impl Recorder {
                 return false;
             }
         }
-        if self.stack.len() <= MAX_DEPTH && !self.stack.is_empty() {
+        self.update_path();
+        let wanted = self.wanted.is_none_or(|w| w.contains(self.path.as_str()));
+        if wanted && self.stack.len() <= MAX_DEPTH && !self.stack.is_empty() {
             let location = Location {
                 line: mark.line(),
                 column: mark.col() + 1,
             };
-            self.positions.entry(self.path()).or_insert(location);
+            if !self.positions.contains_key(&self.path) {
+                self.positions.insert(self.path.clone(), location);
+            }
         }
         true
     }
@@ -103,14 +138,29 @@ impl Recorder {
     /// A value ended: move the parent on to its next key or item.
     fn value_ends(&mut self) {
         match self.stack.last_mut() {
-            Some(Frame::Mapping { key }) => *key = None,
-            Some(Frame::Sequence { index }) => *index += 1,
+            Some(Frame {
+                segment: Segment::Key(key),
+                ..
+            }) => *key = None,
+            Some(Frame {
+                segment: Segment::Index(index),
+                ..
+            }) => *index += 1,
             None => {}
         }
     }
 }
 
-impl MarkedEventReceiver for Recorder {
+impl Recorder<'_> {
+    fn open(&mut self, segment: Segment) {
+        self.stack.push(Frame {
+            segment,
+            base: self.path.len(),
+        });
+    }
+}
+
+impl MarkedEventReceiver for Recorder<'_> {
     fn on_event(&mut self, event: Event, mark: Marker) {
         match event {
             Event::Scalar(value, ..) => {
@@ -127,11 +177,11 @@ impl MarkedEventReceiver for Recorder {
             }
             Event::SequenceStart(..) => {
                 self.value_starts(mark, None);
-                self.stack.push(Frame::Sequence { index: 0 });
+                self.open(Segment::Index(0));
             }
             Event::MappingStart(..) => {
                 self.value_starts(mark, None);
-                self.stack.push(Frame::Mapping { key: None });
+                self.open(Segment::Key(None));
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 self.stack.pop();
@@ -176,6 +226,21 @@ mod tests {
             Some(1)
         );
         assert!(map.get("agents[0].managedScopes[1]").unwrap().column > 40);
+    }
+
+    #[test]
+    fn a_map_for_wanted_paths_holds_only_those() {
+        let text = "roleAssignments:\n  - id: a\n    role: Reader\n  - id: b\n    role: Nope\n";
+        let wanted: HashSet<&str> = ["roleAssignments[1].role", "roleAssignments[1]"].into();
+        let map = SourceMap::build_for(text, &wanted);
+        assert_eq!(map.get("roleAssignments[1].role").map(|l| l.line), Some(5));
+        assert_eq!(map.get("roleAssignments[1]").map(|l| l.line), Some(4));
+        assert_eq!(map.get("roleAssignments[0].role"), None);
+        assert_eq!(map.positions.len(), 2);
+        let full = SourceMap::build(text);
+        for path in wanted {
+            assert_eq!(map.get(path), full.get(path));
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use std::sync::OnceLock;
 
-use super::locate::SourceMap;
 use super::schema::RoleDefinitionEntry;
 use super::validate::{role_definitions, Problems};
 use super::{Problem, SnapshotError};
@@ -35,8 +34,7 @@ fn load() -> Result<Vec<RoleDefinition>, SnapshotError> {
             location: None,
         }])
     })?;
-    let map = SourceMap::default();
-    let mut problems = Problems::new(&map);
+    let mut problems = Problems::new();
     let roles = role_definitions(&entries, RoleType::BuiltInRole, "roles", &mut problems);
     if problems.is_empty() {
         Ok(roles)

@@ -24,7 +24,7 @@ pub(super) struct Context<'a> {
 pub(super) fn agents(
     entries: &[AgentEntry],
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<Agent> {
     let mut out = Vec::with_capacity(entries.len());
     let mut ids: Declared = Declared::with_capacity(entries.len());
@@ -61,7 +61,7 @@ fn agent(
     entry: &AgentEntry,
     path: &str,
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<Agent> {
     let id = Some(entry.id.as_str());
     let before = problems.len();
@@ -143,7 +143,7 @@ fn elevation(
     id: Option<&str>,
     managed_scopes: &[Scope],
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<ElevationSettings> {
     let mut field = |name: &str, value: &Option<String>, default: Duration| match value {
         None => default,
@@ -240,7 +240,7 @@ fn auto_approve_rule(
     managed_scopes: &[Scope],
     agent_max_duration: Duration,
     cx: &Context<'_>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<AutoApproveRule> {
     if rule.actions.is_empty() {
         problems.push(
@@ -311,7 +311,7 @@ pub(super) fn derived_assignments(
     agents: &[Agent],
     roles: &Roles,
     hierarchy: &Hierarchy,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<RoleAssignment> {
     let mut out = Vec::new();
     for (a, agent) in agents.iter().enumerate() {

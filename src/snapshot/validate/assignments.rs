@@ -2,7 +2,14 @@
 
 use sha2::{Digest, Sha256};
 
-use super::fields::{condition, patterns, scope, Declared};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+
+use std::hash::BuildHasher;
+
+use super::fields::{condition, duplicate_id, patterns, scope, Declared, Scopes};
 use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, Roles};
 use super::Problems;
@@ -11,69 +18,149 @@ use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentEntry};
 
 /// The declared role assignments; one written twice, by id or by the same
 /// principal, role and scope, is reported.
+///
+/// A large tenant repeats a few thousand scopes and a few roles across a
+/// million entries: each distinct scope is parsed once and shared, each
+/// distinct role reference resolved once, and an entry's paths are only
+/// written out when it has a problem.
 pub(super) fn role_assignments(
-    entries: &[RoleAssignmentEntry],
+    entries: &[RoleAssignmentEntry<'_>],
     hierarchy: &Hierarchy,
     roles: &Roles,
     principals: &PrincipalIndex,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<RoleAssignment> {
     let mut out = Vec::with_capacity(entries.len());
-    let mut ids: Declared = Declared::with_capacity(entries.len());
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut context = Context {
+        hierarchy,
+        roles,
+        principals,
+        scopes: Scopes::default(),
+        role_refs: HashMap::default(),
+    };
     for (i, entry) in entries.iter().enumerate() {
-        let path = format!("roleAssignments[{i}]");
         if let Some(id) = &entry.id {
-            ids.declare_id(
-                id.to_ascii_lowercase(),
-                (),
-                "role assignment",
-                id,
-                &path,
-                problems,
-            );
+            ids.push(IdKey {
+                key: lowercase(id),
+                entry: i,
+                given: true,
+            });
         }
-        let Some(a) = role_assignment(entry, &path, hierarchy, roles, principals, problems) else {
+        let Some(a) = role_assignment(entry, i, &mut context, problems) else {
             continue;
         };
-        if entry.id.is_none() && ids.declare(a.id.to_ascii_lowercase(), ()).is_some() {
-            problems.push(
-                path,
-                Some(&a.id),
-                "the same principal, role and scope are assigned twice",
-            );
+        if entry.id.is_none() {
+            ids.push(IdKey {
+                key: Cow::Owned(a.id.to_ascii_lowercase()),
+                entry: i,
+                given: false,
+            });
         }
         out.push(a);
+    }
+    for repeat in repeats(&ids) {
+        let IdKey { key, entry, given } = &ids[repeat];
+        let path = format!("roleAssignments[{entry}]");
+        match entries[*entry].id.as_deref() {
+            Some(id) if *given => {
+                problems.push(path, Some(id), duplicate_id("role assignment", id))
+            }
+            _ => problems.push(
+                path,
+                Some(key),
+                "the same principal, role and scope are assigned twice",
+            ),
+        }
     }
     out
 }
 
-fn role_assignment(
-    entry: &RoleAssignmentEntry,
-    path: &str,
-    hierarchy: &Hierarchy,
-    roles: &Roles,
-    principals: &PrincipalIndex,
-    problems: &mut Problems<'_>,
+/// An assignment's id as compared (lowercase), whose entry it is, and
+/// whether it was written or generated from principal, role and scope.
+struct IdKey<'a> {
+    key: Cow<'a, str>,
+    entry: usize,
+    given: bool,
+}
+
+/// The positions in `ids` of each id already seen earlier in `ids`.
+///
+/// A million ids inserted one by one into a hash set cost a cache miss
+/// each; sorting their hashes costs a fraction of that, and only ids whose
+/// hashes collide are compared.
+fn repeats(ids: &[IdKey<'_>]) -> Vec<usize> {
+    let state = foldhash::fast::FixedState::default();
+    let mut order: Vec<(u64, usize)> = ids
+        .iter()
+        .enumerate()
+        .map(|(pos, id)| (state.hash_one(&*id.key), pos))
+        .collect();
+    order.sort_unstable();
+    let mut out = Vec::new();
+    for run in order
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+    {
+        for (n, &(_, pos)) in run.iter().enumerate().skip(1) {
+            if run[..n].iter().any(|&(_, p)| ids[p].key == ids[pos].key) {
+                out.push(pos);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `text` in lowercase, borrowed when it is already.
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// What every role assignment is checked against, and the look-ups
+/// already made.
+struct Context<'a> {
+    hierarchy: &'a Hierarchy,
+    roles: &'a Roles,
+    principals: &'a PrincipalIndex,
+    scopes: Scopes<'a>,
+    role_refs: HashMap<&'a str, Option<usize>, RandomState>,
+}
+
+fn role_assignment<'a>(
+    entry: &'a RoleAssignmentEntry<'_>,
+    i: usize,
+    context: &mut Context<'a>,
+    problems: &mut Problems,
 ) -> Option<RoleAssignment> {
+    let at = |field: &str| format!("roleAssignments[{i}]{field}");
     let id = entry.id.as_deref();
     let before = problems.len();
     if let Some(given) = id {
         if given.trim().is_empty() {
-            problems.push(format!("{path}.id"), id, "id is empty");
+            problems.push(at(".id"), id, "id is empty");
         }
     }
-    let principal = principals.resolve(&entry.principal);
+    let principal = context.principals.resolve(&entry.principal);
     if principal.is_none() {
         problems.push(
-            format!("{path}.principal"),
+            at(".principal"),
             id,
             format!("unknown principal '{}'", entry.principal),
         );
     }
-    let role = roles.index.resolve(&entry.role);
+    let roles = context.roles;
+    let role = *context
+        .role_refs
+        .entry(&*entry.role)
+        .or_insert_with(|| roles.index.resolve(&entry.role));
     if role.is_none() {
         problems.push(
-            format!("{path}.role"),
+            at(".role"),
             id,
             format!(
                 "unknown role '{}'{} (give a role id, name or earlier name; `rampart role --search TEXT` finds one)",
@@ -82,13 +169,15 @@ fn role_assignment(
             ),
         );
     }
-    let scope = scope(&entry.scope, &format!("{path}.scope"), id, problems);
+    let scope = context
+        .scopes
+        .parse(&entry.scope, || at(".scope"), id, problems);
     if let (Some(r), Some(s)) = (role, &scope) {
         let role = &roles.definitions[r];
-        if !role_assignable_at(role, s, hierarchy) {
+        if !role_assignable_at(role, s, context.hierarchy) {
             let allowed: Vec<&str> = role.assignable_scopes.iter().map(Scope::as_str).collect();
             problems.push(
-                format!("{path}.scope"),
+                at(".scope"),
                 id,
                 format!(
                     "role '{}' is not assignable at '{s}'; its assignableScopes are {allowed:?}",
@@ -97,19 +186,16 @@ fn role_assignment(
             );
         }
     }
-    let condition = condition(
-        entry.condition.as_deref(),
-        entry.condition_version.as_deref(),
-        path,
-        id,
-        problems,
-    );
+    let condition = match (&entry.condition, &entry.condition_version) {
+        (None, None) => None,
+        (text, version) => condition(text.as_deref(), version.as_deref(), &at(""), id, problems),
+    };
     if problems.len() != before {
         return None;
     }
     let (principal, role, scope) = (principal?, role?, scope?);
     Some(RoleAssignment {
-        id: entry.id.clone().unwrap_or_else(|| {
+        id: entry.id.as_deref().map(str::to_owned).unwrap_or_else(|| {
             generated_assignment_id(&entry.principal, &roles.definitions[role].id, &scope)
         }),
         principal,
@@ -137,7 +223,7 @@ fn generated_assignment_id(principal: &str, role: &str, scope: &Scope) -> String
 pub(super) fn deny_assignments(
     entries: &[DenyAssignmentEntry],
     principals: &PrincipalIndex,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<DenyAssignment> {
     let mut out = Vec::with_capacity(entries.len());
     let mut ids: Declared = Declared::with_capacity(entries.len());
@@ -162,7 +248,7 @@ fn deny_assignment(
     entry: &DenyAssignmentEntry,
     path: &str,
     principals: &PrincipalIndex,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<DenyAssignment> {
     let id = Some(entry.id.as_str());
     let before = problems.len();

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
+
 use super::Problems;
 use crate::model::agent::parse_duration;
 use crate::model::condition::CONDITION_VERSION;
@@ -15,7 +17,7 @@ pub(super) fn scope(
     text: &str,
     path: &str,
     id: Option<&str>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<Scope> {
     match Scope::parse(text) {
         Ok(s) => Some(s),
@@ -26,13 +28,46 @@ pub(super) fn scope(
     }
 }
 
+/// Scopes parsed so far, by their text: a large tenant writes its few
+/// thousand distinct scopes a million times, and each is parsed (and held)
+/// once. Bad scopes are not kept, so each entry that writes one is told.
+#[derive(Default)]
+pub(super) struct Scopes<'a> {
+    by_text: HashMap<&'a str, Scope, RandomState>,
+}
+
+impl<'a> Scopes<'a> {
+    /// As [`scope`], with the path made only when there is a problem.
+    pub fn parse(
+        &mut self,
+        text: &'a str,
+        path: impl FnOnce() -> String,
+        id: Option<&str>,
+        problems: &mut Problems,
+    ) -> Option<Scope> {
+        if let Some(known) = self.by_text.get(text) {
+            return Some(known.clone());
+        }
+        match Scope::parse(text) {
+            Ok(s) => {
+                self.by_text.insert(text, s.clone());
+                Some(s)
+            }
+            Err(e) => {
+                problems.push(path(), id, format!("scope '{text}' {e}"));
+                None
+            }
+        }
+    }
+}
+
 /// Parses a list of action patterns; each bad one is reported at
 /// `path[i]` and left out.
 pub(super) fn patterns(
     list: &[String],
     path: &str,
     id: Option<&str>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> PatternSet {
     let mut out = Vec::with_capacity(list.len());
     for (i, text) in list.iter().enumerate() {
@@ -51,7 +86,7 @@ pub(super) fn condition(
     version: Option<&str>,
     path: &str,
     id: Option<&str>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Option<Condition> {
     if let Some(v) = version {
         if v != CONDITION_VERSION {
@@ -82,7 +117,7 @@ pub(super) fn duration(
     text: &str,
     path: String,
     id: Option<&str>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Duration {
     parse_duration(text).unwrap_or_else(|err| {
         problems.push(path, id, format!("duration '{text}' {err}"));
@@ -100,13 +135,13 @@ pub(super) fn duplicate_id(what: &str, id: &str) -> String {
 /// A repeat replaces the earlier value, so later look-ups find the last
 /// declaration.
 pub(super) struct Declared<K = String, V = ()> {
-    by_key: HashMap<K, V>,
+    by_key: HashMap<K, V, RandomState>,
 }
 
 impl<K: Hash + Eq, V> Declared<K, V> {
     pub fn with_capacity(capacity: usize) -> Self {
         Declared {
-            by_key: HashMap::with_capacity(capacity),
+            by_key: HashMap::with_capacity_and_hasher(capacity, RandomState::default()),
         }
     }
 
@@ -124,7 +159,7 @@ impl<K: Hash + Eq, V> Declared<K, V> {
         what: &str,
         id: &str,
         path: impl Into<String>,
-        problems: &mut Problems<'_>,
+        problems: &mut Problems,
     ) {
         if self.declare(key, value).is_some() {
             problems.push(path, Some(id), duplicate_id(what, id));
@@ -143,12 +178,10 @@ impl<K: Hash + Eq, V> Declared<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::locate::SourceMap;
 
     #[test]
     fn a_repeated_id_is_reported_once_per_repeat_and_the_last_one_wins() {
-        let map = SourceMap::default();
-        let mut problems = Problems::new(&map);
+        let mut problems = Problems::new();
         let mut seen: Declared<String, usize> = Declared::with_capacity(3);
         for (i, id) in ["a", "b", "a"].into_iter().enumerate() {
             seen.declare_id(
@@ -169,8 +202,7 @@ mod tests {
 
     #[test]
     fn a_bad_duration_reads_as_zero() {
-        let map = SourceMap::default();
-        let mut problems = Problems::new(&map);
+        let mut problems = Problems::new();
         assert_eq!(
             duration("2h", "d".into(), None, &mut problems),
             Duration::from_secs(7200)

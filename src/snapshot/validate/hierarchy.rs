@@ -6,7 +6,7 @@ use super::Problems;
 use crate::model::{Hierarchy, ManagementGroup, Scope, ScopeKind, Subscription};
 use crate::snapshot::schema::SnapshotFile;
 
-pub(super) fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hierarchy {
+pub(super) fn hierarchy(file: &SnapshotFile, problems: &mut Problems) -> Hierarchy {
     let mut mg_index: Declared<String, usize> =
         Declared::with_capacity(file.management_groups.len());
     for (i, mg) in file.management_groups.iter().enumerate() {
@@ -55,7 +55,7 @@ pub(super) fn hierarchy(file: &SnapshotFile, problems: &mut Problems<'_>) -> Hie
 fn subscriptions(
     file: &SnapshotFile,
     mg_index: &Declared<String, usize>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<Subscription> {
     let mut subs = Vec::with_capacity(file.subscriptions.len());
     let mut sub_ids: Declared = Declared::with_capacity(file.subscriptions.len());
@@ -99,7 +99,7 @@ fn subscriptions(
 }
 
 /// Follows each group's parents; more steps than groups means a loop.
-fn report_cycles(groups: &[ManagementGroup], problems: &mut Problems<'_>) {
+fn report_cycles(groups: &[ManagementGroup], problems: &mut Problems) {
     for (i, mg) in groups.iter().enumerate() {
         let mut next = mg.parent;
         let mut steps = 0;

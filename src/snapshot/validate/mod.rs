@@ -16,48 +16,34 @@ mod routes;
 mod testing;
 
 use super::error::Problem;
-use super::locate::{Location, SourceMap};
+use std::collections::HashSet;
+
+use super::locate::SourceMap;
 use super::schema::SnapshotFile;
 use crate::extauthz::RouteTable;
 use crate::model::{RoleDefinition, Tenant};
 
 pub use roles::role_definitions;
 
-/// Collects problems and finds where they are in the file.
-pub struct Problems<'a> {
-    map: &'a SourceMap,
+/// Collects problems; where they are in the file is found only once
+/// validation has failed, so a valid snapshot never pays for a source map.
+#[derive(Default)]
+pub struct Problems {
     list: Vec<Problem>,
 }
 
-impl<'a> Problems<'a> {
-    pub fn new(map: &'a SourceMap) -> Self {
-        Problems {
-            map,
-            list: Vec::new(),
-        }
+impl Problems {
+    pub fn new() -> Self {
+        Problems::default()
     }
 
     pub fn push(&mut self, path: impl Into<String>, id: Option<&str>, message: impl Into<String>) {
-        let path = path.into();
-        let location = self.locate(&path);
         self.list.push(Problem {
-            path,
+            path: path.into(),
             id: id.map(str::to_owned),
             message: message.into(),
-            location,
+            location: None,
         });
-    }
-
-    /// The position of `path`, or of its nearest located parent.
-    fn locate(&self, path: &str) -> Option<Location> {
-        let mut p = path;
-        loop {
-            if let Some(loc) = self.map.get(p) {
-                return Some(loc);
-            }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
-        }
     }
 
     /// How many problems so far: an entry whose checks added none is valid.
@@ -69,9 +55,34 @@ impl<'a> Problems<'a> {
         self.list.is_empty()
     }
 
+    /// The problems as pushed, without locations.
     pub fn into_vec(self) -> Vec<Problem> {
         self.list
     }
+
+    /// The problems, each at the position of its path (or of its nearest
+    /// located parent) in `source`, in file order; problems without a
+    /// position (none today) last.
+    pub fn into_located(self, source: &str) -> Vec<Problem> {
+        let mut list = self.list;
+        let wanted: HashSet<&str> = list.iter().flat_map(|p| parents(&p.path)).collect();
+        let map = SourceMap::build_for(source, &wanted);
+        for problem in &mut list {
+            problem.location = parents(&problem.path).find_map(|p| map.get(p));
+        }
+        list.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
+        list
+    }
+}
+
+/// `path` and its parents, nearest first: `a[1].b`, `a[1]`, `a`.
+fn parents(path: &str) -> impl Iterator<Item = &str> {
+    let mut next = Some(path);
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = current.rfind(['.', '[']).map(|cut| &current[..cut]);
+        Some(current)
+    })
 }
 
 /// A validated snapshot: the tenant, and the routes that map HTTP
@@ -81,24 +92,25 @@ pub struct Validated {
     pub routes: RouteTable,
 }
 
-/// Validates a whole snapshot against the built-in roles.
+/// Validates a whole snapshot against the built-in roles; `source` is the
+/// text `file` was read from, read again only to locate problems.
 pub fn tenant(
     file: SnapshotFile,
-    map: &SourceMap,
+    source: &str,
     builtin_roles: &[RoleDefinition],
     default_revision: String,
 ) -> Result<Tenant, Vec<Problem>> {
-    snapshot(file, map, builtin_roles, default_revision).map(|v| v.tenant)
+    snapshot(file, source, builtin_roles, default_revision).map(|v| v.tenant)
 }
 
 /// Validates a whole snapshot, routes included, against the built-in roles.
 pub fn snapshot(
     file: SnapshotFile,
-    map: &SourceMap,
+    source: &str,
     builtin_roles: &[RoleDefinition],
     default_revision: String,
 ) -> Result<Validated, Vec<Problem>> {
-    let mut problems = Problems::new(map);
+    let mut problems = Problems::new();
     let routes = routes::routes(&file.routes, &mut problems);
     let hierarchy = hierarchy::hierarchy(&file, &mut problems);
     let (principals, principal_index) = principals::principals(&file, &mut problems);
@@ -128,10 +140,7 @@ pub fn snapshot(
     ));
 
     if !problems.is_empty() {
-        let mut list = problems.into_vec();
-        // In file order; problems without a position (none today) last.
-        list.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
-        return Err(list);
+        return Err(problems.into_located(source));
     }
     let tenant = Tenant {
         revision: file.revision.unwrap_or(default_revision),

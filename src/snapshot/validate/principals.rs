@@ -18,7 +18,7 @@ impl PrincipalIndex {
 
 pub(super) fn principals(
     file: &SnapshotFile,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> (Vec<Principal>, PrincipalIndex) {
     let mut by_key = Declared::with_capacity(file.principals.len());
     for (i, p) in file.principals.iter().enumerate() {

@@ -6,7 +6,7 @@ use super::Problems;
 use crate::model::{check_principal_id, principal_key, AccessKey, Resource, ScopeKind};
 use crate::snapshot::schema::{AccessKeyEntry, ResourceEntry};
 
-pub(super) fn resources(entries: &[ResourceEntry], problems: &mut Problems<'_>) -> Vec<Resource> {
+pub(super) fn resources(entries: &[ResourceEntry], problems: &mut Problems) -> Vec<Resource> {
     let mut out = Vec::with_capacity(entries.len());
     let mut scopes: Declared = Declared::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
@@ -29,7 +29,7 @@ pub(super) fn resources(entries: &[ResourceEntry], problems: &mut Problems<'_>) 
 pub(super) fn access_keys(
     entries: &[AccessKeyEntry],
     principals: &PrincipalIndex,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<AccessKey> {
     let mut out = Vec::with_capacity(entries.len());
     let mut ids: Declared = Declared::with_capacity(entries.len());

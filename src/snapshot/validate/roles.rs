@@ -14,7 +14,7 @@ pub fn role_definitions(
     entries: &[RoleDefinitionEntry],
     role_type: RoleType,
     section: &str,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> Vec<RoleDefinition> {
     let mut out = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
@@ -32,7 +32,7 @@ fn role_definition(
     entry: &RoleDefinitionEntry,
     role_type: RoleType,
     path: &str,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> RoleDefinition {
     let id = Some(entry.id.as_str());
     if !is_guid(&entry.id) {
@@ -100,7 +100,7 @@ fn permission_block(
     block: &PermissionEntry,
     path: &str,
     id: Option<&str>,
-    problems: &mut Problems<'_>,
+    problems: &mut Problems,
 ) -> PermissionBlock {
     let condition = condition(
         block.condition.as_deref(),
@@ -109,7 +109,7 @@ fn permission_block(
         id,
         problems,
     );
-    let list = |field: &str, list: &[String], problems: &mut Problems<'_>| {
+    let list = |field: &str, list: &[String], problems: &mut Problems| {
         patterns(list, &format!("{path}.{field}"), id, problems)
     };
     PermissionBlock {
@@ -161,7 +161,7 @@ impl Roles {
     pub fn new(
         builtin: &[RoleDefinition],
         entries: &[RoleDefinitionEntry],
-        problems: &mut Problems<'_>,
+        problems: &mut Problems,
     ) -> Roles {
         let custom = role_definitions(entries, RoleType::CustomRole, "roleDefinitions", problems);
         let mut roles = builtin.to_vec();

@@ -7,7 +7,7 @@ use crate::extauthz::{RouteSpec, RouteTable};
 
 /// The compiled table, or an empty one when a route has a problem (the
 /// snapshot is refused then anyway).
-pub(super) fn routes(entries: &[RouteSpec], problems: &mut Problems<'_>) -> RouteTable {
+pub(super) fn routes(entries: &[RouteSpec], problems: &mut Problems) -> RouteTable {
     match RouteTable::compile(entries) {
         Ok(table) => table,
         Err(error) => {

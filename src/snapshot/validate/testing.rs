@@ -3,14 +3,13 @@
 use super::{snapshot, tenant, Validated};
 use crate::model::{RoleDefinition, Tenant};
 use crate::snapshot::error::Problem;
-use crate::snapshot::locate::SourceMap;
 use crate::snapshot::schema::SnapshotFile;
 
 /// Validates snapshot YAML against `builtin` roles.
 pub fn check_with(yaml: &str, builtin: &[RoleDefinition]) -> Result<Tenant, Vec<Problem>> {
     let file: SnapshotFile =
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}"));
-    tenant(file, &SourceMap::build(yaml), builtin, "sha256:test".into())
+    tenant(file, yaml, builtin, "sha256:test".into())
 }
 
 /// The validated snapshot (routes included) of YAML that must be valid.
@@ -18,7 +17,7 @@ pub fn valid_snapshot(yaml: &str) -> Validated {
     let file: SnapshotFile =
         serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}"));
     let builtin = crate::snapshot::catalog::builtin_roles().unwrap_or_else(|e| panic!("{e}"));
-    snapshot(file, &SourceMap::build(yaml), builtin, "sha256:test".into())
+    snapshot(file, yaml, builtin, "sha256:test".into())
         .unwrap_or_else(|p| panic!("expected valid, got {p:#?}"))
 }
 
