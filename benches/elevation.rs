@@ -66,6 +66,7 @@ fn spawn_wait(
                 requested_duration: None,
                 wait_timeout: Some(Duration::from_secs(3600)),
                 attributes: Default::default(),
+                ticket: "",
             })
             .await
             .ok()

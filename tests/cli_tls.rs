@@ -80,6 +80,7 @@ fn file_elevation(broker: &Arc<Broker>, scope: &str) -> tokio::task::JoinHandle<
                 requested_duration: None,
                 wait_timeout: None,
                 attributes: BTreeMap::new(),
+                ticket: "",
             })
             .await
             .map(|e| e.state)

@@ -865,6 +865,10 @@ async fn a_restart_keeps_active_grants_and_cancels_what_was_pending() {
         resolved_by: None,
         comment: None,
         grant: None,
+        ticket: None,
+        required_approvals: 0,
+        approvals: Vec::new(),
+        shadow: Vec::new(),
         waiters: 1,
     };
     store.put_elevation(&orphan).unwrap();

@@ -128,6 +128,7 @@ fn ask(scope: &str) -> ElevationRequest<'_> {
         requested_duration: None,
         wait_timeout: Some(Duration::from_secs(30)),
         attributes: Default::default(),
+        ticket: "",
     }
 }
 

@@ -355,7 +355,7 @@ impl Broker {
                 principal: echo(r.principal_id),
             })?,
         };
-        let (candidate, wait) = request::pending(&r, agent, &decision, now);
+        let (candidate, wait) = request::pending(&r, agent, &decision, now)?;
         let (id, changes, deadline) = self.join_or_open(candidate, agent, now)?;
         // Leaving the wait for any reason but a resolution (the caller
         // cancelled, its deadline passed) drops this guard.
@@ -520,6 +520,7 @@ impl Broker {
             r.scope.to_owned(),
         );
         let justification = r.justification.to_owned();
+        let ticket = r.ticket.to_owned();
         let (data_action, requested_duration, wait_timeout, attributes) = (
             r.data_action,
             r.requested_duration,
@@ -538,6 +539,7 @@ impl Broker {
                     requested_duration,
                     wait_timeout,
                     attributes,
+                    ticket: &ticket,
                 })
                 .await
         });
@@ -1290,5 +1292,6 @@ fn active(g: &Grant) -> Arc<ActiveGrant> {
         uses: std::sync::atomic::AtomicU32::new(g.uses),
         reserved: std::sync::atomic::AtomicU32::new(g.reserved_uses),
         on_behalf_of: g.on_behalf_of.as_str().into(),
+        co_lenders: g.co_lenders.iter().map(|c| c.as_str().into()).collect(),
     })
 }

@@ -23,4 +23,7 @@ pub use policy::request::ElevationRequest;
 pub use store::{
     Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, Store, StoreError,
 };
-pub use types::{Approval, Elevation, ElevationState, Grant, GrantState};
+pub use types::{
+    Approval, ApprovalRecord, Elevation, ElevationState, Grant, GrantState, ShadowOutcome,
+    ShadowVerdict,
+};

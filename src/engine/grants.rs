@@ -27,6 +27,9 @@ pub struct ActiveGrant {
     pub data_action: bool,
     /// Whose permission the grant lends; checked again on every use.
     pub on_behalf_of: Box<str>,
+    /// The other approvers of an elevation that needed several; each is
+    /// checked on every use as `on_behalf_of` is.
+    pub co_lenders: Box<[Box<str>]>,
     pub expires_at: SystemTime,
     /// 0 = unlimited.
     pub max_uses: u32,
@@ -166,6 +169,7 @@ mod tests {
             scope: RG.into(),
             data_action: false,
             on_behalf_of: "oncall".into(),
+            co_lenders: Box::default(),
             expires_at: SystemTime::now() + Duration::from_secs(60),
             max_uses,
             uses: AtomicU32::new(0),

@@ -382,6 +382,7 @@ impl CheckService {
                 requested_duration: None,
                 wait_timeout: None,
                 attributes: BTreeMap::new(),
+                ticket: "",
             })
             .await;
         match filed {

@@ -118,6 +118,7 @@ impl Authorizer for AuthorizerService {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            ticket: &req.ticket,
         });
         // A caller whose deadline passes has gone away: dropping the wait
         // cancels the elevation (when no other caller waits on it).

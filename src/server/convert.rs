@@ -3,7 +3,10 @@
 
 use tonic::Status;
 
-use crate::elevation::{Elevation, ElevationError, ElevationState, Grant, GrantState};
+use crate::elevation::{
+    ApprovalRecord, Elevation, ElevationError, ElevationState, Grant, GrantState, ShadowOutcome,
+    ShadowVerdict,
+};
 use crate::engine::{self, Decision, MatchKind, Reason, RequestError, Verdict};
 use crate::proto as pb;
 
@@ -191,6 +194,31 @@ pub fn elevation(e: &Elevation) -> pb::Elevation {
         grant: e.grant.as_ref().map(grant),
         waiters: e.waiters,
         attributes: attributes(&e.attributes),
+        ticket: e.ticket.clone().unwrap_or_default(),
+        required_approvals: e.required_approvals.max(1),
+        approvals: e.approvals.iter().map(approval_record).collect(),
+        shadow: e.shadow.iter().map(shadow_verdict).collect(),
+    }
+}
+
+fn approval_record(a: &ApprovalRecord) -> pb::ApprovalRecord {
+    pb::ApprovalRecord {
+        by: a.by.clone(),
+        at: Some(timestamp(a.at)),
+        duration: a.duration.map(duration),
+        max_uses: a.max_uses,
+        comment: a.comment.clone().unwrap_or_default(),
+    }
+}
+
+fn shadow_verdict(v: &ShadowVerdict) -> pb::ShadowVerdict {
+    pb::ShadowVerdict {
+        rule: v.rule as u32,
+        outcome: match v.outcome {
+            ShadowOutcome::WouldApprove => pb::ShadowOutcome::WouldApprove,
+            ShadowOutcome::WouldSkip => pb::ShadowOutcome::WouldSkip,
+        } as i32,
+        on_behalf_of: v.on_behalf_of.clone(),
     }
 }
 
@@ -215,6 +243,7 @@ pub fn grant(g: &Grant) -> pb::Grant {
         ended_reason: g.ended_reason.clone().unwrap_or_default(),
         ended_at: g.ended_at.map(timestamp),
         attributes: attributes(&g.attributes),
+        co_lenders: g.co_lenders.clone(),
     }
 }
 
@@ -233,6 +262,7 @@ pub fn elevation_error(e: ElevationError) -> Status {
         | ElevationError::NotAnAgent { .. }
         | ElevationError::AlreadyResolved { .. }
         | ElevationError::AlreadyEnded { .. }
+        | ElevationError::AlreadyApproved { .. }
         | ElevationError::AgentGone { .. }) => Status::failed_precondition(e.to_string()),
         ElevationError::Refused(refusal) => Status::permission_denied(refusal.to_string()),
         e @ ElevationError::NotFound { .. } => Status::not_found(e.to_string()),

@@ -106,6 +106,10 @@ mod tests {
             resolved_by: None,
             comment: None,
             grant: None,
+            ticket: None,
+            required_approvals: 0,
+            approvals: Vec::new(),
+            shadow: Vec::new(),
             waiters: 1,
         }
     }

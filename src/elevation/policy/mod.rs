@@ -4,6 +4,7 @@
 //! and when a grant ends ([`lifecycle`]). The broker wraps them with
 //! locking, the state store and publishing.
 
+pub mod approval;
 pub mod approver;
 pub mod auto_approve;
 pub mod lifecycle;
@@ -174,6 +175,10 @@ agents:
             resolved_by: None,
             comment: None,
             grant: None,
+            ticket: None,
+            required_approvals: 0,
+            approvals: Vec::new(),
+            shadow: Vec::new(),
             waiters: 1,
         }
     }
