@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         Some(Command::Import(args)) => cli::run::import(&args),
         Some(Command::Elevations(args)) => cli::run::elevations(args),
         Some(Command::Role { reference }) => cli::run::role(&reference),
+        Some(Command::Diff(args)) => cli::review::run_diff(&args),
+        Some(Command::Test(args)) => cli::review::run_test(&args),
     }
 }
 

@@ -1,9 +1,10 @@
 //! The command line: flag definitions apart from the logic they configure.
-//! `rampart` alone serves; `validate` and `check` work offline on a file;
+//! `rampart` alone serves; `validate`, `check`, `diff` and `test` work offline on files;
 //! `elevations` talks to a running server's approval channel. The serve
 //! flags become opened resources in [`crate::daemon`].
 
 pub mod elevations;
+pub mod review;
 pub mod run;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,10 @@ pub enum Command {
     Import(ImportArgs),
     /// List, watch, approve, deny and revoke on a running server's approval channel.
     Elevations(elevations::ElevationsArgs),
+    /// Who gains and who loses which operations between two snapshots (exit 1 when anything is gained).
+    Diff(review::DiffArgs),
+    /// Run policy tests: requests with expected decisions, in YAML, against a snapshot.
+    Test(review::TestArgs),
     /// Show a built-in role by id, name or earlier name (any case).
     Role {
         /// A role id, name or earlier name, e.g. "Azure AI User".

@@ -38,6 +38,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in the order the API numbers them.
     pub const ALL: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::ApprovalRequired];
 
     /// The API's spelling, used in logs, metrics and audit too.
@@ -85,6 +86,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of the reasons table.
     pub const ALL: [Reason; 10] = [
         Reason::RoleAssignment,
         Reason::ElevationGrant,
@@ -152,6 +154,20 @@ pub enum MatchKind {
     ConditionNotMet,
     /// An active elevation grant.
     Grant,
+}
+
+impl MatchKind {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchKind::RoleAssignment => "MATCH_ROLE_ASSIGNMENT",
+            MatchKind::DenyAssignment => "MATCH_DENY_ASSIGNMENT",
+            MatchKind::AccessKey => "MATCH_ACCESS_KEY",
+            MatchKind::AgentScope => "MATCH_AGENT_SCOPE",
+            MatchKind::ConditionNotMet => "MATCH_CONDITION_NOT_MET",
+            MatchKind::Grant => "MATCH_GRANT",
+        }
+    }
 }
 
 /// One thing that took part in a decision.

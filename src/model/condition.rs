@@ -296,6 +296,11 @@ impl Condition {
         &self.source
     }
 
+    /// The parsed expression, for tools that inspect or re-print it.
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+
     pub fn evaluate(&self, input: &ConditionInput<'_>) -> bool {
         eval(&self.expr, input)
     }
