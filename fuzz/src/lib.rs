@@ -618,6 +618,7 @@ fn engines() -> &'static [(Loaded, GrantTable)] {
                         scope: scope.as_str().into(),
                         data_action: false,
                         on_behalf_of: lender.id.as_str().into(),
+                        co_lenders: Box::default(),
                         expires_at: SystemTime::now() + Duration::from_secs(365 * 86_400),
                         max_uses: 0,
                         uses: AtomicU32::new(0),
