@@ -29,11 +29,12 @@ use super::policy::auto_approve::{self, Skipped};
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
 use super::policy::request::{self, ElevationRequest, PendingKey};
-use super::policy::{agent_by_id, agent_of, approver};
+use super::policy::approval::{self, Step};
+use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
     Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError,
 };
-use super::types::{Approval, Elevation, ElevationState, Grant};
+use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant};
 use super::ElevationError;
 use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
@@ -111,6 +112,8 @@ enum Resolution<'a> {
     Approve {
         resolved_by: String,
         on_behalf_of: String,
+        /// The other approvers, when several were required.
+        co_lenders: Vec<String>,
         duration: Duration,
         max_uses: u32,
         comment: Option<&'a str>,
@@ -629,11 +632,14 @@ impl Broker {
             Resolution::Approve {
                 resolved_by,
                 on_behalf_of,
+                co_lenders,
                 duration,
                 max_uses,
                 comment,
             } => {
-                let grant = lifecycle::new_grant(pending, &on_behalf_of, duration, max_uses, now);
+                let mut grant =
+                    lifecycle::new_grant(pending, &on_behalf_of, duration, max_uses, now);
+                grant.co_lenders = co_lenders;
                 lifecycle::resolve(
                     &mut e,
                     ElevationState::Approved,
@@ -704,12 +710,17 @@ impl Broker {
         elevation: &Elevation,
     ) -> Result<(), ElevationError> {
         let loaded = self.engine.current();
-        let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
-            ElevationError::AgentGone {
-                agent: elevation.agent_id.clone(),
-            }
-        })?;
-        approver::may_approve(&loaded, caller, agent, elevation)?;
+        let agent = self.agent_of_elevation(&loaded, elevation)?;
+        let requirement = approval::requirement_of(agent, elevation);
+        approval::may_count(&loaded, agent, elevation, &requirement, caller)?;
+        if approval::has_approved(elevation, caller) {
+            return Err(ElevationError::AlreadyApproved {
+                id: elevation.id.clone(),
+                by: echo(caller),
+                counted: approval::counted(&loaded, agent, elevation, &requirement).len() as u32,
+                required: requirement.required,
+            });
+        }
         Ok(())
     }
 
@@ -727,8 +738,10 @@ impl Broker {
     }
 
     /// Approves as `caller`: the approver rules (a), (b), (c)
-    /// (docs/agents-and-elevation.md#approver-rules), then a durable
-    /// grant, then the answer.
+    /// (docs/agents-and-elevation.md#approver-rules) and the agent's
+    /// approval policy (#approval-policies), then either the approval is
+    /// recorded and the elevation stays pending for more approvers, or the
+    /// last one needed makes a durable grant naming every approver.
     pub async fn approve(
         &self,
         caller: &str,
@@ -737,25 +750,101 @@ impl Broker {
     ) -> Result<Elevation, ElevationError> {
         let writer = self.write_lock();
         let elevation = self.pending(id)?;
-        let duration = {
+        let now = SystemTime::now();
+        let (record, several) = {
             let loaded = self.engine.current();
-            let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
-                ElevationError::AgentGone {
-                    agent: elevation.agent_id.clone(),
-                }
-            })?;
-            approver::may_approve(&loaded, caller, agent, &elevation)?;
-            lifecycle::granted_duration(elevation.requested_duration, approval.duration)?
+            let agent = self.agent_of_elevation(&loaded, &elevation)?;
+            let requirement = approval::requirement_of(agent, &elevation);
+            approval::may_count(&loaded, agent, &elevation, &requirement, caller)?;
+            if approval::has_approved(&elevation, caller) {
+                let counted = approval::counted(&loaded, agent, &elevation, &requirement);
+                return Err(ElevationError::AlreadyApproved {
+                    id: elevation.id.clone(),
+                    by: echo(caller),
+                    counted: counted.len() as u32,
+                    required: requirement.required,
+                });
+            }
+            approval::approved_duration(&elevation, &requirement, approval.duration)?;
+            let record = ApprovalRecord {
+                by: caller.to_owned(),
+                at: now,
+                duration: approval.duration,
+                max_uses: approval.max_uses,
+                comment: approval.comment.map(bounded),
+            };
+            (record, requirement.required > 1)
         };
-        let approve = Resolution::Approve {
-            resolved_by: caller.to_owned(),
-            on_behalf_of: caller.to_owned(),
-            duration,
-            max_uses: approval.max_uses,
-            comment: approval.comment,
+        let mut with = elevation.clone();
+        if several {
+            // Recorded durably (once per approver, across replicas) before
+            // counting: the stored approvals are the ones that count.
+            let stored = self
+                .store
+                .add_approval(id, &record)?
+                .ok_or_else(|| not_found("elevation", id))?;
+            if !stored.state.is_pending() {
+                return Err(ElevationError::AlreadyResolved {
+                    id: stored.id,
+                    state: stored.state,
+                });
+            }
+            with.approvals = stored.approvals;
+        } else {
+            with.approvals.push(record);
+        }
+        let step = {
+            let loaded = self.engine.current();
+            let agent = self.agent_of_elevation(&loaded, &with)?;
+            approval::next_step(&loaded, agent, &with, &approval::requirement_of(agent, &with))
         };
-        self.settle(&writer, &elevation, approve)?
-            .or_already_resolved()
+        match step {
+            Step::Wait { counted, required } => {
+                tracing::info!(elevation = %id, approver = %caller, counted, required, "approval recorded; more approvers needed");
+                self.update_pending(&with);
+                self.audit(ElevationEventKind::ApprovalRecorded, &with, Some(caller));
+                Ok(with)
+            }
+            Step::Grant(terms) => {
+                let approve = Resolution::Approve {
+                    resolved_by: caller.to_owned(),
+                    on_behalf_of: terms.on_behalf_of,
+                    co_lenders: terms.co_lenders,
+                    duration: terms.duration,
+                    max_uses: terms.max_uses,
+                    comment: approval.comment,
+                };
+                self.settle(&writer, &with, approve)?.or_already_resolved()
+            }
+        }
+    }
+
+    /// The agent of `elevation` in the snapshot serving.
+    fn agent_of_elevation<'l>(
+        &self,
+        loaded: &'l Loaded,
+        elevation: &Elevation,
+    ) -> Result<&'l Agent, ElevationError> {
+        agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
+            ElevationError::AgentGone {
+                agent: elevation.agent_id.clone(),
+            }
+        })
+    }
+
+    /// A pending elevation's approvals changed: memory, its waiters (who
+    /// keep waiting) and the watchers follow.
+    fn update_pending(&self, e: &Elevation) {
+        let current = {
+            let mut inner = self.lock();
+            let Some(entry) = inner.pending.get_mut(&e.id) else {
+                return;
+            };
+            entry.elevation.approvals = e.approvals.clone();
+            entry.changed.send_replace(entry.elevation.clone());
+            entry.elevation.clone()
+        };
+        self.publish(&current);
     }
 
     /// Denies as `caller`: rule (a) only.
@@ -831,6 +920,7 @@ impl Broker {
         let approve = Resolution::Approve {
             resolved_by: choice.resolved_by(agent),
             on_behalf_of: choice.on_behalf_of.clone(),
+            co_lenders: Vec::new(),
             duration: choice.duration,
             max_uses: 0,
             comment: Some("approved by the auto-approve policy"),

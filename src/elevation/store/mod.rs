@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::events::AuditEvent;
-use super::{Elevation, ElevationState, Grant};
+use super::{ApprovalRecord, Elevation, ElevationState, Grant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -149,6 +149,17 @@ pub trait StateStore: Send + Sync {
     /// grant stands. An ended grant is never made active again.
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError>;
 
+    /// Adds one approval to a `PENDING` elevation that needs several,
+    /// atomically: appended unless its approver's is recorded already (an
+    /// approver counts once, across replicas). The elevation as stored
+    /// after — with its state, should it no longer be pending (nothing is
+    /// then written) — or `None` when there is no such elevation.
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError>;
+
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError>;
 
     fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
@@ -198,6 +209,13 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
     }
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
         (**self).put_grant(g)
+    }
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        (**self).add_approval(id, approval)
     }
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
         (**self).elevation(id)
