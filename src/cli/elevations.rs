@@ -250,16 +250,42 @@ fn line(e: &pb::Elevation) -> String {
             e.waiters,
             printable(&e.justification)
         ));
+        if !e.ticket.is_empty() {
+            out.push_str(&format!(" ticket={}", printable(&e.ticket)));
+        }
     } else {
         out.push_str(&format!("  at={}", rfc3339(e.resolved_at.as_ref())));
         if !e.resolved_by.is_empty() {
             out.push_str(&format!(" by {}", printable(&e.resolved_by)));
         }
     }
+    if e.required_approvals > 1 || e.approvals.len() > 1 {
+        out.push_str(&format!("  {}", approvals(e)));
+    }
+    for v in &e.shadow {
+        out.push_str(&format!(
+            "  shadow#{}={} (on behalf of {})",
+            v.rule,
+            v.outcome().as_str_name(),
+            printable(&v.on_behalf_of)
+        ));
+    }
     if let Some(g) = &e.grant {
         out.push_str(&format!("  grant={}", g.id));
     }
     out
+}
+
+/// `approvals=1/2 (oncall)`: the approvals so far of the distinct ones
+/// required.
+fn approvals(e: &pb::Elevation) -> String {
+    let by: Vec<String> = e.approvals.iter().map(|a| printable(&a.by)).collect();
+    format!(
+        "approvals={}/{} ({})",
+        e.approvals.len(),
+        e.required_approvals.max(1),
+        by.join(", ")
+    )
 }
 
 fn grant_line(g: &pb::Grant) -> String {
@@ -270,7 +296,11 @@ fn grant_line(g: &pb::Grant) -> String {
         g.agent_id,
         g.action,
         printable(&g.scope),
-        g.on_behalf_of,
+        std::iter::once(&g.on_behalf_of)
+            .chain(&g.co_lenders)
+            .map(|l| printable(l))
+            .collect::<Vec<_>>()
+            .join(" and "),
         rfc3339(g.created_at.as_ref()),
         rfc3339(g.expires_at.as_ref()),
         g.uses,
@@ -512,5 +542,45 @@ mod tests {
             printable("ok\u{1b}[2Jgone\nline"),
             "ok\\u{1b}[2Jgone\\nline"
         );
+    }
+
+    #[test]
+    fn a_line_shows_the_approvals_so_far_the_ticket_and_shadow_verdicts() {
+        let e = pb::Elevation {
+            id: "e1".into(),
+            state: pb::ElevationState::Pending as i32,
+            required_approvals: 2,
+            ticket: "CHG-1".into(),
+            approvals: vec![pb::ApprovalRecord {
+                by: "oncall".into(),
+                ..Default::default()
+            }],
+            shadow: vec![pb::ShadowVerdict {
+                rule: 0,
+                outcome: pb::ShadowOutcome::WouldApprove as i32,
+                on_behalf_of: "oncall".into(),
+            }],
+            ..Default::default()
+        };
+        let text = line(&e);
+        assert!(text.contains(" ticket=CHG-1"), "{text}");
+        assert!(text.contains("  approvals=1/2 (oncall)"), "{text}");
+        assert!(
+            text.contains("  shadow#0=WOULD_APPROVE (on behalf of oncall)"),
+            "{text}"
+        );
+        // A single-approver elevation prints as before.
+        let plain = pb::Elevation {
+            id: "e2".into(),
+            required_approvals: 1,
+            ..Default::default()
+        };
+        assert!(!line(&plain).contains("approvals="));
+        let g = pb::Grant {
+            on_behalf_of: "oncall".into(),
+            co_lenders: vec!["lead".into()],
+            ..Default::default()
+        };
+        assert!(grant_line(&g).contains("on behalf of oncall and lead"));
     }
 }
