@@ -161,6 +161,9 @@ pub enum ElevationsCommand {
     },
     /// Print the pending elevations, then every change, until interrupted.
     Watch,
+    /// How shadow auto-approve rules would have decided, against what
+    /// humans decided, over every stored elevation you may see.
+    Report,
     /// Approve as yourself (your token's principal).
     Approve {
         id: String,
@@ -321,6 +324,66 @@ fn grant_line(g: &pb::Grant) -> String {
     )
 }
 
+/// Shadow verdicts against human decisions, per (agent, rule).
+#[derive(Debug, Default)]
+struct ShadowReport {
+    rows: std::collections::BTreeMap<(String, u32), ShadowRow>,
+}
+
+#[derive(Debug, Default)]
+struct ShadowRow {
+    on_behalf_of: String,
+    /// [would approve, would skip] × [approved, denied].
+    decided: [[u64; 2]; 2],
+    /// Expired, cancelled, auto-approved or still pending.
+    undecided: u64,
+}
+
+impl ShadowReport {
+    fn add(&mut self, e: &pb::Elevation) {
+        use crate::elevation::policy::shadow::HumanDecision;
+        let state = crate::server::convert::elevation_state_from(e.state());
+        let decision = state.and_then(|s| HumanDecision::of(s, &e.resolved_by));
+        for v in &e.shadow {
+            let row = self
+                .rows
+                .entry((e.agent_id.clone(), v.rule))
+                .or_default();
+            row.on_behalf_of.clone_from(&v.on_behalf_of);
+            let would = usize::from(v.outcome() != pb::ShadowOutcome::WouldApprove);
+            match decision {
+                Some(HumanDecision::Approved) => row.decided[would][0] += 1,
+                Some(HumanDecision::Denied) => row.decided[would][1] += 1,
+                None => row.undecided += 1,
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        if self.rows.is_empty() {
+            return "no shadow auto-approve verdicts recorded\n".into();
+        }
+        let mut out = String::new();
+        for ((agent, rule), row) in &self.rows {
+            let [[aa, ad], [sa, sd]] = row.decided;
+            let (agree, disagree) = (aa + sd, ad + sa);
+            let decided = agree + disagree;
+            let rate = if decided == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", agree as f64 * 100.0 / decided as f64)
+            };
+            out.push_str(&format!(
+                "agent={} rule={rule} onBehalfOf={} decided={decided} AGREE={agree} DISAGREE={disagree} agreement={rate}  WOULD_APPROVE: APPROVED={aa} DENIED={ad}  WOULD_SKIP: APPROVED={sa} DENIED={sd}  undecided={}\n",
+                printable(agent),
+                printable(&row.on_behalf_of),
+                row.undecided
+            ));
+        }
+        out
+    }
+}
+
 /// Runs one `elevations` command, printing as it goes.
 pub async fn run(args: ElevationsArgs) -> Result<(), String> {
     let token = args.connection.token()?;
@@ -335,6 +398,31 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
         )
     };
     match args.command {
+        ElevationsCommand::Report => {
+            let mut report = ShadowReport::default();
+            let mut page_token = String::new();
+            loop {
+                let req = pb::ListElevationsRequest {
+                    state: pb::ElevationState::Unspecified as i32,
+                    principal_id: String::new(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = client
+                    .list_elevations(authed(req, token)?)
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for e in &page.elevations {
+                    report.add(e);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            print!("{}", report.render());
+        }
         ElevationsCommand::List { all } => {
             let state = if all {
                 pb::ElevationState::Unspecified
@@ -582,5 +670,40 @@ mod tests {
             ..Default::default()
         };
         assert!(grant_line(&g).contains("on behalf of oncall and lead"));
+    }
+
+    #[test]
+    fn the_shadow_report_counts_agreement_with_human_decisions() {
+        let verdict = |outcome: pb::ShadowOutcome| pb::ShadowVerdict {
+            rule: 0,
+            outcome: outcome as i32,
+            on_behalf_of: "oncall".into(),
+        };
+        let decided = |state: pb::ElevationState, by: &str, outcome| pb::Elevation {
+            agent_id: "reviewer".into(),
+            state: state as i32,
+            resolved_by: by.into(),
+            shadow: vec![verdict(outcome)],
+            ..Default::default()
+        };
+        let mut report = ShadowReport::default();
+        assert_eq!(report.render(), "no shadow auto-approve verdicts recorded\n");
+        use pb::ElevationState::*;
+        use pb::ShadowOutcome::*;
+        for e in [
+            decided(Approved, "oncall", WouldApprove),
+            decided(Approved, "oncall", WouldApprove),
+            decided(Denied, "oncall", WouldSkip),
+            decided(Denied, "oncall", WouldApprove),
+            decided(Expired, "rampart", WouldApprove),
+            decided(Approved, "auto-approve:reviewer#1", WouldApprove),
+            pb::Elevation::default(),
+        ] {
+            report.add(&e);
+        }
+        assert_eq!(
+            report.render(),
+            "agent=reviewer rule=0 onBehalfOf=oncall decided=4 AGREE=3 DISAGREE=1 agreement=75.0%  WOULD_APPROVE: APPROVED=2 DENIED=1  WOULD_SKIP: APPROVED=0 DENIED=1  undecided=2\n"
+        );
     }
 }

@@ -28,13 +28,16 @@ use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, GrantEnded};
 use super::policy::auto_approve::{self, Skipped};
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
+use super::policy::shadow;
 use super::policy::request::{self, ElevationRequest, PendingKey};
 use super::policy::approval::{self, Step};
 use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
     Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError,
 };
-use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant};
+use super::types::{
+    Approval, ApprovalRecord, Elevation, ElevationState, Grant, ShadowOutcome,
+};
 use super::ElevationError;
 use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
@@ -167,6 +170,11 @@ pub struct Broker {
     writer: Mutex<()>,
     /// Auto-approvals per rule, for `maxPerHour`; used under `writer`.
     auto_approvals: Mutex<auto_approve::Window>,
+    /// What shadow auto-approve rules would have approved, for their
+    /// `maxPerHour`; used under `writer`.
+    shadow_approvals: Mutex<auto_approve::Window>,
+    /// Shadow verdicts against human decisions, for the metrics.
+    shadow_tally: Mutex<shadow::Tally>,
     events: broadcast::Sender<Elevation>,
     /// The JSON-lines audit file, when `--audit-log` is given.
     audit_log: OnceLock<Arc<AuditLog>>,
@@ -223,6 +231,8 @@ impl Broker {
             inner: Mutex::new(Inner::default()),
             writer: Mutex::new(()),
             auto_approvals: Mutex::new(auto_approve::Window::default()),
+            shadow_approvals: Mutex::new(auto_approve::Window::default()),
+            shadow_tally: Mutex::new(shadow::Tally::default()),
             events,
             audit_log: OnceLock::new(),
         });
@@ -358,8 +368,39 @@ impl Broker {
                 principal: echo(r.principal_id),
             })?,
         };
-        let (candidate, wait) = request::pending(&r, agent, &decision, now)?;
+        let (mut candidate, wait) = request::pending(&r, agent, &decision, now)?;
+        candidate.shadow = {
+            let window = self
+                .shadow_approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            shadow::verdicts(&loaded, agent, &candidate, &window, now)
+        };
+        let would_approve: Vec<usize> = candidate
+            .shadow
+            .iter()
+            .filter(|v| v.outcome == ShadowOutcome::WouldApprove)
+            .filter(|v| {
+                agent
+                    .elevation
+                    .auto_approve
+                    .get(v.rule)
+                    .is_some_and(|rule| rule.max_per_hour.is_some())
+            })
+            .map(|v| v.rule)
+            .collect();
         let (id, changes, deadline) = self.join_or_open(candidate, agent, now)?;
+        if deadline.is_none() && !would_approve.is_empty() {
+            // Filed (not joined): count what the shadow rules would have
+            // approved, so their maxPerHour is measured too.
+            let mut window = self
+                .shadow_approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for rule in would_approve {
+                window.record(&agent.id, rule, now);
+            }
+        }
         // Leaving the wait for any reason but a resolution (the caller
         // cancelled, its deadline passed) drops this guard.
         let guard = WaitGuard {
@@ -657,6 +698,12 @@ impl Broker {
         };
         match self.store.resolve(&e, grant.as_ref())? {
             Resolved::Written => {
+                if !e.shadow.is_empty() {
+                    self.shadow_tally
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(&e);
+                }
                 self.apply(&e, grant);
                 self.audit(ElevationEventKind::resolved(state), &e, Some(&by));
                 Ok(Settled::Won(e))
@@ -692,6 +739,15 @@ impl Broker {
             entry.changed.send_replace(e.clone());
         }
         self.publish(e);
+    }
+
+    /// Shadow auto-approve verdicts of the elevations this broker saw a
+    /// human decide, counted by agent, rule, verdict and decision.
+    pub fn shadow_tally(&self) -> shadow::Tally {
+        self.shadow_tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// May `caller` interact with the agent of this id (rule (a))? An

@@ -123,7 +123,7 @@ pub struct ApprovalRecord {
 }
 
 /// What a shadow auto-approve rule would have done with an elevation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ShadowOutcome {
     /// The rule would have approved it.

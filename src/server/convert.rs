@@ -151,7 +151,12 @@ pub fn state_filter(value: i32) -> Result<Option<ElevationState>, Status> {
             known.join(", ")
         ))
     })?;
-    Ok(match state {
+    Ok(elevation_state_from(state))
+}
+
+/// The broker's state of an API state; `None` for UNSPECIFIED.
+pub fn elevation_state_from(s: pb::ElevationState) -> Option<ElevationState> {
+    match s {
         pb::ElevationState::Unspecified => None,
         pb::ElevationState::Pending => Some(ElevationState::Pending),
         pb::ElevationState::Approved => Some(ElevationState::Approved),
@@ -159,7 +164,7 @@ pub fn state_filter(value: i32) -> Result<Option<ElevationState>, Status> {
         pb::ElevationState::Expired => Some(ElevationState::Expired),
         pb::ElevationState::Cancelled => Some(ElevationState::Cancelled),
         pb::ElevationState::NotNeeded => Some(ElevationState::NotNeeded),
-    })
+    }
 }
 
 pub fn elevation_state(s: ElevationState) -> pb::ElevationState {

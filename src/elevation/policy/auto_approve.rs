@@ -106,7 +106,8 @@ pub fn choose(
     };
     let tenant = &loaded.snapshot.tenant;
     for (i, rule) in agent.elevation.auto_approve.iter().enumerate() {
-        if !matches(rule, elevation, &scope) {
+        // Shadow rules are measured (`shadow`), never applied.
+        if rule.shadow || !matches(rule, elevation, &scope) {
             continue;
         }
         let on_behalf_of = &tenant.principals[rule.on_behalf_of].id;

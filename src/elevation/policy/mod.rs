@@ -10,6 +10,7 @@ pub mod auto_approve;
 pub mod lifecycle;
 pub mod rate;
 pub mod request;
+pub mod shadow;
 
 use std::collections::BTreeMap;
 
