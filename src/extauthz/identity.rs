@@ -4,11 +4,10 @@
 //! else changes nothing, and a request without a client certificate has no
 //! identity at all.
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::jwt::{self, JwtError};
+use super::wire::{AttributeContext, HttpRequest};
 use crate::model::check_principal_id;
 
 /// The claim read from bearer tokens by default: the Entra ID object id,
@@ -112,25 +111,6 @@ pub enum IdentityError {
     Invalid { id: String, reason: String },
 }
 
-/// A header of the request, from whichever of the two header fields Envoy
-/// filled (`headers`, or `header_map` with `encode_raw_headers`).
-pub fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    if let Some(value) = http.headers.get(name) {
-        return Some(value);
-    }
-    let map = http.header_map.as_ref()?;
-    map.headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(name))
-        .map(|h| {
-            if h.value.is_empty() {
-                std::str::from_utf8(&h.raw_value).unwrap_or_default()
-            } else {
-                h.value.as_str()
-            }
-        })
-}
-
 impl IdentitySource {
     /// Whether Envoy or the network vouches for the identity (else it is
     /// read from a token nobody checked here).
@@ -154,12 +134,13 @@ impl IdentitySource {
                 .filter(|p| !p.is_empty())
                 .ok_or(IdentityError::NoPeerPrincipal)?
                 .to_owned(),
-            IdentitySource::Header(name) => header(http, name)
+            IdentitySource::Header(name) => http
+                .header(name)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| IdentityError::NoHeader(name.clone()))?
                 .to_owned(),
             IdentitySource::UnverifiedJwt { claim } => {
-                let value = header(http, "authorization").ok_or(JwtError::NoBearer)?;
+                let value = http.header("authorization").ok_or(JwtError::NoBearer)?;
                 let token = jwt::bearer_token(value).ok_or(JwtError::NoBearer)?;
                 jwt::unverified_claim(token, claim)?
             }
@@ -196,8 +177,8 @@ fn metadata_string(attributes: &AttributeContext, filter: &str, path: &[String])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extauthz::wire::Peer;
     use envoy_types::pb::envoy::config::core::v3::Metadata;
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
     use envoy_types::pb::google::protobuf::{Struct, Value};
     use serde_json::json;
 
@@ -220,12 +201,10 @@ mod tests {
     }
 
     fn with_bearer(oid: &str) -> HttpRequest {
-        let mut http = HttpRequest::default();
-        http.headers.insert(
-            "authorization".into(),
-            format!("Bearer {}", jwt::unsigned_token(&json!({ "oid": oid }))),
-        );
-        http
+        HttpRequest::default().with_header(
+            "authorization",
+            &format!("Bearer {}", jwt::unsigned_token(&json!({ "oid": oid }))),
+        )
     }
 
     fn jwt_authn(oid: &str) -> AttributeContext {
@@ -322,7 +301,6 @@ mod tests {
         let attributes = AttributeContext {
             source: Some(Peer {
                 principal: "spiffe://cluster.local/ns/agents/sa/agent-1".into(),
-                ..Default::default()
             }),
             ..Default::default()
         };
@@ -335,13 +313,13 @@ mod tests {
 
     #[test]
     fn a_header_source_reads_only_its_header() {
-        let mut http = with_bearer(MALLORY);
+        let http = with_bearer(MALLORY);
         let header = source("header:x-agent-oid");
         assert_eq!(
             header.principal(&AttributeContext::default(), &http),
             Err(IdentityError::NoHeader("x-agent-oid".into()))
         );
-        http.headers.insert("x-agent-oid".into(), ALICE.into());
+        let http = http.with_header("x-agent-oid", ALICE);
         assert_eq!(
             header
                 .principal(&AttributeContext::default(), &http)
@@ -352,26 +330,24 @@ mod tests {
 
     #[test]
     fn an_identity_that_is_no_principal_id_is_refused() {
-        let mut http = HttpRequest::default();
-        http.headers
-            .insert("x-agent-oid".into(), "has space".into());
+        let http = HttpRequest::default().with_header("x-agent-oid", "has space");
         let id = source("header:x-agent-oid").principal(&AttributeContext::default(), &http);
         assert!(matches!(id, Err(IdentityError::Invalid { .. })), "{id:?}");
     }
 
     #[test]
     fn raw_header_maps_are_read_too() {
-        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        use crate::extauthz::wire::{HeaderMap, HeaderValue};
         let http = HttpRequest {
             header_map: Some(HeaderMap {
                 headers: vec![HeaderValue {
                     key: "x-agent-oid".into(),
-                    value: String::new(),
-                    raw_value: ALICE.as_bytes().to_vec(),
+                    value: Default::default(),
+                    raw_value: ALICE.as_bytes().to_vec().into(),
                 }],
             }),
             ..Default::default()
         };
-        assert_eq!(header(&http, "x-agent-oid"), Some(ALICE));
+        assert_eq!(http.header("x-agent-oid"), Some(ALICE));
     }
 }

@@ -6,7 +6,8 @@
 //! path) the way ARM does; [`routes`] holds the user routes that add to or
 //! override it; [`identity`] and [`jwt`] read who is asking; [`nested`]
 //! lists the operations a batch or a deployment carries; [`answer`] words
-//! the reply. [`service`] is the gRPC edge that ties them to the engine.
+//! the reply. [`service`] is the gRPC edge that ties them to the engine;
+//! [`wire`] decodes only the parts of Envoy's request it reads.
 
 pub mod answer;
 pub mod identity;
@@ -15,6 +16,7 @@ pub mod mapping;
 pub mod nested;
 pub mod routes;
 pub mod service;
+pub mod wire;
 
 pub use identity::IdentitySource;
 pub use mapping::{map_request, MappedBy, Mapping, MappingError, Method, MAX_PATH_LEN};

@@ -9,17 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse,
-};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use tonic::{Request, Response, Status};
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 
 use super::answer::{self, Code, Filed, Judged};
-use super::identity::{header, IdentitySource};
+use super::identity::IdentitySource;
 use super::mapping::{map_request, Method};
 use super::nested::{self, Carrier, Inner, NestedError};
+use super::wire::{AttributeContext, AuthorizationService, Check, CheckRequest, HttpRequest};
 use crate::audit::AuditLog;
 use crate::elevation::{Broker, ElevationRequest, ElevationState};
 use crate::engine::{self, Engine, Loaded, RequestError, Verdict};
@@ -90,9 +86,11 @@ pub fn server(
     broker: Arc<Broker>,
     settings: Arc<ExtAuthzSettings>,
     audit: Option<(Arc<AuditLog>, f64)>,
-) -> AuthorizationServer<CheckService> {
-    AuthorizationServer::new(CheckService::new(broker, settings, audit))
-        .max_decoding_message_size(MAX_CHECK_MESSAGE)
+) -> AuthorizationService<CheckService> {
+    AuthorizationService::new(
+        CheckService::new(broker, settings, audit),
+        MAX_CHECK_MESSAGE,
+    )
 }
 
 /// What the decision path concluded, before any elevation is filed.
@@ -357,7 +355,8 @@ impl CheckService {
 
     /// Files the elevation an `APPROVAL_REQUIRED` answer names.
     async fn file(&self, judged: &Judged, principal: &str, http: &HttpRequest) -> Filed {
-        let justification = header(http, &self.settings.justification_header)
+        let justification = http
+            .header(&self.settings.justification_header)
             .filter(|j| !j.trim().is_empty())
             .map(|j| {
                 j.chars()
@@ -424,14 +423,10 @@ impl CheckService {
     }
 }
 
-#[tonic::async_trait]
-impl Authorization for CheckService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let attributes = request.into_inner().attributes.unwrap_or_default();
-        Ok(Response::new(self.check_attributes(&attributes).await))
+impl Check for CheckService {
+    async fn check(&self, request: CheckRequest) -> CheckResponse {
+        let attributes = request.attributes.unwrap_or_default();
+        self.check_attributes(&attributes).await
     }
 }
 
@@ -461,11 +456,14 @@ fn unverifiable(why: &str) -> Outcome {
 
 /// The request body as Envoy sent it, refused when absent or truncated.
 fn body(http: &HttpRequest) -> Result<&[u8], NestedError> {
-    if header(http, PARTIAL_BODY_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if http
+        .header(PARTIAL_BODY_HEADER)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         return Err(NestedError::Partial);
     }
     let body = if http.raw_body.is_empty() {
-        http.body.as_bytes()
+        &http.body
     } else {
         &http.raw_body
     };
