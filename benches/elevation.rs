@@ -146,6 +146,7 @@ fn bench(c: &mut Criterion) {
                                 duration: None,
                                 max_uses: 0,
                                 comment: None,
+                                bind_to_request: None,
                             },
                         )
                         .await

@@ -91,6 +91,7 @@ fn grant(agent: usize, g: usize) -> Arc<ActiveGrant> {
         data_action: false,
         on_behalf_of: "oncall".into(),
         co_lenders: Box::default(),
+        request_digest: None,
         expires_at: SystemTime::now() + Duration::from_secs(3600),
         max_uses: 0,
         uses: AtomicU32::new(0),

@@ -869,6 +869,7 @@ async fn a_restart_keeps_active_grants_and_cancels_what_was_pending() {
         required_approvals: 0,
         approvals: Vec::new(),
         shadow: Vec::new(),
+        request: None,
         waiters: 1,
     };
     store.put_elevation(&orphan).unwrap();

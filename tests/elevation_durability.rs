@@ -179,6 +179,7 @@ async fn a_failed_write_leaves_memory_and_the_engine_as_they_were() {
         duration: None,
         max_uses: 0,
         comment: None,
+        bind_to_request: None,
     };
     unavailable(
         broker
@@ -243,6 +244,7 @@ async fn a_crash_never_lets_a_limited_grant_be_used_more_than_its_limit() {
                 duration: None,
                 max_uses: 10,
                 comment: None,
+                bind_to_request: None,
             },
         )
         .await

@@ -298,6 +298,7 @@ fn resolved(n: usize, state: ElevationState) -> Elevation {
         required_approvals: 0,
         approvals: Vec::new(),
         shadow: Vec::new(),
+        request: None,
         waiters: 0,
     };
     lifecycle::resolve(&mut e, state, None, "rampart", None, at);

@@ -619,6 +619,7 @@ fn engines() -> &'static [(Loaded, GrantTable)] {
                         data_action: false,
                         on_behalf_of: lender.id.as_str().into(),
                         co_lenders: Box::default(),
+                        request_digest: None,
                         expires_at: SystemTime::now() + Duration::from_secs(365 * 86_400),
                         max_uses: 0,
                         uses: AtomicU32::new(0),

@@ -175,6 +175,10 @@ pub enum ElevationsCommand {
         max_uses: u32,
         #[arg(long)]
         comment: Option<String>,
+        /// Bind the grant to the elevation's request body (true) or not
+        /// (false); unset: bound for a write whose request is known.
+        #[arg(long)]
+        bind_to_request: Option<bool>,
     },
     /// Deny as yourself.
     Deny {
@@ -255,6 +259,14 @@ fn line(e: &pb::Elevation) -> String {
         ));
         if !e.ticket.is_empty() {
             out.push_str(&format!(" ticket={}", printable(&e.ticket)));
+        }
+        if let Some(r) = &e.request {
+            out.push_str(&format!(
+                " request={} {} sha256={}",
+                printable(&r.method),
+                printable(&r.path),
+                printable(&r.digest)
+            ));
         }
     } else {
         out.push_str(&format!("  at={}", rfc3339(e.resolved_at.as_ref())));
@@ -469,6 +481,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
             duration,
             max_uses,
             comment,
+            bind_to_request,
         } => {
             let duration = duration
                 .map(|d| parse_duration(&d).map_err(|e| format!("--duration '{d}' {e}")))
@@ -482,6 +495,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 duration,
                 max_uses,
                 comment: comment.unwrap_or_default(),
+                bind_to_request,
             };
             let e = client
                 .approve_elevation(authed(req, token)?)

@@ -31,6 +31,7 @@ use super::policy::rate::Bucket;
 use super::policy::shadow;
 use super::policy::request::{self, ElevationRequest, PendingKey};
 use super::policy::approval::{self, Step};
+use super::policy::exact;
 use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
     Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError,
@@ -117,6 +118,8 @@ enum Resolution<'a> {
         on_behalf_of: String,
         /// The other approvers, when several were required.
         co_lenders: Vec<String>,
+        /// The body digest the grant is bound to.
+        request_digest: Option<String>,
         duration: Duration,
         max_uses: u32,
         comment: Option<&'a str>,
@@ -565,6 +568,7 @@ impl Broker {
         );
         let justification = r.justification.to_owned();
         let ticket = r.ticket.to_owned();
+        let exact = r.exact.clone();
         let (data_action, requested_duration, wait_timeout, attributes) = (
             r.data_action,
             r.requested_duration,
@@ -584,6 +588,7 @@ impl Broker {
                     wait_timeout,
                     attributes,
                     ticket: &ticket,
+                    exact,
                 })
                 .await
         });
@@ -674,6 +679,7 @@ impl Broker {
                 resolved_by,
                 on_behalf_of,
                 co_lenders,
+                request_digest,
                 duration,
                 max_uses,
                 comment,
@@ -681,6 +687,7 @@ impl Broker {
                 let mut grant =
                     lifecycle::new_grant(pending, &on_behalf_of, duration, max_uses, now);
                 grant.co_lenders = co_lenders;
+                grant.request_digest = request_digest;
                 lifecycle::resolve(
                     &mut e,
                     ElevationState::Approved,
@@ -822,12 +829,18 @@ impl Broker {
                 });
             }
             approval::approved_duration(&elevation, &requirement, approval.duration)?;
+            exact::binds(
+                approval.bind_to_request,
+                elevation.request.is_some(),
+                elevation.read_only,
+            )?;
             let record = ApprovalRecord {
                 by: caller.to_owned(),
                 at: now,
                 duration: approval.duration,
                 max_uses: approval.max_uses,
                 comment: approval.comment.map(bounded),
+                bind: approval.bind_to_request,
             };
             (record, requirement.required > 1)
         };
@@ -866,6 +879,7 @@ impl Broker {
                     resolved_by: caller.to_owned(),
                     on_behalf_of: terms.on_behalf_of,
                     co_lenders: terms.co_lenders,
+                    request_digest: terms.request_digest,
                     duration: terms.duration,
                     max_uses: terms.max_uses,
                     comment: approval.comment,
@@ -977,6 +991,7 @@ impl Broker {
             resolved_by: choice.resolved_by(agent),
             on_behalf_of: choice.on_behalf_of.clone(),
             co_lenders: Vec::new(),
+            request_digest: None,
             duration: choice.duration,
             max_uses: 0,
             comment: Some("approved by the auto-approve policy"),
@@ -1439,5 +1454,6 @@ fn active(g: &Grant) -> Arc<ActiveGrant> {
         reserved: std::sync::atomic::AtomicU32::new(g.reserved_uses),
         on_behalf_of: g.on_behalf_of.as_str().into(),
         co_lenders: g.co_lenders.iter().map(|c| c.as_str().into()).collect(),
+        request_digest: g.request_digest.as_deref().map(Into::into),
     })
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::exact::ExactRequest;
 use crate::engine::Reason;
 
 /// Where an elevation stands. Serialised with the API's spelling
@@ -101,6 +102,10 @@ pub struct Elevation {
     /// the elevation was filed.
     #[serde(default)]
     pub shadow: Vec<ShadowVerdict>,
+    /// The HTTP request the elevation is for, when known (its body's
+    /// digest is also the attribute `rampart:requestBodySha256`).
+    #[serde(default)]
+    pub request: Option<ExactRequest>,
     /// Callers waiting right now (not stored).
     #[serde(skip)]
     pub waiters: u32,
@@ -120,6 +125,10 @@ pub struct ApprovalRecord {
     pub max_uses: u32,
     #[serde(default)]
     pub comment: Option<String>,
+    /// Whether the approver asked to bind the grant to the request's body
+    /// (`None`: the default).
+    #[serde(default)]
+    pub bind: Option<bool>,
 }
 
 /// What a shadow auto-approve rule would have done with an elevation.
@@ -209,6 +218,10 @@ pub struct Grant {
     /// 0 = unlimited.
     pub max_uses: u32,
     pub uses: u32,
+    /// Bound to one request: only a request with this body digest (and the
+    /// grant's exact operation and scope) may use the grant.
+    #[serde(default)]
+    pub request_digest: Option<String>,
     /// Of a limited grant, the uses durably reserved ahead of being taken;
     /// after a crash they all count as taken.
     #[serde(default)]
@@ -225,6 +238,9 @@ pub struct Approval<'a> {
     /// 0 = unlimited.
     pub max_uses: u32,
     pub comment: Option<&'a str>,
+    /// Bind the grant to the elevation's request body (`None`: the
+    /// default, bound for a write whose request is known).
+    pub bind_to_request: Option<bool>,
 }
 
 /// A new id: 128 random bits, UUID-shaped.

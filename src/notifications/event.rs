@@ -291,6 +291,7 @@ mod tests {
             required_approvals: 0,
             approvals: Vec::new(),
             shadow: Vec::new(),
+            request: None,
             waiters: 1,
         }
     }

@@ -39,6 +39,32 @@ pub fn check_attributes<S>(
     Ok(())
 }
 
+/// Puts a request body digest into a request's attributes, where grants
+/// bound to one request look for it; a different digest already there is
+/// refused.
+pub fn put_digest(
+    attributes: &mut std::collections::HashMap<String, String>,
+    digest: &str,
+) -> Result<(), RequestError> {
+    let digest =
+        crate::elevation::policy::exact::parse_digest(digest).map_err(|e| match e {
+            ElevationError::InvalidRequest { field, message } => RequestError::new(field, message),
+            other => RequestError::new("request_digest", other.to_string()),
+        })?;
+    let key = crate::elevation::policy::exact::DIGEST_ATTRIBUTE;
+    if attributes
+        .get(key)
+        .is_some_and(|d| !d.eq_ignore_ascii_case(&digest))
+    {
+        return Err(RequestError::new(
+            "request_digest",
+            format!("request_digest differs from the attribute {key}; give one"),
+        ));
+    }
+    attributes.insert(key.to_owned(), digest);
+    Ok(())
+}
+
 /// Borrows an engine request from a protobuf one.
 pub fn request(req: &pb::AuthorizeRequest) -> engine::Request<'_> {
     engine::Request {
@@ -203,6 +229,12 @@ pub fn elevation(e: &Elevation) -> pb::Elevation {
         required_approvals: e.required_approvals.max(1),
         approvals: e.approvals.iter().map(approval_record).collect(),
         shadow: e.shadow.iter().map(shadow_verdict).collect(),
+        request: e.request.as_ref().map(|r| pb::ExactRequest {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            digest: r.digest.clone(),
+            body_preview: r.body_preview.clone().unwrap_or_default(),
+        }),
     }
 }
 
@@ -249,6 +281,7 @@ pub fn grant(g: &Grant) -> pb::Grant {
         ended_at: g.ended_at.map(timestamp),
         attributes: attributes(&g.attributes),
         co_lenders: g.co_lenders.clone(),
+        request_digest: g.request_digest.clone().unwrap_or_default(),
     }
 }
 

@@ -60,6 +60,12 @@ pub fn elevation(e: &Elevation) -> Value {
             "maxUses": a.max_uses,
             "comment": a.comment,
         })).collect::<Vec<_>>(),
+        "request": e.request.as_ref().map(|r| json!({
+            "method": r.method,
+            "path": r.path,
+            "digest": r.digest,
+            "bodyPreview": r.body_preview,
+        })),
         "shadow": e.shadow.iter().map(|v| json!({
             "rule": v.rule,
             "outcome": v.outcome.as_str(),
@@ -83,6 +89,7 @@ pub fn grant(g: &Grant) -> Value {
         "dataAction": g.data_action,
         "onBehalfOf": g.on_behalf_of,
         "coLenders": g.co_lenders,
+        "requestDigest": g.request_digest,
         "attributes": g.attributes,
         "createdAt": rfc3339(g.created_at),
         "expiresAt": rfc3339(g.expires_at),
@@ -125,6 +132,7 @@ mod tests {
             required_approvals: 0,
             approvals: Vec::new(),
             shadow: Vec::new(),
+            request: None,
             waiters: 1,
         }
     }

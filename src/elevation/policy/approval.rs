@@ -17,6 +17,7 @@ use crate::model::{principal_key, Agent, ApprovalPolicy, Scope};
 use crate::snapshot::CompiledSnapshot;
 
 use super::approver::{may_approve, Refusal};
+use super::exact;
 use super::lifecycle::granted_duration;
 
 /// The longest ticket reference kept.
@@ -211,8 +212,12 @@ pub struct Terms {
     pub co_lenders: Vec<String>,
     /// The shortest any approver asked for, within the policy's maximum.
     pub duration: Duration,
-    /// The fewest uses any approver allowed (0 = unlimited).
+    /// The fewest uses any approver allowed (0 = unlimited); once, for a
+    /// grant bound to the request that no approver gave a number.
     pub max_uses: u32,
+    /// The body digest the grant is bound to: the elevation's request,
+    /// when any approver bound it (by default, for a write).
+    pub request_digest: Option<String>,
 }
 
 /// What an approval leads to.
@@ -258,17 +263,28 @@ pub fn next_step(
         let d = approved_duration(elevation, requirement, a.duration).unwrap_or(Duration::ZERO);
         duration = duration.min(d);
     }
+    let known = elevation.request.is_some();
+    let bound = counted.iter().any(|a| {
+        // Each choice was checked when given; an edited one binds.
+        exact::binds(a.bind, known, elevation.read_only).unwrap_or(true)
+    });
+    let request_digest = elevation
+        .request
+        .as_ref()
+        .filter(|_| bound)
+        .map(|r| r.digest.clone());
     let max_uses = counted
         .iter()
         .map(|a| a.max_uses)
         .filter(|&n| n != 0)
         .min()
-        .unwrap_or(0);
+        .unwrap_or(if request_digest.is_some() { 1 } else { 0 });
     Step::Grant(Terms {
         on_behalf_of: first.by.clone(),
         co_lenders: counted[1..].iter().map(|a| a.by.clone()).collect(),
         duration,
         max_uses,
+        request_digest,
     })
 }
 
@@ -312,6 +328,7 @@ mod tests {
             duration: None,
             max_uses: 0,
             comment: None,
+            bind: None,
         }
     }
 
@@ -330,6 +347,7 @@ mod tests {
                 co_lenders: vec![],
                 duration: e.requested_duration,
                 max_uses: 0,
+                request_digest: None,
             })
         );
     }
@@ -524,6 +542,7 @@ mod tests {
                 co_lenders: vec!["oncall2".into()],
                 duration: Duration::from_secs(300),
                 max_uses: 2,
+                request_digest: None,
             })
         );
         // The policy's maxDuration caps what an approver grants.
@@ -539,5 +558,44 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert!(approved_duration(&e, &r, Some(Duration::from_secs(61))).is_err());
+    }
+
+    #[test]
+    fn a_write_with_a_known_request_is_bound_to_its_body_once_by_default() {
+        let loaded = loaded();
+        let agent = reviewer(&loaded);
+        let mut e = elevation(AGENT_R, "reviewer", RESTART, VM);
+        e.request = Some(exact::ExactRequest {
+            method: "POST".into(),
+            path: "/x".into(),
+            digest: "ab".repeat(32),
+            body_preview: None,
+        });
+        e.approvals.push(approval("oncall"));
+        let r = Requirement::DEFAULT;
+        let Step::Grant(terms) = next_step(&loaded, agent, &e, &r) else {
+            panic!("not granted")
+        };
+        assert_eq!(terms.request_digest, Some("ab".repeat(32)));
+        assert_eq!(terms.max_uses, 1);
+        // The approver may say how many uses, or not bind at all.
+        e.approvals[0].max_uses = 3;
+        let Step::Grant(terms) = next_step(&loaded, agent, &e, &r) else {
+            panic!("not granted")
+        };
+        assert_eq!((terms.request_digest.is_some(), terms.max_uses), (true, 3));
+        e.approvals[0] = approval("oncall");
+        e.approvals[0].bind = Some(false);
+        let Step::Grant(terms) = next_step(&loaded, agent, &e, &r) else {
+            panic!("not granted")
+        };
+        assert_eq!((terms.request_digest, terms.max_uses), (None, 0));
+        // A read is not bound unless the approver asks.
+        e.read_only = true;
+        e.approvals[0].bind = None;
+        let Step::Grant(terms) = next_step(&loaded, agent, &e, &r) else {
+            panic!("not granted")
+        };
+        assert_eq!(terms.request_digest, None);
     }
 }

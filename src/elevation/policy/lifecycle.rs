@@ -168,6 +168,7 @@ pub fn new_grant(
         data_action: elevation.data_action,
         on_behalf_of: on_behalf_of.to_owned(),
         co_lenders: Vec::new(),
+        request_digest: None,
         attributes: elevation.attributes.clone(),
         created_at: now,
         expires_at: now + duration,

@@ -7,6 +7,7 @@
 pub mod approval;
 pub mod approver;
 pub mod auto_approve;
+pub mod exact;
 pub mod lifecycle;
 pub mod rate;
 pub mod request;
@@ -180,6 +181,7 @@ agents:
             required_approvals: 0,
             approvals: Vec::new(),
             shadow: Vec::new(),
+            request: None,
             waiters: 1,
         }
     }

@@ -10,7 +10,7 @@ use crate::elevation::{Elevation, ElevationError, ElevationState};
 use crate::engine::{Decision, Reason, Request};
 use crate::model::{principal_key, Agent};
 
-use super::{approval, bounded, MAX_TEXT};
+use super::{approval, bounded, exact, MAX_TEXT};
 
 /// The default wait for a decision (docs/agents-and-elevation.md#requestelevation).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
@@ -30,6 +30,9 @@ pub struct ElevationRequest<'a> {
     /// A ticket reference (blank: none); required where the agent's
     /// approval policy says `requireTicket`.
     pub ticket: &'a str,
+    /// The HTTP request this is for, when known; its digest is in
+    /// `attributes` too ([`exact::DIGEST_ATTRIBUTE`]).
+    pub exact: Option<exact::ExactRequest>,
 }
 
 impl ElevationRequest<'_> {
@@ -111,6 +114,7 @@ pub fn pending(
         required_approvals: policy.required,
         approvals: Vec::new(),
         shadow: Vec::new(),
+        request: r.exact.clone(),
         waiters: 1,
     };
     Ok((elevation, wait))
@@ -147,6 +151,7 @@ pub fn not_needed(
         required_approvals: 0,
         approvals: Vec::new(),
         shadow: Vec::new(),
+        request: None,
         waiters: 0,
     }
 }
@@ -200,6 +205,7 @@ mod tests {
             wait_timeout: None,
             attributes: BTreeMap::new(),
             ticket: "",
+            exact: None,
         }
     }
 

@@ -656,6 +656,7 @@ mod tests {
             duration: None,
             max_uses: 0,
             comment: None,
+            bind: None,
         };
         assert!(store
             .add_approval(&e.id, &approval("oncall"))

@@ -127,6 +127,9 @@
       ? approvals.length + ' of ' + required + ' distinct approvers' +
         (approvals.length ? ': ' + approvals.map((a) => a.by).join(', ') : '')
       : '');
+    const r = e.request;
+    show('exact', r ? r.method + ' ' + r.path + ' (SHA-256 ' + r.digest + ')' : '');
+    show('body', r && r.bodyPreview ? r.bodyPreview : '');
     show('shadow', (e.shadow || []).map((v) =>
       'rule ' + v.rule + ' ' + v.outcome + ' (on behalf of ' + v.onBehalfOf + ')').join('; '));
   }
@@ -181,6 +184,11 @@
       d.setAttribute('aria-label', 'Duration, at most ' + duration(e.requestedDurationSeconds) + ' (e.g. 10m); empty keeps the request');
       approve.elements.maxUses.setAttribute('aria-label', 'Max uses, 0 for unlimited');
       approve.elements.comment.setAttribute('aria-label', 'Approval comment');
+      const bind = approve.querySelector('[data-show="bind"]');
+      if (e.request) {
+        bind.hidden = false;
+        approve.elements.bindToRequest.checked = !e.readOnly;
+      }
       approve.querySelector('button').setAttribute('aria-label', 'Approve ' + label);
       approve.addEventListener('submit', (ev) => {
         ev.preventDefault();
@@ -188,6 +196,7 @@
           duration: approve.elements.duration.value.trim() || null,
           maxUses: parseInt(approve.elements.maxUses.value || '0', 10) || 0,
           comment: approve.elements.comment.value,
+          bindToRequest: e.request ? approve.elements.bindToRequest.checked : null,
         });
       });
     } else {
