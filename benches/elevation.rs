@@ -67,6 +67,7 @@ fn spawn_wait(
                 wait_timeout: Some(Duration::from_secs(3600)),
                 attributes: Default::default(),
                 ticket: "",
+                exact: None,
             })
             .await
             .ok()

@@ -75,7 +75,10 @@ async fn approve(s: &TestServer, approver: &str, id: &str) -> Result<pb::Elevati
 async fn get(s: &TestServer, id: &str) -> pb::Elevation {
     s.approvals
         .clone()
-        .get_elevation(authed(GetElevationRequest { id: id.into() }, &token("oncall")))
+        .get_elevation(authed(
+            GetElevationRequest { id: id.into() },
+            &token("oncall"),
+        ))
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_inner()
@@ -137,10 +140,15 @@ async fn the_same_approver_twice_the_agent_itself_and_an_unlisted_approver_never
 
     // The same approver again: refused, still one approval.
     let twice = approve(&s, "oncall", &e.id).await.err();
-    assert_eq!(twice.as_ref().map(|s| s.code()), Some(Code::FailedPrecondition));
+    assert_eq!(
+        twice.as_ref().map(|s| s.code()),
+        Some(Code::FailedPrecondition)
+    );
     assert!(
-        twice.as_ref().is_some_and(|s| s.message().contains("has approved elevation")
-            && s.message().contains("needs 2 distinct approvers and has 1")),
+        twice
+            .as_ref()
+            .is_some_and(|s| s.message().contains("has approved elevation")
+                && s.message().contains("needs 2 distinct approvers and has 1")),
         "{twice:?}"
     );
     // The agent's own identity (rule c).
@@ -219,7 +227,9 @@ async fn every_approver_must_hold_the_operation_on_each_use_of_the_grant() {
     assert_eq!(decision(&ok), (pb::Decision::Allow, Reason::ElevationGrant));
     // oncall holds the restart of the critical VM; lead does not, so the
     // grant does not lend it.
-    let critical = s.authorize("agent-r", RESTART, &vm("critical"), false).await;
+    let critical = s
+        .authorize("agent-r", RESTART, &vm("critical"), false)
+        .await;
     assert_eq!(critical.decision(), pb::Decision::ApprovalRequired);
 }
 

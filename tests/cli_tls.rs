@@ -81,6 +81,7 @@ fn file_elevation(broker: &Arc<Broker>, scope: &str) -> tokio::task::JoinHandle<
                 wait_timeout: None,
                 attributes: BTreeMap::new(),
                 ticket: "",
+                exact: None,
             })
             .await
             .map(|e| e.state)

@@ -667,6 +667,7 @@ async fn approved_grant(
                 max_uses,
                 duration,
                 comment: String::new(),
+                bind_to_request: None,
             },
             &token("oncall"),
         ))

@@ -51,6 +51,14 @@ impl StateStore for Flaky {
         self.check()?;
         StateStore::put_grant(&self.inner, g)
     }
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &rampart::elevation::ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        self.check()?;
+        self.inner.add_approval(id, approval)
+    }
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
         self.inner.elevation(id)
     }
@@ -129,6 +137,7 @@ fn ask(scope: &str) -> ElevationRequest<'_> {
         wait_timeout: Some(Duration::from_secs(30)),
         attributes: Default::default(),
         ticket: "",
+        exact: None,
     }
 }
 

@@ -16,7 +16,8 @@ const SNAPSHOT: &str = include_str!("fixtures/elevation.yaml");
 const RG: &str = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-app";
 const RESTART: &str = "Microsoft.Compute/virtualMachines/restart/action";
 const BODY: &str = r#"{"properties":{"adminPassword":"hunter2","size":"Standard_D2s_v5"}}"#;
-const OTHER_BODY: &str = r#"{"properties":{"adminPassword":"hunter2","size":"Standard_M416ms_v2"}}"#;
+const OTHER_BODY: &str =
+    r#"{"properties":{"adminPassword":"hunter2","size":"Standard_M416ms_v2"}}"#;
 
 fn vm() -> String {
     format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm1")
@@ -92,13 +93,13 @@ async fn the_approver_sees_the_request_redacted_and_the_grant_allows_that_body_o
     assert_eq!(recorded.method, "POST");
     let preview = recorded.body_preview.unwrap_or_default();
     assert!(!preview.contains("hunter2"), "{preview}");
-    assert!(preview.contains("\"adminPassword\": \"[REDACTED]\""), "{preview}");
+    assert!(
+        preview.contains("\"adminPassword\": \"[REDACTED]\""),
+        "{preview}"
+    );
     assert!(preview.contains("Standard_D2s_v5"), "{preview}");
     // The digest is the elevation's attribute too.
-    assert_eq!(
-        e.attributes.get("rampart:requestBodySha256"),
-        Some(&digest)
-    );
+    assert_eq!(e.attributes.get("rampart:requestBodySha256"), Some(&digest));
 
     let approved = approve(&s, &e.id, None).await;
     let grant = approved.grant.unwrap_or_else(|| panic!("no grant"));
@@ -118,7 +119,10 @@ async fn the_approver_sees_the_request_redacted_and_the_grant_allows_that_body_o
     );
     // The same body: once.
     let same = with_digest(&s, &vm(), &format!("sha256:{digest}")).await;
-    assert_eq!(decision(&same), (pb::Decision::Allow, Reason::ElevationGrant));
+    assert_eq!(
+        decision(&same),
+        (pb::Decision::Allow, Reason::ElevationGrant)
+    );
     let again = with_digest(&s, &vm(), &digest).await;
     assert_eq!(again.decision(), pb::Decision::ApprovalRequired);
 }
@@ -162,14 +166,21 @@ async fn a_digest_that_is_not_the_bodys_or_not_a_digest_is_refused() {
     let mut req = ask(BODY);
     req.request_digest = sha256_hex(OTHER_BODY.as_bytes());
     let refused = s.authorizer.clone().request_elevation(req).await.err();
-    assert_eq!(refused.as_ref().map(|s| s.code()), Some(Code::InvalidArgument));
-    assert!(refused
-        .is_some_and(|s| s.message() == "request_digest is not the SHA-256 of request_body"));
+    assert_eq!(
+        refused.as_ref().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
+    assert!(
+        refused.is_some_and(|s| s.message() == "request_digest is not the SHA-256 of request_body")
+    );
 
     let mut req = ask("");
     req.request_digest = "abc".into();
     let refused = s.authorizer.clone().request_elevation(req).await.err();
-    assert_eq!(refused.as_ref().map(|s| s.code()), Some(Code::InvalidArgument));
+    assert_eq!(
+        refused.as_ref().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
 
     let mut bad = request("agent-r", RESTART, &vm(), false);
     bad.request_digest = "not-a-digest".into();
@@ -199,6 +210,9 @@ async fn a_digest_that_is_not_the_bodys_or_not_a_digest_is_refused() {
         ))
         .await
         .err();
-    assert_eq!(refused.as_ref().map(|s| s.code()), Some(Code::InvalidArgument));
+    assert_eq!(
+        refused.as_ref().map(|s| s.code()),
+        Some(Code::InvalidArgument)
+    );
     assert!(refused.is_some_and(|s| s.message().contains("no request digest")));
 }

@@ -332,13 +332,19 @@ async fn an_approval_through_check_allows_exactly_the_body_approved_once() {
     let id = denied_header(&r, "x-rampart-elevation-id").expect("filed");
     let elevation = s.broker.get(&id).expect("filed");
     let exact = elevation.request.clone().expect("the request is recorded");
-    assert_eq!((exact.method.as_str(), exact.path.as_str()), ("POST", path.as_str()));
+    assert_eq!(
+        (exact.method.as_str(), exact.path.as_str()),
+        ("POST", path.as_str())
+    );
     assert_eq!(
         exact.digest,
         rampart::elevation::policy::exact::sha256_hex(approved_body.to_string().as_bytes())
     );
     let preview = exact.body_preview.unwrap_or_default();
-    assert!(!preview.contains("hunter2") && preview.contains("wedged"), "{preview}");
+    assert!(
+        !preview.contains("hunter2") && preview.contains("wedged"),
+        "{preview}"
+    );
 
     let approved = s
         .approvals
@@ -364,7 +370,10 @@ async fn an_approval_through_check_allows_exactly_the_body_approved_once() {
         Some(id.as_str())
     );
     // No body at all: not this grant either.
-    assert_eq!(outcome(&ask(&s, check(AGENT, "POST", &path)).await).1, "ApprovalRequired");
+    assert_eq!(
+        outcome(&ask(&s, check(AGENT, "POST", &path)).await).1,
+        "ApprovalRequired"
+    );
     // The approved body goes through, once.
     let retry = ask(&s, with_body(AGENT, "POST", &path, &approved_body)).await;
     assert_eq!(outcome(&retry).0, 200, "{retry:?}");

@@ -97,7 +97,10 @@ async fn a_shadow_rule_of_a_review_agent_is_recorded_never_acts_and_is_measured(
     assert!(!first.is_finished());
     let approved = decide(&s, &e.id, true).await;
     assert_eq!(approved.state(), pb::ElevationState::Approved);
-    assert_eq!(approved.shadow[0].outcome(), pb::ShadowOutcome::WouldApprove);
+    assert_eq!(
+        approved.shadow[0].outcome(),
+        pb::ShadowOutcome::WouldApprove
+    );
     assert!(first.await.is_ok());
     // Revoked, so the same request is filed again rather than answered
     // NOT_NEEDED.
@@ -153,13 +156,19 @@ async fn a_shadow_rule_of_a_review_agent_is_recorded_never_acts_and_is_measured(
     .unwrap_or_else(|e| panic!("{e}"))
     .unwrap_or_else(|e| panic!("{e}"));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         report.contains("agent=reviewer rule=0 onBehalfOf=oncall decided=2 AGREE=1 DISAGREE=1 agreement=50.0%  WOULD_APPROVE: APPROVED=1 DENIED=1  WOULD_SKIP: APPROVED=0 DENIED=0  undecided=0"),
         "{report}"
     );
     assert!(
-        report.contains("agent=reviewer rule=1 onBehalfOf=viewer decided=1 AGREE=1 DISAGREE=0 agreement=100.0%"),
+        report.contains(
+            "agent=reviewer rule=1 onBehalfOf=viewer decided=1 AGREE=1 DISAGREE=0 agreement=100.0%"
+        ),
         "{report}"
     );
 }
@@ -173,7 +182,10 @@ async fn a_shadow_rule_of_an_auto_agent_never_approves_but_its_live_rules_still_
     assert_eq!(e.shadow[0].outcome, ShadowOutcome::WouldApprove);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiting.is_finished());
-    assert_eq!(s.broker.get(&e.id).map(|e| e.state), Some(ElevationState::Pending));
+    assert_eq!(
+        s.broker.get(&e.id).map(|e| e.state),
+        Some(ElevationState::Pending)
+    );
     waiting.abort();
 
     // The live rule approves deletes as before, and no shadow rule matched.

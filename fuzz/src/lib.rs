@@ -803,6 +803,7 @@ fn structured_request(
         attributes,
         explain: u.arbitrary()?,
         dry_run: u.arbitrary()?,
+        request_digest: String::new(),
     })
 }
 

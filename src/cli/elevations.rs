@@ -357,10 +357,7 @@ impl ShadowReport {
         let state = crate::server::convert::elevation_state_from(e.state());
         let decision = state.and_then(|s| HumanDecision::of(s, &e.resolved_by));
         for v in &e.shadow {
-            let row = self
-                .rows
-                .entry((e.agent_id.clone(), v.rule))
-                .or_default();
+            let row = self.rows.entry((e.agent_id.clone(), v.rule)).or_default();
             row.on_behalf_of.clone_from(&v.on_behalf_of);
             let would = usize::from(v.outcome() != pb::ShadowOutcome::WouldApprove);
             match decision {
@@ -701,7 +698,10 @@ mod tests {
             ..Default::default()
         };
         let mut report = ShadowReport::default();
-        assert_eq!(report.render(), "no shadow auto-approve verdicts recorded\n");
+        assert_eq!(
+            report.render(),
+            "no shadow auto-approve verdicts recorded\n"
+        );
         use pb::ElevationState::*;
         use pb::ShadowOutcome::*;
         for e in [

@@ -25,20 +25,18 @@ use tokio::sync::{broadcast, watch};
 
 use super::error::echo;
 use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, GrantEnded};
+use super::policy::approval::{self, Step};
 use super::policy::auto_approve::{self, Skipped};
+use super::policy::exact;
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
-use super::policy::shadow;
 use super::policy::request::{self, ElevationRequest, PendingKey};
-use super::policy::approval::{self, Step};
-use super::policy::exact;
+use super::policy::shadow;
 use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
     Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError,
 };
-use super::types::{
-    Approval, ApprovalRecord, Elevation, ElevationState, Grant, ShadowOutcome,
-};
+use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant, ShadowOutcome};
 use super::ElevationError;
 use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
@@ -865,7 +863,12 @@ impl Broker {
         let step = {
             let loaded = self.engine.current();
             let agent = self.agent_of_elevation(&loaded, &with)?;
-            approval::next_step(&loaded, agent, &with, &approval::requirement_of(agent, &with))
+            approval::next_step(
+                &loaded,
+                agent,
+                &with,
+                &approval::requirement_of(agent, &with),
+            )
         };
         match step {
             Step::Wait { counted, required } => {

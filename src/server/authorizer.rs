@@ -117,7 +117,8 @@ impl Authorizer for AuthorizerService {
         let exact = exact::exact_request(&req.request_method, &req.request_path, &digest, body)
             .map_err(convert::elevation_error)?;
         if let Some(x) = &exact {
-            convert::put_digest(&mut req.attributes, &x.digest).map_err(convert::invalid_argument)?;
+            convert::put_digest(&mut req.attributes, &x.digest)
+                .map_err(convert::invalid_argument)?;
         }
         let requested_duration =
             convert::std_duration(req.requested_duration.as_ref(), "requested_duration")
@@ -178,12 +179,14 @@ impl Authorizer for AuthorizerService {
                     convert::put_digest(&mut req.attributes, &digest)
                 };
                 let req = &*req;
-                let outcome = digested.and_then(|()| convert::check_attributes(&req.attributes)).and_then(|()| {
-                    observe(
-                        loaded.decide_with(&convert::request(req), Some(&self.engine.grants)),
-                        started,
-                    )
-                });
+                let outcome = digested
+                    .and_then(|()| convert::check_attributes(&req.attributes))
+                    .and_then(|()| {
+                        observe(
+                            loaded.decide_with(&convert::request(req), Some(&self.engine.grants)),
+                            started,
+                        )
+                    });
                 let result = match outcome {
                     Ok(decision) => {
                         self.audit(req, &decision);

@@ -46,11 +46,10 @@ pub fn put_digest(
     attributes: &mut std::collections::HashMap<String, String>,
     digest: &str,
 ) -> Result<(), RequestError> {
-    let digest =
-        crate::elevation::policy::exact::parse_digest(digest).map_err(|e| match e {
-            ElevationError::InvalidRequest { field, message } => RequestError::new(field, message),
-            other => RequestError::new("request_digest", other.to_string()),
-        })?;
+    let digest = crate::elevation::policy::exact::parse_digest(digest).map_err(|e| match e {
+        ElevationError::InvalidRequest { field, message } => RequestError::new(field, message),
+        other => RequestError::new("request_digest", other.to_string()),
+    })?;
     let key = crate::elevation::policy::exact::DIGEST_ATTRIBUTE;
     if attributes
         .get(key)

@@ -133,12 +133,9 @@ pub fn is_listed(snapshot: &CompiledSnapshot, approvers: &[usize], caller: &str)
     let Some(p) = snapshot.principal(caller) else {
         return false;
     };
-    approvers.iter().any(|&a| {
-        a == p as usize
-            || snapshot.groups[p as usize]
-                .iter()
-                .any(|&g| g as usize == a)
-    })
+    approvers
+        .iter()
+        .any(|&a| a == p as usize || snapshot.groups[p as usize].iter().any(|&g| g as usize == a))
 }
 
 /// Rules (c), (a), (b), then the policy's approvers list and ticket, for
@@ -364,7 +361,10 @@ mod tests {
         // Outside the policy's scopes, or on the data plane: the default.
         assert_eq!(requirement(agent, RESTART, OTHER, false).policy, None);
         assert_eq!(requirement(agent, RESTART, VM, true).policy, None);
-        assert_eq!(requirement(agent, RESTART, "not a scope", false).policy, None);
+        assert_eq!(
+            requirement(agent, RESTART, "not a scope", false).policy,
+            None
+        );
     }
 
     #[test]

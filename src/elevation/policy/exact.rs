@@ -209,7 +209,13 @@ mod tests {
             parse_digest(&format!("sha256:{}", EMPTY_SHA256.to_ascii_uppercase())).ok(),
             Some(EMPTY_SHA256.to_owned())
         );
-        for bad in ["", "sha256:", "abc", &format!("{EMPTY_SHA256}0"), &"g".repeat(64)] {
+        for bad in [
+            "",
+            "sha256:",
+            "abc",
+            &format!("{EMPTY_SHA256}0"),
+            &"g".repeat(64),
+        ] {
             let err = parse_digest(bad).err().map(|e| e.to_string());
             assert!(
                 err.as_deref()
@@ -223,7 +229,15 @@ mod tests {
     fn secret_looking_values_are_redacted_at_any_depth() {
         let body = br#"{"properties":{"adminPassword":{"value":"hunter2"},"osProfile":{"adminUsername":"azureuser","customData":"x"},"accessKeys":["k1","k2"],"client_secret":"s","connectionString":"AccountKey=abc","sasToken":"sv=1","storageAccountKey":"abc","tags":{"env":"prod"}},"items":[{"token":"t"}]}"#;
         let text = preview(body).unwrap_or_default();
-        for secret in ["hunter2", "k1", "\"s\"", "AccountKey=abc", "sv=1", "\"abc\"", "\"t\""] {
+        for secret in [
+            "hunter2",
+            "k1",
+            "\"s\"",
+            "AccountKey=abc",
+            "sv=1",
+            "\"abc\"",
+            "\"t\"",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked:\n{text}");
         }
         for kept in ["azureuser", "\"env\": \"prod\"", "\"customData\": \"x\""] {
@@ -257,7 +271,10 @@ mod tests {
             .ok()
             .flatten()
             .unwrap_or_default();
-        assert_eq!((given.digest.as_str(), given.body_preview), (e.digest.as_str(), None));
+        assert_eq!(
+            (given.digest.as_str(), given.body_preview),
+            (e.digest.as_str(), None)
+        );
         assert!(exact_request("PUT", "/x", EMPTY_SHA256, Some(body)).is_err());
         assert_eq!(exact_request("", "", "", None).ok(), Some(None));
         let path = exact_request("PUT", "/a\u{1b}[2J\nb", "", Some(body))

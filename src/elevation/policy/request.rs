@@ -280,7 +280,10 @@ mod tests {
         let refused = pending(&r, agent, &decision, now).err();
         assert!(matches!(
             refused,
-            Some(ElevationError::InvalidRequest { field: "ticket", .. })
+            Some(ElevationError::InvalidRequest {
+                field: "ticket",
+                ..
+            })
         ));
         r.ticket = "INC-7";
         r.requested_duration = Some(Duration::from_secs(3600));

@@ -215,9 +215,15 @@ mod tests {
             HumanDecision::of(ElevationState::Approved, "auto-approve:auto#1"),
             None
         );
-        assert_eq!(HumanDecision::of(ElevationState::Denied, "oncall"), Some(Denied));
+        assert_eq!(
+            HumanDecision::of(ElevationState::Denied, "oncall"),
+            Some(Denied)
+        );
         assert_eq!(HumanDecision::of(ElevationState::Expired, "rampart"), None);
-        assert_eq!(HumanDecision::of(ElevationState::Cancelled, "rampart"), None);
+        assert_eq!(
+            HumanDecision::of(ElevationState::Cancelled, "rampart"),
+            None
+        );
     }
 
     #[test]

@@ -685,7 +685,9 @@ mod tests {
             None,
             SystemTime::now(),
         );
-        store.resolve(&e, None).unwrap_or_else(|err| panic!("{err}"));
+        store
+            .resolve(&e, None)
+            .unwrap_or_else(|err| panic!("{err}"));
         let after = store
             .add_approval(&e.id, &approval("third"))
             .unwrap_or_else(|err| panic!("{err}"))

@@ -8,8 +8,8 @@ use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, RoleIndex, Roles};
 use super::Problems;
 use crate::model::{
-    check_operation, Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode, Hierarchy,
-    PermissionLevel, Principal, PrincipalType, RoleAssignment, Scope, ScopeKind,
+    check_operation, Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode,
+    Hierarchy, PermissionLevel, Principal, PrincipalType, RoleAssignment, Scope, ScopeKind,
 };
 use crate::snapshot::schema::{AgentEntry, ApprovalPolicyEntry, AutoApproveEntry, ElevationEntry};
 
@@ -350,7 +350,11 @@ fn approval_policy(
         let Some(sc) = scope(text, &spath, id, problems) else {
             continue;
         };
-        if !rule.managed_scopes.iter().any(|m| sc.is_structurally_within(m)) {
+        if !rule
+            .managed_scopes
+            .iter()
+            .any(|m| sc.is_structurally_within(m))
+        {
             problems.push(
                 spath,
                 id,
@@ -863,13 +867,19 @@ mod tests {
         let t = valid(&elevation("approvalPolicies: [{ actions: [\"Microsoft.Authorization/*\"], scopes: [/subscriptions/s1/resourceGroups/rg], dataAction: false, required: 2, approvers: [bob, team], requireTicket: true, maxDuration: 1h }]"));
         let p = &t.agents[0].elevation.approval_policies[0];
         assert_eq!(p.required, 2);
-        let names: Vec<&str> = p.approvers.iter().map(|&i| t.principals[i].id.as_str()).collect();
+        let names: Vec<&str> = p
+            .approvers
+            .iter()
+            .map(|&i| t.principals[i].id.as_str())
+            .collect();
         assert_eq!(names, ["bob", "team"]);
         assert!(p.require_ticket);
         assert_eq!(p.data_action, Some(false));
         assert_eq!(p.max_duration, Some(std::time::Duration::from_secs(3600)));
         // `required` defaults to one approver.
-        let t = valid(&elevation("approvalPolicies: [{ actions: [\"*\"], requireTicket: true }]"));
+        let t = valid(&elevation(
+            "approvalPolicies: [{ actions: [\"*\"], requireTicket: true }]",
+        ));
         assert_eq!(t.agents[0].elevation.approval_policies[0].required, 1);
     }
 
@@ -889,7 +899,11 @@ mod tests {
         );
         assert_problems(
             &elevation("approvalPolicies: [{ actions: [\"*\"], required: 11 }]"),
-            &[("agents[0].elevation.approvalPolicies[0].required", Some("ag"), "required must be from 1 to 10 distinct approvers, not 11")],
+            &[(
+                "agents[0].elevation.approvalPolicies[0].required",
+                Some("ag"),
+                "required must be from 1 to 10 distinct approvers, not 11",
+            )],
         );
     }
 
@@ -900,15 +914,20 @@ mod tests {
             &[("agents[0].elevation.approvalPolicies[0].approvers", Some("ag"), "required is 2 but only 1 approvers are listed, so nothing could ever be approved; list more approvers (or a group) or lower required")],
         );
         // A group may hold any number of members.
-        valid(&elevation("approvalPolicies: [{ actions: [\"*\"], required: 3, approvers: [team] }]"));
+        valid(&elevation(
+            "approvalPolicies: [{ actions: [\"*\"], required: 3, approvers: [team] }]",
+        ));
     }
 
     #[test]
     fn unknown_approval_policy_fields_are_refused() {
         let yaml = elevation("approvalPolicies: [{ actions: [\"*\"], requiredApprovers: 2 }]");
-        let err = crate::snapshot::load_str(&yaml, "test").err().map(|e| e.to_string());
+        let err = crate::snapshot::load_str(&yaml, "test")
+            .err()
+            .map(|e| e.to_string());
         assert!(
-            err.as_deref().is_some_and(|e| e.contains("requiredApprovers")),
+            err.as_deref()
+                .is_some_and(|e| e.contains("requiredApprovers")),
             "{err:?}"
         );
     }
