@@ -985,6 +985,9 @@ impl Broker {
                 Skipped::HourlyLimit { rule, .. } => {
                     tracing::info!(agent = %agent.id, rule = *rule, "auto-approve rule skipped: maxPerHour reached");
                 }
+                Skipped::SeveralApprovers { required } => {
+                    tracing::info!(agent = %agent.id, required = *required, "auto-approve not tried: the approval policy wants several approvers");
+                }
             }
         }
         let Some(choice) = outcome.choice else {

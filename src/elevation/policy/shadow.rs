@@ -12,7 +12,7 @@ use crate::elevation::{Elevation, ElevationState, ShadowOutcome, ShadowVerdict};
 use crate::engine::Loaded;
 use crate::model::{Agent, Scope};
 
-use super::allows;
+use super::{allows, approval};
 use super::auto_approve::{matches, Window};
 
 /// What every shadow rule of `agent` matching `elevation` would do at
@@ -33,6 +33,8 @@ pub fn verdicts(
         return Vec::new();
     };
     let tenant = &loaded.snapshot.tenant;
+    // As live, no rule answers where the approval policy wants several.
+    let several = approval::requirement_of(agent, elevation).required > 1;
     let mut out = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         if !rule.shadow || !matches(rule, elevation, &scope) {
@@ -52,7 +54,7 @@ pub fn verdicts(
             .is_some_and(|max| window.count(&agent.id, i, now) >= max as usize);
         out.push(ShadowVerdict {
             rule: i,
-            outcome: if holds && !spent {
+            outcome: if holds && !spent && !several {
                 ShadowOutcome::WouldApprove
             } else {
                 ShadowOutcome::WouldSkip
