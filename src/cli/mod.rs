@@ -50,11 +50,25 @@ pub enum Command {
     Diff(review::DiffArgs),
     /// Run policy tests: requests with expected decisions, in YAML, against a snapshot.
     Test(review::TestArgs),
-    /// Show a built-in role by id, name or earlier name (any case).
-    Role {
-        /// A role id, name or earlier name, e.g. "Azure AI User".
-        reference: String,
-    },
+    /// Show a built-in role by id, name or earlier name (any case), list
+    /// them all, or search them.
+    Role(RoleArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct RoleArgs {
+    /// A role id, name or earlier name, e.g. "Azure AI User".
+    #[arg(value_name = "ID_OR_NAME")]
+    pub reference: Option<String>,
+    /// List every built-in role: id and name.
+    #[arg(long)]
+    pub list: bool,
+    /// The built-in roles whose name, earlier names or description contain
+    /// TEXT (any case) or, when TEXT is an operation such as
+    /// Microsoft.Compute/virtualMachines/restart/action, that allow it.
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -198,20 +212,39 @@ pub fn load_snapshot(path: Option<&PathBuf>) -> Result<CompiledSnapshot, Snapsho
     }
 }
 
+/// `n` and the noun, in the plural unless `n` is 1.
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// `rampart validate FILE`: the report and whether the file is valid.
 pub fn validate(file: &Path) -> (String, bool) {
     match snapshot::load_file(file) {
         Ok(s) => {
             let t = &s.tenant;
             let report = format!(
-                "{} is valid: revision {}, {} principals, {} custom roles, {} role assignments, {} deny assignments, {} agents\n",
+                "{} is valid: revision {}, {}, {}, {}, {}, {}\n",
                 file.display(),
                 s.info.revision,
-                t.principals.len(),
-                t.role_definitions.len() - t.builtin_role_count,
-                t.role_assignments.len(),
-                t.deny_assignments.len(),
-                t.agents.len()
+                counted(t.principals.len(), "principal"),
+                counted(
+                    t.role_definitions.len() - t.builtin_role_count,
+                    "custom role"
+                ),
+                // As written: not the ones agents' permission levels derive.
+                counted(
+                    t.role_assignments
+                        .iter()
+                        .filter(|a| a.derived_from_agent.is_none())
+                        .count(),
+                    "role assignment"
+                ),
+                counted(t.deny_assignments.len(), "deny assignment"),
+                counted(t.agents.len(), "agent"),
             );
             (report, true)
         }
@@ -330,9 +363,57 @@ pub fn import(args: &ImportArgs) -> Result<(String, Vec<String>), String> {
 }
 
 /// `rampart role REF`: a built-in role, as its definition reads.
+/// Whether a block of the role allows the operation, on either plane.
+fn allows(role: &crate::model::RoleDefinition, operation: &str) -> bool {
+    role.permissions.iter().any(|block| {
+        [false, true].into_iter().any(|data| {
+            let (allowed, excluded) = block.plane(data);
+            allowed.matches(operation) && !excluded.matches(operation)
+        })
+    })
+}
+
+/// `rampart role --list` or `--search TEXT`: one line per role, by name.
+pub fn role_list(search: Option<&str>) -> Result<String, String> {
+    let roles = crate::snapshot::catalog::builtin_roles().map_err(|e| e.to_string())?;
+    let wanted = search.map(str::to_ascii_lowercase);
+    let matches = |r: &&crate::model::RoleDefinition| match (&wanted, search) {
+        (Some(text), Some(raw)) => {
+            r.role_name.to_ascii_lowercase().contains(text)
+                || r.aliases
+                    .iter()
+                    .any(|a| a.to_ascii_lowercase().contains(text))
+                || r.description.to_ascii_lowercase().contains(text)
+                || (raw.contains('/') && allows(r, raw))
+        }
+        _ => true,
+    };
+    let mut found: Vec<&crate::model::RoleDefinition> = roles.iter().filter(matches).collect();
+    found.sort_by_key(|r| r.role_name.to_ascii_lowercase());
+    if found.is_empty() {
+        return Err(format!(
+            "no built-in role's name, earlier names or description contains '{}', and none allows it as an operation",
+            search.unwrap_or_default()
+        ));
+    }
+    let mut out = String::new();
+    for r in &found {
+        let _ = writeln!(out, "{}  {}", r.id, r.role_name);
+    }
+    let _ = writeln!(out, "{}", counted(found.len(), "role"));
+    Ok(out)
+}
+
+/// `rampart role REFERENCE`: the role's definition.
 pub fn role(reference: &str) -> Result<String, String> {
     let role = crate::snapshot::catalog::find(reference).ok_or_else(|| {
-        format!("no built-in role has the id, name or earlier name '{reference}'")
+        let names = crate::snapshot::catalog::builtin_roles()
+            .map(|roles| roles.iter().map(|r| r.role_name.as_str()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        format!(
+            "no built-in role has the id, name or earlier name '{reference}'{}; `rampart role --search TEXT` searches them",
+            crate::snapshot::suggest::role_hint(reference, names)
+        )
     })?;
     let mut out = String::new();
     let _ = writeln!(out, "id:       {}", role.id);
@@ -379,5 +460,31 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("'{text}' is not between 0 and 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(counted(0, "agent"), "0 agents");
+        assert_eq!(counted(1, "agent"), "1 agent");
+        assert_eq!(counted(2, "deny assignment"), "2 deny assignments");
+    }
+
+    #[test]
+    fn validate_reports_counts_with_their_plurals() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("one.yaml");
+        let yaml = "revision: one-1\nsubscriptions: [{ id: 11111111-1111-1111-1111-111111111111 }]\nprincipals:\n  - { id: mi, type: ManagedIdentity }\nroleAssignments:\n  - { id: ra, principal: mi, role: Reader, scope: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg }\nagents:\n  - { id: a, principal: mi, resource: /subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg/providers/Microsoft.App/agents/a, managedScopes: [/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg], permissionLevel: Reader, executionMode: Review }\n";
+        std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{e}"));
+        let (report, valid) = validate(&file);
+        assert!(valid, "{report}");
+        assert!(
+            report.contains("revision one-1, 1 principal, 0 custom roles, 1 role assignment, 0 deny assignments, 1 agent\n"),
+            "{report}"
+        );
     }
 }

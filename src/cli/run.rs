@@ -37,8 +37,12 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     finish("check", super::check(args), ExitCode::from(2))
 }
 
-pub fn role(reference: &str) -> ExitCode {
-    finish("role", super::role(reference), ExitCode::FAILURE)
+pub fn role(args: &super::RoleArgs) -> ExitCode {
+    let answer = match &args.reference {
+        Some(reference) => super::role(reference),
+        None => super::role_list(args.search.as_deref()),
+    };
+    finish("role", answer, ExitCode::FAILURE)
 }
 
 /// `rampart import`: the snapshot to `--output` or stdout, notes on stderr.

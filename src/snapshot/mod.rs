@@ -10,6 +10,7 @@ pub mod import;
 pub mod locate;
 pub mod reload;
 pub mod schema;
+pub mod suggest;
 pub mod validate;
 
 use std::path::Path;
@@ -115,7 +116,7 @@ pub fn load_str_within(
         fail(vec![Problem {
             path: String::new(),
             id: None,
-            message: e.to_string(),
+            message: suggest::unknown_field(e.to_string()),
             location: e.location().map(|l| locate::Location {
                 line: l.line(),
                 column: l.column(),

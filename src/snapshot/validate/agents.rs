@@ -189,7 +189,16 @@ fn elevation(
         problems.push(
             format!("{path}.privilegedRole"),
             id,
-            format!("unknown role '{privileged_name}'"),
+            format!(
+                "unknown role '{privileged_name}'{}",
+                crate::snapshot::suggest::role_hint(
+                    privileged_name,
+                    crate::snapshot::catalog::builtin_roles()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|r| r.role_name.as_str())
+                )
+            ),
         );
     }
     let max_requests_per_minute = e

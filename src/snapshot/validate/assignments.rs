@@ -76,8 +76,9 @@ fn role_assignment(
             format!("{path}.role"),
             id,
             format!(
-                "unknown role '{}' (give a role id, name or earlier name)",
-                entry.role
+                "unknown role '{}'{} (give a role id, name or earlier name; `rampart role --search TEXT` finds one)",
+                entry.role,
+                crate::snapshot::suggest::role_hint(&entry.role, roles.names()),
             ),
         );
     }
@@ -311,7 +312,7 @@ mod tests {
             &[(
                 "roleAssignments[0].role",
                 Some("ra"),
-                "unknown role 'Nope' (give a role id, name or earlier name)",
+                "unknown role 'Nope' (give a role id, name or earlier name; `rampart role --search TEXT` finds one)",
             )],
         );
     }

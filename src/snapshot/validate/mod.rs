@@ -177,7 +177,7 @@ mod tests {
             &with_alice("roleAssignments:\n  - { id: ra, principal: nobody, role: Nope, scope: / }\n  - { id: rb, principal: alice, role: Reader, scope: /subscriptions }\n"),
             &[
                 ("roleAssignments[0].principal", Some("ra"), "unknown principal 'nobody'"),
-                ("roleAssignments[0].role", Some("ra"), "unknown role 'Nope' (give a role id, name or earlier name)"),
+                ("roleAssignments[0].role", Some("ra"), "unknown role 'Nope' (give a role id, name or earlier name; `rampart role --search TEXT` finds one)"),
                 ("roleAssignments[1].scope", Some("rb"), "scope '/subscriptions' has 'subscriptions' without a subscription id"),
             ],
         );

@@ -129,6 +129,15 @@ pub(super) struct Roles {
     pub index: RoleIndex,
 }
 
+impl Roles {
+    /// Every role's name and earlier names, for suggestions.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.definitions.iter().flat_map(|r| {
+            std::iter::once(r.role_name.as_str()).chain(r.aliases.iter().map(String::as_str))
+        })
+    }
+}
+
 /// Role look-up by id, name or alias, case-insensitively, as Azure resolves
 /// a role named in an assignment.
 pub(super) struct RoleIndex {
