@@ -12,8 +12,8 @@ use crate::elevation::{Elevation, ElevationState, ShadowOutcome, ShadowVerdict};
 use crate::engine::Loaded;
 use crate::model::{Agent, Scope};
 
-use super::{allows, approval};
 use super::auto_approve::{matches, Window};
+use super::{allows, approval};
 
 /// What every shadow rule of `agent` matching `elevation` would do at
 /// `now`, given the approvals shadow rules would already have made in
