@@ -36,7 +36,7 @@ use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
     Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError,
 };
-use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant, ShadowOutcome};
+use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant};
 use super::ElevationError;
 use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Verdict};
@@ -377,19 +377,7 @@ impl Broker {
                 .unwrap_or_else(|e| e.into_inner());
             shadow::verdicts(&loaded, agent, &candidate, &window, now)
         };
-        let would_approve: Vec<usize> = candidate
-            .shadow
-            .iter()
-            .filter(|v| v.outcome == ShadowOutcome::WouldApprove)
-            .filter(|v| {
-                agent
-                    .elevation
-                    .auto_approve
-                    .get(v.rule)
-                    .is_some_and(|rule| rule.max_per_hour.is_some())
-            })
-            .map(|v| v.rule)
-            .collect();
+        let would_approve = shadow::counted_rules(agent, &candidate.shadow);
         let (id, changes, deadline) = self.join_or_open(candidate, agent, now)?;
         if deadline.is_none() && !would_approve.is_empty() {
             // Filed (not joined): count what the shadow rules would have

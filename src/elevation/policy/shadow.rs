@@ -65,6 +65,23 @@ pub fn verdicts(
     out
 }
 
+/// The rules among `verdicts` whose would-be approval counts towards their
+/// `maxPerHour`, once the elevation is filed.
+pub fn counted_rules(agent: &Agent, verdicts: &[ShadowVerdict]) -> Vec<usize> {
+    verdicts
+        .iter()
+        .filter(|v| v.outcome == ShadowOutcome::WouldApprove)
+        .filter(|v| {
+            agent
+                .elevation
+                .auto_approve
+                .get(v.rule)
+                .is_some_and(|rule| rule.max_per_hour.is_some())
+        })
+        .map(|v| v.rule)
+        .collect()
+}
+
 /// A human decision a shadow verdict is measured against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HumanDecision {
@@ -157,6 +174,8 @@ mod tests {
         let e = elevation(AGENT_R, "reviewer", RESTART, VM);
         let now = SystemTime::now();
         let v = verdicts(&loaded, agent, &e, &Window::default(), now);
+        // Only rule 0 has a maxPerHour to count towards.
+        assert_eq!(counted_rules(agent, &v), [0]);
         assert_eq!(
             v,
             [
