@@ -127,6 +127,30 @@ async fn two_distinct_approvers_from_the_list_are_needed_and_the_agent_waits_for
         decision(&used),
         (pb::Decision::Allow, Reason::ElevationGrant)
     );
+
+    // The trail has the first approval and the approval that completed it.
+    let trail = s.broker.audit_trail().unwrap_or_else(|e| panic!("{e}"));
+    let events: Vec<(String, String)> = trail
+        .iter()
+        .filter(|t| t["elevation_id"] == e.id.as_str())
+        .map(|t| {
+            (
+                t["event"].as_str().unwrap_or_default().to_owned(),
+                t["by"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("elevation.requested".to_owned(), String::new()),
+            (
+                "elevation.approval_recorded".to_owned(),
+                "oncall".to_owned()
+            ),
+            ("elevation.approved".to_owned(), "oncall2".to_owned()),
+        ]
+    );
 }
 
 #[tokio::test]
