@@ -77,23 +77,38 @@ struct Stamped<'a, E: Serialize> {
 
 pub struct AuditLog {
     out: Mutex<LineWriter<File>>,
-    path: String,
+    path: std::path::PathBuf,
 }
 
 impl fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AuditLog({})", self.path)
+        write!(f, "AuditLog({})", self.path.display())
     }
 }
 
 impl AuditLog {
-    /// Opens `path` for appending (creating it).
+    /// Opens `path` for appending (creating it `0600`, whatever the umask:
+    /// it records who may do what).
     pub fn open(path: &Path) -> std::io::Result<AuditLog> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(AuditLog {
-            out: Mutex::new(LineWriter::new(file)),
-            path: path.display().to_string(),
+            out: Mutex::new(LineWriter::new(open_append(path)?)),
+            path: path.to_owned(),
         })
+    }
+
+    /// Opens the path again and writes there from now on: after a log
+    /// rotation moved the file away (SIGHUP). On failure the old file
+    /// stays in use.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let file = open_append(&self.path)?;
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = out.flush();
+        *out = LineWriter::new(file);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends one event (a struct or an internally tagged enum, so it
@@ -106,15 +121,27 @@ impl AuditLog {
         let line = match serde_json::to_string(&stamped) {
             Ok(line) => line,
             Err(e) => {
-                tracing::error!("cannot encode an audit event for {}: {e}", self.path);
+                tracing::error!(
+                    "cannot encode an audit event for {}: {e}",
+                    self.path.display()
+                );
                 return;
             }
         };
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = writeln!(out, "{line}") {
-            tracing::error!("cannot write the audit log {}: {e}", self.path);
+            tracing::error!("cannot write the audit log {}: {e}", self.path.display());
         }
     }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Whether to record this decision, at `rate` (0 = never, 1 = always).

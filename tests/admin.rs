@@ -232,6 +232,9 @@ async fn the_admin_listener_binds_beyond_loopback_only_when_told_insecure() {
         tls: None,
         uds: None,
         ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections: Default::default(),
+        caps: Default::default(),
     };
     let refused = server::start(config(false), broker.clone(), None)
         .await

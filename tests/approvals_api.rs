@@ -603,8 +603,12 @@ async fn over_mutual_tls_the_client_certificate_is_the_viewer() {
             cert_pem: pki.server.cert.clone().into_bytes(),
             key_pem: pki.server.key.clone().into_bytes(),
             admin_client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+            ..Default::default()
         }),
         ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections: Default::default(),
+        caps: Default::default(),
     };
     let running = rampart::server::start(config, broker, None).await.unwrap();
     let base = format!("https://localhost:{}", running.admin_addr.port());

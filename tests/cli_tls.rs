@@ -58,8 +58,12 @@ async fn serve(pki: Option<&pki::Pki>) -> (server::Running, Arc<Broker>) {
             cert_pem: pki.server.cert.clone().into_bytes(),
             key_pem: pki.server.key.clone().into_bytes(),
             admin_client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+            ..Default::default()
         }),
         ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections: Default::default(),
+        caps: Default::default(),
     };
     let running = server::start(config, broker.clone(), None).await.unwrap();
     (running, broker)

@@ -353,10 +353,16 @@ async fn tls_files_that_are_not_pem_are_refused_naming_the_tls_flags() {
         "--tls-key",
         &files.path("key.pem"),
     ]);
-    let daemon = Daemon::prepare(&args).unwrap_or_else(|e| panic!("{e}"));
-    let e = daemon.run(std::future::pending()).await.unwrap_err();
+    // Refused before anything is opened or bound.
+    let e = prepare_refused(&args);
     assert!(matches!(e, StartError::TlsSetup(_)), "{e:?}");
-    assert_names(&e, "--tls-cert", "--tls-key");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot set up TLS: --tls-cert {} holds no PEM certificate; expected a '-----BEGIN CERTIFICATE-----' block",
+            files.path("cert.pem")
+        )
+    );
 }
 
 #[test]

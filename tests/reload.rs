@@ -63,6 +63,9 @@ async fn serve_with(path: &Path, watch: bool, poll: Duration, settle: Duration) 
         tls: None,
         uds: None,
         ext_authz: Default::default(),
+        authorizer_tokens: None,
+        connections: Default::default(),
+        caps: Default::default(),
     };
     let running = server::start(config, broker, Some(reloader)).await.unwrap();
     let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))

@@ -106,14 +106,36 @@ impl Connection {
         if uri.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             tls = match &self.ca {
-                Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?)),
+                Some(ca) => {
+                    let pem = read("--ca", ca)?;
+                    let path = ca.display().to_string();
+                    crate::server::tls::certificates(crate::server::tls::Named {
+                        flag: "--ca",
+                        path: &path,
+                        pem: &pem,
+                    })?;
+                    tls.ca_certificate(Certificate::from_pem(pem))
+                }
                 None => tls.with_webpki_roots(),
             };
             if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-                tls = tls.identity(Identity::from_pem(
-                    read("--cert", cert)?,
-                    read("--key", key)?,
-                ));
+                let (cert_pem, key_pem) = (read("--cert", cert)?, read("--key", key)?);
+                let (cert_path, key_path) = (cert.display().to_string(), key.display().to_string());
+                // Swapped, mismatched or version-1 files are named before
+                // the server sees them.
+                crate::server::tls::identity(
+                    crate::server::tls::Named {
+                        flag: "--cert",
+                        path: &cert_path,
+                        pem: &cert_pem,
+                    },
+                    crate::server::tls::Named {
+                        flag: "--key",
+                        path: &key_path,
+                        pem: &key_pem,
+                    },
+                )?;
+                tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
             }
             if let Some(name) = &self.tls_server_name {
                 tls = tls.domain_name(name.clone());
@@ -122,10 +144,26 @@ impl Connection {
                 .tls_config(tls)
                 .map_err(|e| format!("TLS for {uri}: {}", chain(&e)))?;
         }
-        endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot reach {uri}: {}", chain(&e)))
+        endpoint.connect().await.map_err(|e| {
+            let why = chain(&e);
+            match self.explain(&why) {
+                Some(explained) => format!("cannot reach {uri}: {explained}"),
+                None => format!("cannot reach {uri}: {why}"),
+            }
+        })
+    }
+
+    /// What a TLS failure means for these flags, if it is one.
+    fn explain(&self, chain: &str) -> Option<String> {
+        let ca = self.ca.as_ref().map_or_else(
+            || "the public CAs (no --ca)".to_owned(),
+            |ca| format!("--ca {}", ca.display()),
+        );
+        let cert = self
+            .cert
+            .as_ref()
+            .map(|c| format!("--cert {}", c.display()));
+        crate::server::tls::explain_client_error(chain, &ca, cert.as_deref())
     }
 
     /// The bearer token, if any: `--token-file`, else `$RAMPART_TOKEN`; a
@@ -399,7 +437,16 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
     let token = token.as_deref();
     let channel = args.connection.channel().await?;
     let mut client = ApprovalsClient::new(channel);
+    let connection = &args.connection;
     let status = |s: tonic::Status| {
+        // With TLS 1.3 a refused client certificate shows on the first
+        // call, as a transport error.
+        if let Some(explained) = connection.explain(&chain(&s)) {
+            return format!(
+                "{}: {explained}",
+                crate::server::convert::code_name(s.code())
+            );
+        }
         format!(
             "{}: {}",
             crate::server::convert::code_name(s.code()),

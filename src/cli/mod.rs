@@ -100,18 +100,43 @@ pub struct ServeArgs {
     /// Snapshot file (YAML or JSON); without it the embedded demo is served.
     #[arg(long, env = "RAMPART_SNAPSHOT")]
     pub snapshot: Option<PathBuf>,
-    /// Address of the Authorizer listener.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    /// Address of the Authorizer listener: IP:PORT or HOST:PORT (a name is
+    /// resolved once, at start).
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Also serve the Authorizer on this Unix socket.
     #[arg(long)]
     pub uds: Option<PathBuf>,
     /// Address of the admin listener (Approvals and Admin).
-    #[arg(long, default_value = "127.0.0.1:50052")]
+    #[arg(long, default_value = "127.0.0.1:50052", value_parser = parse_listen)]
     pub admin_listen: SocketAddr,
     /// Address of a listener serving only grpc.health.v1, for kubelet probes.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     pub health_listen: Option<SocketAddr>,
+    /// The most connections the Authorizer holds at once (on TCP, and
+    /// again on --uds); more are closed at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// The most connections the admin listener holds at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_admin_connections: u32,
+    /// The most connections the health listener holds at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_health_connections: u32,
+    /// How long a client has to complete the TLS handshake, or to send its
+    /// first bytes on a plaintext listener.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    pub handshake_timeout: std::time::Duration,
+    /// Close a connection that has had no call in flight for this long
+    /// (clients reconnect when they need to).
+    #[arg(long, default_value = "5m", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Send an HTTP/2 PING after this much silence on a connection…
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration)]
+    pub keepalive_interval: std::time::Duration,
+    /// …and close the connection when its answer takes longer than this.
+    #[arg(long, default_value = "20s", value_parser = parse_positive_duration)]
+    pub keepalive_timeout: std::time::Duration,
     /// Append the audit trail (elevations, grants, sampled decisions) to
     /// this file as JSON lines.
     #[arg(long)]
@@ -120,7 +145,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     pub audit_decisions_sample: f64,
     /// Serve Prometheus metrics (GET /metrics) on this address.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
     /// Directory for durable state: elevations, grants, the audit trail
     /// (created if missing). Without it, that state lives in memory only.
@@ -148,11 +173,20 @@ pub struct ServeArgs {
     /// subjects map to principals in the tokens file).
     #[arg(long, requires = "tls_cert")]
     pub admin_client_ca: Option<PathBuf>,
+    /// CA (PEM) the Authorizer's TCP clients must present a certificate
+    /// from (mutual TLS, required).
+    #[arg(long, requires = "tls_cert")]
+    pub authorizer_client_ca: Option<PathBuf>,
+    /// Require a bearer token on every Authorizer call (TCP and --uds): a
+    /// YAML list of `{sha256, name}`.
+    #[arg(long, env = "RAMPART_AUTHORIZER_TOKENS")]
+    pub authorizer_tokens: Option<PathBuf>,
     /// Webhooks to notify of each new pending elevation and each
     /// resolution: a YAML file of sinks (CloudEvents, Slack, Teams).
     #[arg(long, env = "RAMPART_NOTIFICATIONS")]
     pub notifications: Option<PathBuf>,
-    /// Allow --admin-listen on a non-loopback address without TLS.
+    /// Allow --listen or --admin-listen on a non-loopback address without
+    /// TLS.
     #[arg(long)]
     pub insecure: bool,
     /// Watch the snapshot's directory and reload on change.
@@ -450,6 +484,39 @@ pub fn role(reference: &str) -> Result<String, String> {
 
 fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::model::agent::parse_duration(text).map_err(|e| format!("'{text}' {e}"))
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved now (the first
+/// address the name has).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "'{text}' has no port: give IP:PORT or HOST:PORT, e.g. 127.0.0.1:50051"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "'{text}': '{port}' is not a port number: give IP:PORT or HOST:PORT, e.g. 127.0.0.1:50051"
+        ));
+    }
+    use std::net::ToSocketAddrs;
+    let mut addrs = text.to_socket_addrs().map_err(|e| {
+        format!("cannot resolve '{host}' ({e}): give an IP address instead, e.g. 127.0.0.1:{port}")
+    })?;
+    addrs.next().ok_or_else(|| {
+        format!("'{host}' has no address: give an IP address instead, e.g. 127.0.0.1:{port}")
+    })
+}
+
+/// A duration that must be longer than zero (a timeout or an interval).
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration_arg(text)? {
+        d if d.is_zero() => Err(format!("'{text}' must be longer than zero")),
+        d => Ok(d),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

@@ -23,8 +23,12 @@ pub enum StartError {
         dir: Option<PathBuf>,
         source: StoreError,
     },
-    #[error("cannot load the --tokens file: {message}")]
-    Tokens { path: PathBuf, message: String },
+    #[error("cannot load the {flag} file: {message}")]
+    Tokens {
+        flag: &'static str,
+        path: PathBuf,
+        message: String,
+    },
     #[error("cannot load --notifications: {message}")]
     Notifications { path: PathBuf, message: String },
     #[error("cannot open --audit-log {}: {source}; give a file in an existing, writable directory", .path.display())]
@@ -37,7 +41,7 @@ pub enum StartError {
         source: io::Error,
     },
     /// The TLS files were read but do not make a usable configuration.
-    #[error("cannot set up TLS from --tls-cert, --tls-key and --admin-client-ca: {0}; give PEM files, the key matching the certificate")]
+    #[error("cannot set up TLS: {0}")]
     TlsSetup(String),
     #[error("cannot listen on {flag} {addr}: {source}{}", listen_hint(.flag, .source))]
     Listen {
@@ -48,6 +52,7 @@ pub enum StartError {
     },
     #[error("cannot listen on --uds {path}: {source}")]
     UnixSocket { path: String, source: io::Error },
+    /// The admin listener or the Authorizer beyond loopback without TLS.
     #[error(transparent)]
     AdminNotLoopback(ServeError),
     #[error("cannot start the async runtime: {0}")]
@@ -82,7 +87,9 @@ impl From<ServeError> for StartError {
             ServeError::Bind { flag, addr, source } => StartError::Listen { flag, addr, source },
             ServeError::Unix { path, source } => StartError::UnixSocket { path, source },
             ServeError::Tls(message) => StartError::TlsSetup(message),
-            e @ ServeError::AdminNotLoopback(_) => StartError::AdminNotLoopback(e),
+            e @ (ServeError::AdminNotLoopback(_) | ServeError::AuthorizerNotLoopback(_)) => {
+                StartError::AdminNotLoopback(e)
+            }
             e => StartError::Serve(e),
         }
     }

@@ -28,7 +28,8 @@ use crate::cli::ServeArgs;
 use crate::elevation::{Broker, Limits};
 use crate::engine::Engine;
 use crate::notifications::{self, Notifier, RunningNotifier};
-use crate::server::{self, metrics, Running, ServeConfig};
+use crate::server::{self, metrics, AuthorizerTokens, Running, ServeConfig, Tokens};
+use crate::server::{ConnectionCaps, ConnectionSettings};
 use crate::snapshot::reload::{ReloadWatch, Reloader};
 use crate::snapshot::SnapshotInfo;
 
@@ -54,7 +55,7 @@ pub struct Options {
     pub metrics_listen: Option<SocketAddr>,
     /// Also serve the Authorizer on this Unix socket.
     pub uds: Option<PathBuf>,
-    /// Allow the admin listener beyond loopback without TLS.
+    /// Allow the Authorizer or admin listener beyond loopback without TLS.
     pub insecure: bool,
     /// The share of decisions written to the audit log, from 0 to 1.
     pub audit_decisions_sample: f64,
@@ -66,6 +67,10 @@ pub struct Options {
     pub limits: Limits,
     /// How Envoy's ext_authz `Check` reads requests.
     pub ext_authz: crate::extauthz::ExtAuthzSettings,
+    /// Timeouts and keepalive of every connection.
+    pub connections: ConnectionSettings,
+    /// The most connections each listener holds.
+    pub caps: ConnectionCaps,
 }
 
 impl From<&ServeArgs> for Options {
@@ -89,6 +94,17 @@ impl From<&ServeArgs> for Options {
                 elevate: args.ext_authz_elevate,
                 justification_header: args.ext_authz_justification_header.to_ascii_lowercase(),
             },
+            connections: ConnectionSettings {
+                handshake_timeout: args.handshake_timeout,
+                idle_timeout: args.idle_timeout,
+                keepalive_interval: args.keepalive_interval,
+                keepalive_timeout: args.keepalive_timeout,
+            },
+            caps: ConnectionCaps {
+                authorizer: args.max_connections as usize,
+                admin: args.max_admin_connections as usize,
+                health: args.max_health_connections as usize,
+            },
         }
     }
 }
@@ -97,6 +113,10 @@ impl From<&ServeArgs> for Options {
 /// or Ctrl-C.
 pub fn serve(args: &ServeArgs) -> Result<(), StartError> {
     let daemon = Daemon::prepare(args)?;
+    resources::raise_open_file_limit(
+        Options::from(args).caps.total(args.uds.is_some()),
+        args.metrics_listen.is_some(),
+    );
     // Tokio sizes its worker pool from TOKIO_WORKER_THREADS when set.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,6 +134,72 @@ pub struct Daemon {
     info: SnapshotInfo,
     options: Options,
     notifier: Option<Notifier>,
+    files: Arc<ReopenedFiles>,
+    warnings: Vec<String>,
+}
+
+/// What SIGHUP re-reads besides the snapshot: the tokens files (also
+/// re-read with each new snapshot) and the audit log (reopened, for log
+/// rotation).
+pub struct ReopenedFiles {
+    tokens: Option<(PathBuf, Tokens)>,
+    authorizer_tokens: Option<(PathBuf, AuthorizerTokens)>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
+}
+
+impl ReopenedFiles {
+    /// Re-reads the tokens files against `snapshot`. A file that fails
+    /// leaves its previous tokens in place, less those whose principal is
+    /// now a group.
+    pub fn reload_tokens(&self, snapshot: &crate::snapshot::CompiledSnapshot) {
+        if let Some((path, tokens)) = &self.tokens {
+            match Tokens::load_checked(path, snapshot) {
+                Ok((new, warnings)) => {
+                    tokens.replace_with(&new);
+                    for w in warnings {
+                        tracing::warn!("--tokens: {w}");
+                    }
+                    tracing::info!("--tokens {} reloaded", path.display());
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "--tokens {} not reloaded, the previous tokens stay: {e}",
+                        path.display()
+                    );
+                    for group in tokens.drop_groups(snapshot) {
+                        tracing::error!("--tokens: the token of '{group}' no longer authenticates: '{group}' is a group in the new snapshot");
+                    }
+                }
+            }
+        }
+        if let Some((path, tokens)) = &self.authorizer_tokens {
+            match AuthorizerTokens::load(path) {
+                Ok((new, warnings)) => {
+                    tokens.replace_with(&new);
+                    for w in warnings {
+                        tracing::warn!("--authorizer-tokens: {w}");
+                    }
+                }
+                Err(e) => tracing::error!(
+                    "--authorizer-tokens {} not reloaded, the previous tokens stay: {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+
+    /// Reopens the audit log at its path.
+    pub fn reopen_audit_log(&self) {
+        if let Some(log) = &self.audit {
+            match log.reopen() {
+                Ok(()) => tracing::info!("--audit-log {} reopened", log.path().display()),
+                Err(e) => tracing::error!(
+                    "cannot reopen --audit-log {}: {e}; writing to the file already open",
+                    log.path().display()
+                ),
+            }
+        }
+    }
 }
 
 impl Daemon {
@@ -150,9 +236,17 @@ impl Daemon {
             store,
             state_dir,
             tokens,
+            tokens_file,
+            authorizer_tokens,
             audit_log,
             tls,
+            warnings,
         } = resources;
+        let files = Arc::new(ReopenedFiles {
+            tokens: tokens_file.map(|path| (path, tokens.clone())),
+            authorizer_tokens: authorizer_tokens.clone(),
+            audit: audit_log.clone(),
+        });
         let info = snapshot.info.clone();
         let broker = Broker::start_with(
             Arc::new(Engine::new(snapshot)),
@@ -171,12 +265,15 @@ impl Daemon {
             admin_listen: options.admin_listen,
             health_listen: options.health_listen,
             tokens,
+            authorizer_tokens: authorizer_tokens.map(|(_, tokens)| tokens),
             insecure: options.insecure,
             audit: audit_log,
             audit_decisions_sample: options.audit_decisions_sample,
             tls,
             uds: options.uds.clone(),
             ext_authz: Arc::new(options.ext_authz.clone()),
+            connections: options.connections,
+            caps: options.caps,
         };
         Ok(Daemon {
             broker,
@@ -185,6 +282,8 @@ impl Daemon {
             info,
             options,
             notifier: None,
+            files,
+            warnings,
         })
     }
 
@@ -206,14 +305,19 @@ impl Daemon {
             info,
             options,
             notifier,
+            files,
+            warnings,
         } = self;
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
         // Bind everything before spawning anything, so a refusal leaves
         // nothing running.
         let metrics_listener = match options.metrics_listen {
             Some(addr) => Some(bind_metrics(addr).await?),
             None => None,
         };
-        let reloader = snapshot_file.map(|path| reloader(path, &info, &broker));
+        let reloader = snapshot_file.map(|path| reloader(path, &info, &broker, files.clone()));
         let server = server::start(config, broker.clone(), reloader.clone()).await?;
         let notifier = notifier.map(|n| {
             tracing::info!(sinks = n.sink_count(), "sending notifications");
@@ -241,8 +345,12 @@ impl Daemon {
                     }
                 }
             }
-            tasks.push(tokio::spawn(signals::reload_on_sighup(r.clone())));
         }
+        tasks.push(tokio::spawn(signals::reload_on_sighup(
+            reloader.clone(),
+            files,
+            broker.clone(),
+        )));
         tracing::info!(
             authorizer = %server.authorizer_addr,
             admin = %server.admin_addr,
@@ -278,12 +386,19 @@ async fn bind_metrics(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Sta
 
 /// Reloads `path` into the broker, which ends the grants a new snapshot no
 /// longer supports; a bad file is recorded and the last good one serves on.
-fn reloader(path: PathBuf, info: &SnapshotInfo, broker: &Arc<Broker>) -> Arc<Reloader> {
+fn reloader(
+    path: PathBuf,
+    info: &SnapshotInfo,
+    broker: &Arc<Broker>,
+    files: Arc<ReopenedFiles>,
+) -> Arc<Reloader> {
     let (broker, engine) = (broker.clone(), broker.engine().clone());
     let serving = Some(info.content_sha256.clone());
     Arc::new(Reloader::new(path, serving, move |loaded| match loaded {
         Ok(snapshot) => {
             metrics::record_reload(true);
+            // The tokens are checked against the snapshot about to serve.
+            files.reload_tokens(&snapshot);
             broker.swap_snapshot(snapshot);
         }
         Err(e) => {

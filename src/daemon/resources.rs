@@ -11,7 +11,7 @@ use super::StartError;
 use crate::audit::AuditLog;
 use crate::cli::ServeArgs;
 use crate::elevation::Store;
-use crate::server::{TlsFiles, Tokens};
+use crate::server::{AuthorizerTokens, TlsFiles, Tokens};
 use crate::snapshot::{self, CompiledSnapshot};
 
 /// Everything the daemon serves from, already opened.
@@ -25,8 +25,14 @@ pub struct Resources {
     pub state_dir: Option<PathBuf>,
     /// Bearer tokens (and certificate subjects) for the admin listener.
     pub tokens: Tokens,
+    /// The file `tokens` came from: re-read on SIGHUP and with the snapshot.
+    pub tokens_file: Option<PathBuf>,
+    /// Tokens every Authorizer call must bear, and their file.
+    pub authorizer_tokens: Option<(PathBuf, AuthorizerTokens)>,
     pub audit_log: Option<Arc<AuditLog>>,
     pub tls: Option<TlsFiles>,
+    /// Problems that do not stop the start, logged as warnings.
+    pub warnings: Vec<String>,
 }
 
 impl Resources {
@@ -53,7 +59,27 @@ impl Resources {
             dir: args.state_dir.clone(),
             source,
         })?;
-        let tokens = open_tokens(args)?;
+        let mut warnings = Vec::new();
+        let tokens = open_tokens(args, &snapshot, &mut warnings)?;
+        let authorizer_tokens = match &args.authorizer_tokens {
+            Some(path) => {
+                let (tokens, found) =
+                    AuthorizerTokens::load(path).map_err(|message| StartError::Tokens {
+                        flag: "--authorizer-tokens",
+                        path: path.clone(),
+                        message,
+                    })?;
+                warnings.extend(found);
+                Some((path.clone(), tokens))
+            }
+            None => None,
+        };
+        if args.audit_log.is_none() && args.audit_decisions_sample > 0.0 {
+            warnings.push(format!(
+                "--audit-decisions-sample {} has no effect without --audit-log: give --audit-log FILE to record decisions",
+                args.audit_decisions_sample
+            ));
+        }
         let audit_log = match &args.audit_log {
             Some(path) => Some(Arc::new(AuditLog::open(path).map_err(|source| {
                 StartError::AuditLog {
@@ -62,6 +88,10 @@ impl Resources {
                 }
             })?)),
             None => None,
+        };
+        let path_text = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or_else(String::new, |p| p.display().to_string())
         };
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -72,19 +102,78 @@ impl Resources {
                     .as_deref()
                     .map(|ca| read("--admin-client-ca", ca))
                     .transpose()?,
+                authorizer_client_ca_pem: args
+                    .authorizer_client_ca
+                    .as_deref()
+                    .map(|ca| read("--authorizer-client-ca", ca))
+                    .transpose()?,
+                cert_path: cert.display().to_string(),
+                key_path: key.display().to_string(),
+                admin_client_ca_path: path_text(&args.admin_client_ca),
+                authorizer_client_ca_path: path_text(&args.authorizer_client_ca),
             }),
             _ => None,
         };
+        // Checked before the state store or any listener is touched.
+        if let Some(tls) = &tls {
+            tls.check().map_err(StartError::TlsSetup)?;
+        }
         Ok(Resources {
             snapshot,
             snapshot_file: args.snapshot.clone(),
             store,
             state_dir: args.state_dir.clone(),
             tokens,
+            tokens_file: args.tokens.clone(),
+            authorizer_tokens,
             audit_log,
             tls,
+            warnings,
         })
     }
+}
+
+/// File descriptors kept aside from the listeners' caps: the state store,
+/// the audit log, the snapshot watch, outgoing webhooks, the metrics
+/// listener.
+const SPARE_DESCRIPTORS: usize = 128;
+
+/// Raises the soft open-file limit to the hard one, so the listeners' caps
+/// (not the limit) decide when connections are refused; warns when the
+/// caps together exceed even the hard limit (a flood on one listener could
+/// then starve the others of descriptors).
+pub fn raise_open_file_limit(caps_total: usize, metrics: bool) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = caps_total + SPARE_DESCRIPTORS + if metrics { 64 } else { 0 };
+    let available = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+    if let Some(warning) = descriptor_warning(needed, available) {
+        tracing::warn!("{warning}");
+    }
+}
+
+fn descriptor_warning(needed: usize, available: usize) -> Option<String> {
+    (needed > available).then(|| {
+        format!(
+            "the open-file limit is {available}, below the {needed} descriptors the connection caps may need (--max-connections, --max-admin-connections, --max-health-connections, plus {SPARE_DESCRIPTORS} spare): a flood on the Authorizer could starve the other listeners; lower the caps or raise the limit (ulimit -n, LimitNOFILE)"
+        )
+    })
 }
 
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, StartError> {
@@ -114,17 +203,27 @@ fn token_source(file: Option<&Path>, demo_snapshot: bool, admin: SocketAddr) -> 
     }
 }
 
-fn open_tokens(args: &ServeArgs) -> Result<Tokens, StartError> {
+fn open_tokens(
+    args: &ServeArgs,
+    snapshot: &CompiledSnapshot,
+    warnings: &mut Vec<String>,
+) -> Result<Tokens, StartError> {
     let source = token_source(
         args.tokens.as_deref(),
         args.snapshot.is_none(),
         args.admin_listen,
     );
     Ok(match source {
-        TokenSource::File(path) => Tokens::load(path).map_err(|message| StartError::Tokens {
-            path: path.to_owned(),
-            message,
-        })?,
+        TokenSource::File(path) => {
+            let (tokens, found) =
+                Tokens::load_checked(path, snapshot).map_err(|message| StartError::Tokens {
+                    flag: "--tokens",
+                    path: path.to_owned(),
+                    message,
+                })?;
+            warnings.extend(found);
+            tokens
+        }
         TokenSource::Demo => {
             tracing::warn!(
                 "demo tokens (embedded demo snapshot on loopback only): 'demo-oncall' for oncall, 'demo-admin' for it-admin (admin)"
@@ -177,6 +276,16 @@ mod tests {
         assert_eq!(
             token_source(None, false, addr("127.0.0.1:50052")),
             TokenSource::None
+        );
+    }
+
+    #[test]
+    fn caps_beyond_the_open_file_limit_are_reported() {
+        assert_eq!(descriptor_warning(1000, 1024), None);
+        let text = descriptor_warning(1472, 1024).unwrap();
+        assert!(
+            text.starts_with("the open-file limit is 1024, below the 1472 descriptors"),
+            "{text}"
         );
     }
 

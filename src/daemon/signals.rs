@@ -1,5 +1,5 @@
-//! Unix signals: SIGTERM or Ctrl-C stops the daemon, SIGHUP reloads the
-//! snapshot.
+//! Unix signals: SIGTERM or Ctrl-C stops the daemon; SIGHUP reopens the
+//! audit log, reloads the snapshot and re-reads the tokens files.
 
 use std::sync::Arc;
 
@@ -22,14 +22,27 @@ pub async fn terminate() {
     }
 }
 
-/// Reloads the snapshot on every SIGHUP, off the async workers.
-pub(crate) async fn reload_on_sighup(reloader: Arc<Reloader>) {
+/// On every SIGHUP, off the async workers: reopens the audit log, reloads
+/// the snapshot (which re-reads the tokens when it changed) and re-reads
+/// the tokens against the snapshot serving.
+pub(crate) async fn reload_on_sighup(
+    reloader: Option<Arc<Reloader>>,
+    files: Arc<super::ReopenedFiles>,
+    broker: Arc<crate::elevation::Broker>,
+) {
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the snapshot");
-        let r = reloader.clone();
-        let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        tracing::info!("SIGHUP: reopening the audit log, reloading the snapshot and tokens");
+        let (reloader, files, broker) = (reloader.clone(), files.clone(), broker.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            files.reopen_audit_log();
+            if let Some(r) = reloader {
+                r.reload();
+            }
+            files.reload_tokens(&broker.engine().current().snapshot);
+        })
+        .await;
     }
 }

@@ -25,6 +25,14 @@ pub const RULES: &str = include_str!("../fixtures/rules.yaml");
 /// named `token-<principal>` for the principals tests approve as.
 pub const ADMIN_TOKEN: &str = "test-admin";
 
+/// The connection layer of a test server.
+#[derive(Default)]
+pub struct Edge {
+    pub connections: rampart::server::ConnectionSettings,
+    pub caps: rampart::server::ConnectionCaps,
+    pub authorizer_tokens: Option<rampart::server::AuthorizerTokens>,
+}
+
 pub struct TestServer {
     pub running: Option<RunningDaemon>,
     pub engine: Arc<Engine>,
@@ -122,6 +130,42 @@ impl TestServer {
         uds: Option<std::path::PathBuf>,
         limits: rampart::elevation::Limits,
     ) -> TestServer {
+        TestServer::start_edge(
+            snapshot_yaml,
+            store,
+            audit,
+            ext_authz,
+            uds,
+            limits,
+            Edge::default(),
+        )
+        .await
+    }
+
+    /// Starts the daemon with these connection settings, caps and
+    /// Authorizer tokens.
+    pub async fn with_edge(snapshot_yaml: &str, edge: Edge) -> TestServer {
+        TestServer::start_edge(
+            snapshot_yaml,
+            Store::in_memory().expect("store"),
+            None,
+            Default::default(),
+            None,
+            Default::default(),
+            edge,
+        )
+        .await
+    }
+
+    async fn start_edge(
+        snapshot_yaml: &str,
+        store: Store,
+        audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
+        ext_authz: rampart::extauthz::ExtAuthzSettings,
+        uds: Option<std::path::PathBuf>,
+        limits: rampart::elevation::Limits,
+        edge: Edge,
+    ) -> TestServer {
         let snapshot =
             rampart::snapshot::load_str(snapshot_yaml, "test").unwrap_or_else(|e| panic!("{e}"));
         let plain: Vec<(String, String, bool)> = snapshot
@@ -146,8 +190,13 @@ impl TestServer {
             store,
             state_dir: None,
             tokens: Tokens::from_plain(&borrowed),
+            tokens_file: None,
+            authorizer_tokens: edge
+                .authorizer_tokens
+                .map(|t| (std::path::PathBuf::from("authorizer-tokens.yaml"), t)),
             audit_log: audit.as_ref().map(|(log, _)| log.clone()),
             tls: None,
+            warnings: Vec::new(),
         };
         let options = Options {
             listen: ephemeral,
@@ -161,6 +210,8 @@ impl TestServer {
             reload_poll: Duration::from_secs(30),
             limits,
             ext_authz,
+            connections: edge.connections,
+            caps: edge.caps,
         };
         let running = Daemon::from_parts(resources, options)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -169,9 +220,12 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("server starts: {e}"));
         let broker = running.broker.clone();
         let engine = broker.engine().clone();
-        let authorizer = AuthorizerClient::connect(format!("http://{}", running.authorizer_addr))
-            .await
-            .expect("connect to the authorizer");
+        // Connected lazily: a test may fill the Authorizer's slots.
+        let authorizer = AuthorizerClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", running.authorizer_addr))
+                .expect("uri")
+                .connect_lazy(),
+        );
         let admin = AdminClient::connect(format!("http://{}", running.admin_addr))
             .await
             .expect("connect to admin");

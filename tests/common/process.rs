@@ -11,6 +11,9 @@ pub struct ServerProcess {
     child: Child,
     pub authorizer: SocketAddr,
     pub admin: SocketAddr,
+    /// Every line of standard error, the start-up line included.
+    log: Vec<String>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl ServerProcess {
@@ -57,6 +60,7 @@ impl ServerProcess {
             let start = line.find(&format!("{key}="))? + key.len() + 1;
             line[start..].split_whitespace().next()?.parse().ok()
         };
+        let mut log = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx.recv_timeout(left).unwrap_or_else(|_| {
@@ -64,6 +68,7 @@ impl ServerProcess {
                 let _ = child.wait();
                 panic!("rampart did not report its addresses");
             });
+            log.push(line.clone());
             if line.contains("rampart serving") {
                 let authorizer = field(&line, "authorizer").expect("authorizer address");
                 let admin = field(&line, "admin").expect("admin address");
@@ -71,6 +76,8 @@ impl ServerProcess {
                     child,
                     authorizer,
                     admin,
+                    log,
+                    lines: rx,
                 };
             }
         }
@@ -80,6 +87,24 @@ impl ServerProcess {
 impl ServerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The lines logged up to the start-up line.
+    pub fn start_log(&self) -> &[String] {
+        &self.log
+    }
+
+    /// Waits (up to `limit`) for a log line containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
     }
 
     /// Kills the process with SIGKILL and reaps it: no shutdown, no
