@@ -506,3 +506,60 @@ async fn oversized_requests_are_refused_whole() {
     assert!(status.message().contains("requests"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_condition_that_does_not_hold_is_named_without_explain() {
+    let sub = "/subscriptions/11111111-1111-1111-1111-111111111111";
+    let snapshot = format!(
+        r#"
+subscriptions: [{{ id: 11111111-1111-1111-1111-111111111111 }}]
+principals:
+  - {{ id: tagged, type: User }}
+  - {{ id: plain, type: User }}
+roleAssignments:
+  - id: ra-tagged
+    principal: tagged
+    role: Reader
+    scope: {sub}
+    conditionVersion: "2.0"
+    condition: "@Request[env] StringEquals 'test'"
+"#
+    );
+    let s = TestServer::start(&snapshot).await;
+    let client = s.authorizer.clone();
+    let ask = |principal: &str, env: Option<&str>| {
+        let mut r = request(principal, VM_READ, sub, false);
+        if let Some(env) = env {
+            r.attributes.insert("env".into(), env.into());
+        }
+        r
+    };
+    let answer = |r| {
+        let mut client = client.clone();
+        async move { client.authorize(r).await.map(|a| a.into_inner()) }
+    };
+    let held = answer(ask("tagged", Some("test"))).await.unwrap();
+    assert_eq!(decision(&held), (Decision::Allow, Reason::RoleAssignment));
+    let unmet = answer(ask("tagged", Some("prod"))).await.unwrap();
+    assert_eq!(decision(&unmet), (Decision::Deny, Reason::ConditionNotMet));
+    assert!(
+        unmet.message.contains("condition does not hold"),
+        "{}",
+        unmet.message
+    );
+    assert!(unmet.matches.is_empty(), "no explanation was asked for");
+    // An operation the role does not cover is not a condition's doing.
+    let uncovered = answer(request("tagged", VM_DELETE, sub, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        decision(&uncovered),
+        (Decision::Deny, Reason::NoMatchingAssignment)
+    );
+    let nothing = answer(ask("plain", Some("prod"))).await.unwrap();
+    assert_eq!(
+        decision(&nothing),
+        (Decision::Deny, Reason::NoMatchingAssignment)
+    );
+    s.stop().await;
+}

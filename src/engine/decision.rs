@@ -83,11 +83,15 @@ pub enum Reason {
     UnknownPrincipal,
     #[serde(alias = "LocalAuthDisabled")]
     LocalAuthDisabled,
+    /// A role assignment's role covers the operation, but its condition
+    /// (or its role's) does not hold for this request.
+    #[serde(alias = "ConditionNotMet")]
+    ConditionNotMet,
 }
 
 impl Reason {
     /// Every reason, in the order of the reasons table.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::RoleAssignment,
         Reason::ElevationGrant,
         Reason::KeyAccess,
@@ -98,6 +102,7 @@ impl Reason {
         Reason::NeedsElevation,
         Reason::UnknownPrincipal,
         Reason::LocalAuthDisabled,
+        Reason::ConditionNotMet,
     ];
 
     /// The API's spelling, used in logs, metrics and audit too.
@@ -113,6 +118,7 @@ impl Reason {
             Reason::NeedsElevation => "NEEDS_ELEVATION",
             Reason::UnknownPrincipal => "UNKNOWN_PRINCIPAL",
             Reason::LocalAuthDisabled => "LOCAL_AUTH_DISABLED",
+            Reason::ConditionNotMet => "CONDITION_NOT_MET",
         }
     }
 
@@ -133,6 +139,9 @@ impl Reason {
             Reason::NeedsElevation => "the agent lacks this permission; request elevation",
             Reason::UnknownPrincipal => "the principal is not in the snapshot",
             Reason::LocalAuthDisabled => "the resource has local (key) authentication disabled",
+            Reason::ConditionNotMet => {
+                "a role assignment covers this operation, but its condition does not hold for this request"
+            }
         }
     }
 }

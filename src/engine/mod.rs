@@ -271,9 +271,17 @@ impl Loaded {
         // grant's lender takes another entry of the same cache, and a
         // shard's lock is not re-entrant.
         let agent = effective.agent;
+        // A refusal says when a condition, not the roles, stopped it.
+        let condition_unmet = !has
+            && agent.is_none()
+            && effective.conditional.iter().any(|g| {
+                self.evaluate_blocks(g, principal, anchor, req)
+                    .any(|outcome| outcome.is_err())
+            });
         drop(effective);
         let (verdict, reason) = match agent {
             None if has => (Verdict::Allow, Reason::RoleAssignment),
+            None if condition_unmet => (Verdict::Deny, Reason::ConditionNotMet),
             None => (Verdict::Deny, Reason::NoMatchingAssignment),
             Some(position) => {
                 let mode = tenant.agents[position.agent as usize].execution_mode;

@@ -65,6 +65,7 @@ fn verdict_of(reason: Reason) -> Verdict {
         Reason::RoleAssignment | Reason::ElevationGrant | Reason::KeyAccess => Verdict::Allow,
         Reason::ReviewModeWrite | Reason::NeedsElevation => Verdict::ApprovalRequired,
         Reason::NoMatchingAssignment
+        | Reason::ConditionNotMet
         | Reason::DenyAssignment
         | Reason::OutOfAgentScope
         | Reason::UnknownPrincipal

@@ -107,6 +107,7 @@ pub fn reason(r: Reason) -> pb::Reason {
         Reason::ElevationGrant => pb::Reason::ElevationGrant,
         Reason::KeyAccess => pb::Reason::KeyAccess,
         Reason::NoMatchingAssignment => pb::Reason::NoMatchingAssignment,
+        Reason::ConditionNotMet => pb::Reason::ConditionNotMet,
         Reason::DenyAssignment => pb::Reason::DenyAssignment,
         Reason::OutOfAgentScope => pb::Reason::OutOfAgentScope,
         Reason::ReviewModeWrite => pb::Reason::ReviewModeWrite,

@@ -21,7 +21,7 @@ use crate::elevation::Broker;
 use crate::engine::{Reason, Verdict};
 
 const VERDICTS: [Verdict; 3] = Verdict::ALL;
-const REASONS: [Reason; 10] = Reason::ALL;
+const REASONS: [Reason; 11] = Reason::ALL;
 /// Upper bounds of the latency histogram, in microseconds.
 const BUCKETS_US: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 10_000];
 
