@@ -98,6 +98,7 @@ fn grant(agent: usize, g: usize) -> Arc<ActiveGrant> {
         max_uses: 0,
         uses: AtomicU32::new(0),
         reserved: AtomicU32::new(0),
+        wanted: Default::default(),
     })
 }
 
@@ -166,6 +167,7 @@ fn bench(c: &mut Criterion) {
         max_uses: 0,
         uses: AtomicU32::new(0),
         reserved: AtomicU32::new(0),
+        wanted: Default::default(),
     }));
     let body: &[(&str, &str)] = &[(DIGEST_ATTRIBUTE, &digest)];
     let bound = || -> Verdict {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Renders deploy/base, deploy/overlays/admin-tls and deploy/overlays/envoy-egress
-# with kustomize and checks the output offline: every object against the
+# Renders deploy/base, deploy/overlays/admin-tls, deploy/overlays/envoy-egress
+# and deploy/overlays/fleet with kustomize and checks the output offline: every object against the
 # Kubernetes JSON schemas (kubernetes-validate, strict, for the oldest and a
 # current Kubernetes with native sidecars), then the properties
 # deploy/README.md promises (check_manifests.py), then the Envoy configuration
@@ -88,11 +88,12 @@ echo "kubectl: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
 "$KUBECTL" kustomize base >"$work/base.yaml"
 "$KUBECTL" kustomize overlays/admin-tls >"$work/admin-tls.yaml"
 "$KUBECTL" kustomize overlays/envoy-egress >"$work/envoy-egress.yaml"
-echo "rendered base ($(grep -c '^kind:' "$work/base.yaml") objects), overlays/admin-tls ($(grep -c '^kind:' "$work/admin-tls.yaml") objects) and overlays/envoy-egress ($(grep -c '^kind:' "$work/envoy-egress.yaml") objects)"
+"$KUBECTL" kustomize overlays/fleet >"$work/fleet.yaml"
+echo "rendered base ($(grep -c '^kind:' "$work/base.yaml") objects), overlays/admin-tls ($(grep -c '^kind:' "$work/admin-tls.yaml") objects), overlays/envoy-egress ($(grep -c '^kind:' "$work/envoy-egress.yaml") objects) and overlays/fleet ($(grep -c '^kind:' "$work/fleet.yaml") objects)"
 
 # --- schemas ----------------------------------------------------------------
 for v in $K8S_VERSIONS; do
-  "${validate[@]}" --strict --kubernetes-version "$v" "$work/base.yaml" "$work/admin-tls.yaml" "$work/envoy-egress.yaml"
+  "${validate[@]}" --strict --kubernetes-version "$v" "$work/base.yaml" "$work/admin-tls.yaml" "$work/envoy-egress.yaml" "$work/fleet.yaml"
 done
 
 # --- the Envoy configuration of envoy-egress --------------------------------
@@ -101,7 +102,7 @@ done
 (cd "$root" && cargo test --quiet --test envoy_config)
 
 # --- what the README promises ---------------------------------------------
-"$py" check_manifests.py "$work/base.yaml" "$work/admin-tls.yaml" base/tokens.yaml base/snapshot.yaml
+"$py" check_manifests.py "$work/base.yaml" "$work/admin-tls.yaml" base/tokens.yaml base/snapshot.yaml "$work/fleet.yaml"
 
 # --- the example snapshot -----------------------------------------------------
 rampart="${RAMPART_BIN:-}"

@@ -2,9 +2,10 @@
 """What a schema cannot see: checks the rendered base and admin-tls overlay
 for the properties deploy/README.md promises (native sidecar, gRPC probes,
 security context, resources, mounts, NetworkPolicy ports, the overlay's TLS
-flags and Service). Run by deploy/check.sh as
+flags and Service, and the fleet overlay's shared database from a Secret
+and central admin-only rampart). Run by deploy/check.sh as
 
-    check_manifests.py BASE.yaml OVERLAY.yaml TOKENS.yaml SNAPSHOT.yaml
+    check_manifests.py BASE.yaml OVERLAY.yaml TOKENS.yaml SNAPSHOT.yaml [FLEET.yaml]
 
 and exits non-zero listing every failed check."""
 
@@ -193,11 +194,57 @@ def check_tokens(tokens_path, snapshot_path):
         check(isinstance(t.get("admin", False), bool), f"{tokens_path}[{i}]: admin must be a boolean")
 
 
+def state_db_from_secret(c, where):
+    """The container reads --state-db from the Secret, never from a literal."""
+    env = {e["name"]: e for e in c.get("env", [])}
+    ref = env.get("RAMPART_STATE_DB", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    check(ref.get("name") == "rampart-state-db" and ref.get("key") == "url",
+          f"{where}: RAMPART_STATE_DB must come from secretKeyRef rampart-state-db/url")
+    check("value" not in env.get("RAMPART_STATE_DB", {}), f"{where}: RAMPART_STATE_DB must not be a literal")
+    args = c.get("args", [])
+    check(flag(args, "--state-db") is None, f"{where}: the database URL must not be an argument")
+    check(flag(args, "--state-dir") is None, f"{where}: --state-dir and the shared database are one or the other")
+
+
+def check_fleet(docs, where):
+    agent = one(docs, "Deployment", "agent", where)
+    if agent:
+        check(agent["spec"].get("replicas", 1) > 1, f"{where}: the agent runs as several pods")
+        spec = agent["spec"]["template"]["spec"]
+        sidecar = next((c for c in spec.get("initContainers", []) if c["name"] == "rampart"), None)
+        if check(sidecar is not None, f"{where}: the rampart sidecar"):
+            state_db_from_secret(sidecar, f"{where}: sidecar")
+            check(flag(sidecar["args"], "--admin-listen").startswith("127.0.0.1:"),
+                  f"{where}: the sidecars' admin listeners stay on loopback")
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            check(mount_for(sidecar, volumes, "/var/lib/rampart") == (None, None),
+                  f"{where}: no state volume on a sidecar of the fleet")
+    central = one(docs, "Deployment", "rampart", where)
+    if central:
+        c = central["spec"]["template"]["spec"]["containers"][0]
+        check_container_hardening(c, f"{where}: central rampart")
+        state_db_from_secret(c, f"{where}: central rampart")
+        args = c.get("args", [])
+        check(flag(args, "--listen").startswith("127.0.0.1:"), f"{where}: the central Authorizer stays on loopback")
+        check(flag(args, "--admin-listen") == f"0.0.0.0:{ADMIN}", f"{where}: the central admin listener on the pod IP")
+        check(flag(args, "--tls-cert") and flag(args, "--tls-key"), f"{where}: the central admin listener has TLS")
+        check(central["spec"].get("replicas", 1) == 1,
+              f"{where}: one central rampart (it sends the notifications)")
+    service = one(docs, "Service", "rampart-admin", where)
+    if service:
+        check(service["spec"]["selector"] == {"app.kubernetes.io/name": "rampart"},
+              f"{where}: rampart-admin selects the central rampart")
+        check([p["port"] for p in service["spec"]["ports"]] == [ADMIN],
+              f"{where}: rampart-admin exposes only the admin port")
+
+
 def main():
     base, overlay, tokens, snapshot = sys.argv[1:5]
     check_render(load(base), "base", overlay=False)
     check_render(load(overlay), "overlays/admin-tls", overlay=True)
     check_tokens(tokens, snapshot)
+    if len(sys.argv) > 5:
+        check_fleet(load(sys.argv[5]), "overlays/fleet")
     for p in problems:
         print(f"FAIL {p}")
     if problems:

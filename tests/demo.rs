@@ -187,11 +187,11 @@ fn manager_manages_the_account_but_cannot_build_and_delegates_only_foundry_user(
     );
     assert_eq!(
         d.ask("manager", write, ACCOUNT, false, &[(ROLE_KEY, OWNER)]),
-        (Verdict::Deny, Reason::NoMatchingAssignment)
+        (Verdict::Deny, Reason::ConditionNotMet)
     );
     assert_eq!(
         d.ask("manager", write, ACCOUNT, false, &[]),
-        (Verdict::Deny, Reason::NoMatchingAssignment)
+        (Verdict::Deny, Reason::ConditionNotMet)
     );
 }
 

@@ -267,7 +267,7 @@ fn project_manager_delegates_only_the_roles_its_condition_lists() {
         let owner = assign(&t, &pm, action, OWNER, true);
         assert_eq!(
             (owner.verdict, owner.reason),
-            (Verdict::Deny, Reason::NoMatchingAssignment)
+            (Verdict::Deny, Reason::ConditionNotMet)
         );
         let unmet = owner
             .matches

@@ -407,6 +407,7 @@ fn many_agents_with_many_lenders_decide_without_deadlock() {
             max_uses: 0,
             uses: Default::default(),
             reserved: Default::default(),
+            wanted: Default::default(),
         }));
     }
     // A deadlock would hang the test run: a watchdog turns it into a failure.

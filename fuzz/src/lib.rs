@@ -8,7 +8,7 @@
 //! invariants such as "a parsed scope re-parses to itself".
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -624,6 +624,7 @@ fn engines() -> &'static [(Loaded, GrantTable)] {
                         max_uses: 0,
                         uses: AtomicU32::new(0),
                         reserved: AtomicU32::new(0),
+                        wanted: AtomicBool::new(false),
                     }));
                 }
             }

@@ -151,6 +151,21 @@ pub struct ServeArgs {
     /// (created if missing). Without it, that state lives in memory only.
     #[arg(long, env = "RAMPART_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// PostgreSQL shared by every replica, instead of --state-dir:
+    /// postgres://USER:PASSWORD@HOST:5432/DATABASE?sslmode=verify-full.
+    /// Replicas on one database share one approval queue and honour each
+    /// other's grants; rampart creates and migrates its tables.
+    #[arg(
+        long,
+        env = "RAMPART_STATE_DB",
+        conflicts_with = "state_dir",
+        hide_env_values = true
+    )]
+    pub state_db: Option<String>,
+    /// CA certificates (PEM) that sign the --state-db server's certificate
+    /// (or `sslrootcert` in the URL); without either, the public web roots.
+    #[arg(long, requires = "state_db")]
+    pub state_db_ca: Option<PathBuf>,
     /// How long resolved elevations, ended grants and the store's audit
     /// events are kept in --state-dir before a purge deletes them (the
     /// --audit-log file keeps the history).

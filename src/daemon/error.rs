@@ -23,6 +23,12 @@ pub enum StartError {
         dir: Option<PathBuf>,
         source: StoreError,
     },
+    /// The shared state database could not be opened or its records loaded.
+    #[error("cannot use --state-db {url}: {source}")]
+    StateDb { url: String, source: StoreError },
+    /// `--state-db` or `--state-db-ca` does not make a usable connection.
+    #[error("{0}")]
+    StateDbConfig(String),
     #[error("cannot load the {flag} file: {message}")]
     Tokens {
         flag: &'static str,

@@ -235,6 +235,7 @@ impl Daemon {
             snapshot_file,
             store,
             state_dir,
+            state_db,
             tokens,
             tokens_file,
             authorizer_tokens,
@@ -253,9 +254,12 @@ impl Daemon {
             store,
             options.limits.clone(),
         )
-        .map_err(|source| StartError::StateStore {
-            dir: state_dir,
-            source,
+        .map_err(|source| match state_db {
+            Some(url) => StartError::StateDb { url, source },
+            None => StartError::StateStore {
+                dir: state_dir,
+                source,
+            },
         })?;
         if let Some(log) = &audit_log {
             broker.set_audit_log(log.clone());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::StartError;
 use crate::audit::AuditLog;
 use crate::cli::ServeArgs;
-use crate::elevation::Store;
+use crate::elevation::{DbConfig, PgStore, StateStore, Store};
 use crate::server::{AuthorizerTokens, TlsFiles, Tokens};
 use crate::snapshot::{self, CompiledSnapshot};
 
@@ -20,9 +20,12 @@ pub struct Resources {
     /// The file `snapshot` was read from: watched, and reloaded on SIGHUP
     /// and through Admin. `None` serves `snapshot` as given, never reloaded.
     pub snapshot_file: Option<PathBuf>,
-    pub store: Store,
-    /// Where `store` lives (`None`: in memory), named in errors.
+    pub store: Box<dyn StateStore>,
+    /// Where `store` lives (`None`: in memory or `state_db`), named in
+    /// errors.
     pub state_dir: Option<PathBuf>,
+    /// The shared database `store` is (its URL without the password).
+    pub state_db: Option<String>,
     /// Bearer tokens (and certificate subjects) for the admin listener.
     pub tokens: Tokens,
     /// The file `tokens` came from: re-read on SIGHUP and with the snapshot.
@@ -46,19 +49,7 @@ impl Resources {
             path: args.snapshot.clone(),
             source,
         })?;
-        let store = match &args.state_dir {
-            Some(dir) => Store::open(dir),
-            None => {
-                tracing::warn!(
-                    "no --state-dir: elevations, grants and the audit trail live in memory only"
-                );
-                Store::in_memory()
-            }
-        }
-        .map_err(|source| StartError::StateStore {
-            dir: args.state_dir.clone(),
-            source,
-        })?;
+        let (store, state_db) = open_store(args)?;
         let mut warnings = Vec::new();
         let tokens = open_tokens(args, &snapshot, &mut warnings)?;
         let authorizer_tokens = match &args.authorizer_tokens {
@@ -123,6 +114,7 @@ impl Resources {
             snapshot_file: args.snapshot.clone(),
             store,
             state_dir: args.state_dir.clone(),
+            state_db,
             tokens,
             tokens_file: args.tokens.clone(),
             authorizer_tokens,
@@ -174,6 +166,44 @@ fn descriptor_warning(needed: usize, available: usize) -> Option<String> {
             "the open-file limit is {available}, below the {needed} descriptors the connection caps may need (--max-connections, --max-admin-connections, --max-health-connections, plus {SPARE_DESCRIPTORS} spare): a flood on the Authorizer could starve the other listeners; lower the caps or raise the limit (ulimit -n, LimitNOFILE)"
         )
     })
+}
+
+/// The state store the flags name: the shared database (`--state-db`),
+/// the SQLite file under `--state-dir`, or memory; and the database's
+/// name for messages.
+fn open_store(args: &ServeArgs) -> Result<(Box<dyn StateStore>, Option<String>), StartError> {
+    if let Some(url) = &args.state_db {
+        let ca = match &args.state_db_ca {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                StartError::StateDbConfig(format!(
+                    "cannot read --state-db-ca {}: {e}",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        let config = DbConfig::parse(url, ca).map_err(StartError::StateDbConfig)?;
+        let store = PgStore::open(&config).map_err(|source| StartError::StateDb {
+            url: config.display.clone(),
+            source,
+        })?;
+        tracing::info!(state_db = %config.display, "state shared through PostgreSQL");
+        return Ok((Box::new(store), Some(config.display)));
+    }
+    let store = match &args.state_dir {
+        Some(dir) => Store::open(dir),
+        None => {
+            tracing::warn!(
+                "no --state-dir or --state-db: elevations, grants and the audit trail live in memory only"
+            );
+            Store::in_memory()
+        }
+    }
+    .map_err(|source| StartError::StateStore {
+        dir: args.state_dir.clone(),
+        source,
+    })?;
+    Ok((Box::new(store), None))
 }
 
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, StartError> {

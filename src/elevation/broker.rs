@@ -15,8 +15,17 @@
 //! all from what was stored. A write that fails changes nothing in memory,
 //! so callers, watchers, `GetElevation` and the store agree, and each
 //! elevation has exactly one resolution.
+//!
+//! On a store shared by a fleet ([`SharedState`]) memory follows the store
+//! rather than only this broker's writes: [`Broker::follow`] re-reads what
+//! changed after the last change seen (woken by the store, and every
+//! second), so elevations filed on any replica are pending here too, a
+//! resolution given anywhere answers the callers waiting here, and grants
+//! approved or ended anywhere are honoured or dropped here. Waiters are
+//! counted across the fleet; the uses of a limited grant are reserved in
+//! blocks per replica, so together they never pass `maxUses`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -34,7 +43,8 @@ use super::policy::request::{self, ElevationRequest, PendingKey};
 use super::policy::shadow;
 use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
-    Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError,
+    AutoCount, Change, Cursor, ElevationQuery, GrantQuery, OpenLimits, Opened, Page, Purged,
+    Resolved, SharedState, StateStore, StoreError,
 };
 use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant};
 use super::ElevationError;
@@ -52,6 +62,10 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// How long past its wait deadline a pending elevation nobody answered
 /// may stay before the sweeper expires it (its waiters normally do).
 const ABANDONED_AFTER: Duration = Duration::from_secs(5);
+/// How often a replica of a fleet re-reads the shared store's changes when
+/// no notification woke it (notifications are lost while a connection is
+/// down).
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
 /// The bounds on what the broker keeps.
 #[derive(Debug, Clone)]
@@ -78,7 +92,11 @@ impl Default for Limits {
 }
 
 struct Entry {
+    /// As stored; its `waiters` count every caller waiting on it (across
+    /// the fleet, on a shared store).
     elevation: Elevation,
+    /// The callers waiting on this replica.
+    local: u32,
     changed: watch::Sender<Elevation>,
 }
 
@@ -92,6 +110,11 @@ struct Inner {
     grants: HashMap<String, Grant>,
     /// New-elevation token buckets, per agent id.
     buckets: HashMap<String, Bucket>,
+    /// On a shared store: the uses of each active grant this replica has
+    /// recorded there.
+    recorded: HashMap<String, u32>,
+    /// On a shared store: limited grants with every use reserved.
+    exhausted: HashSet<String>,
 }
 
 impl Inner {
@@ -107,6 +130,27 @@ impl Inner {
         self.by_key.remove(&key);
         Some(entry)
     }
+
+    /// Keeps a pending elevation (filed here or elsewhere) with no waiter
+    /// here; false when it is kept already.
+    fn mirror(&mut self, e: Elevation) -> bool {
+        if self.pending.contains_key(&e.id) {
+            return false;
+        }
+        let key = request::pending_key(&e);
+        *self.per_principal.entry(key.0.clone()).or_default() += 1;
+        self.by_key.insert(key, e.id.clone());
+        let (changed, _) = watch::channel(e.clone());
+        self.pending.insert(
+            e.id.clone(),
+            Entry {
+                elevation: e,
+                local: 0,
+                changed,
+            },
+        );
+        true
+    }
 }
 
 /// How a pending elevation is to be resolved.
@@ -121,6 +165,9 @@ enum Resolution<'a> {
         duration: Duration,
         max_uses: u32,
         comment: Option<&'a str>,
+        /// An auto-approval by a rule with a `maxPerHour`, counted in the
+        /// shared store's transaction.
+        counted: Option<AutoCount>,
     },
     Close {
         state: ElevationState,
@@ -129,23 +176,25 @@ enum Resolution<'a> {
     },
 }
 
-/// What a resolution came to: this one was stored, or another was first.
+/// What a resolution came to: this one was stored, or another was first,
+/// or (an auto-approval) its rule's `maxPerHour` was spent meanwhile.
 enum Settled {
     Won(Elevation),
     Lost(Elevation),
+    Skipped(Elevation),
 }
 
 impl Settled {
     fn either(self) -> Elevation {
         match self {
-            Settled::Won(e) | Settled::Lost(e) => e,
+            Settled::Won(e) | Settled::Lost(e) | Settled::Skipped(e) => e,
         }
     }
 
     /// The answer to an approver or a denier: losing is a refusal.
     fn or_already_resolved(self) -> Result<Elevation, ElevationError> {
         match self {
-            Settled::Won(e) => Ok(e),
+            Settled::Won(e) | Settled::Skipped(e) => Ok(e),
             Settled::Lost(e) => Err(ElevationError::AlreadyResolved {
                 id: e.id,
                 state: e.state,
@@ -179,6 +228,11 @@ pub struct Broker {
     events: broadcast::Sender<Elevation>,
     /// The JSON-lines audit file, when `--audit-log` is given.
     audit_log: OnceLock<Arc<AuditLog>>,
+    /// Whether the store is shared by a fleet (then memory follows it).
+    fleet: bool,
+    /// The last change of the shared store applied here; used under
+    /// `writer`.
+    seen: Mutex<i64>,
 }
 
 fn not_found(what: &'static str, id: &str) -> ElevationError {
@@ -225,6 +279,7 @@ impl Broker {
         limits: Limits,
     ) -> Result<Arc<Broker>, StoreError> {
         let (events, _) = broadcast::channel(4096);
+        let fleet = store.shared().is_some();
         let broker = Arc::new(Broker {
             engine,
             store: Box::new(store),
@@ -236,12 +291,17 @@ impl Broker {
             shadow_tally: Mutex::new(shadow::Tally::default()),
             events,
             audit_log: OnceLock::new(),
+            fleet,
+            seen: Mutex::new(0),
         });
         broker.restore()?;
         Ok(broker)
     }
 
     fn restore(&self) -> Result<(), StoreError> {
+        if let Some(shared) = self.store.shared() {
+            return self.restore_shared(shared);
+        }
         let _writer = self.write_lock();
         let (elevations, grants) = self.store.load_live()?;
         let now = SystemTime::now();
@@ -286,12 +346,65 @@ impl Broker {
         Ok(())
     }
 
+    /// Starts a replica of a fleet: the active grants are honoured (with
+    /// no use reserved here yet), the pending elevations stay pending —
+    /// their callers wait on other replicas — and following starts after
+    /// the change they were read at.
+    fn restore_shared(&self, shared: &dyn SharedState) -> Result<(), StoreError> {
+        let _writer = self.write_lock();
+        let (elevations, grants, seen) = shared.load_live_at()?;
+        let now = SystemTime::now();
+        let loaded = self.engine.current_arc();
+        for mut g in grants {
+            if let Err(reason) = lifecycle::restored(&loaded, &g, now) {
+                lifecycle::end(&mut g, &reason, now);
+                if shared.end_grant(&g)? {
+                    self.audit_grant_end(&g, &reason);
+                }
+                continue;
+            }
+            self.adopt(g, 0);
+        }
+        let mut inner = self.lock();
+        for e in elevations {
+            inner.mirror(e);
+        }
+        drop(inner);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+        Ok(())
+    }
+
+    /// Honours a grant written by any replica, with `allowance` uses
+    /// reserved here (a shared store).
+    fn adopt(&self, g: Grant, allowance: u32) {
+        let mut inner = self.lock();
+        if inner.grants.contains_key(&g.id) {
+            return;
+        }
+        self.engine.grants.insert(active_with(&g, 0, allowance));
+        inner.recorded.insert(g.id.clone(), 0);
+        inner.grants.insert(g.id.clone(), g);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The writer lock; while it is held elsewhere (a store call may wait
+    /// on the network) an async worker hands its other tasks on before it
+    /// blocks, so Authorize keeps being answered.
     fn write_lock(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        match self.writer.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        let wait = || self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if on_async_worker() {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        }
     }
 
     /// Also writes every elevation event and grant to `log`.
@@ -419,6 +532,9 @@ impl Broker {
         now: SystemTime,
     ) -> Result<(String, watch::Receiver<Elevation>, Option<SystemTime>), ElevationError> {
         let _writer = self.write_lock();
+        if let Some(shared) = self.store.shared() {
+            return self.join_or_open_shared(shared, candidate, agent);
+        }
         let key = request::pending_key(&candidate);
         let per_minute = agent.elevation.max_requests_per_minute;
         {
@@ -429,6 +545,7 @@ impl Broker {
                     .get_mut(&id)
                     .ok_or(ElevationError::Lost("pending index out of step"))?;
                 entry.elevation.waiters += 1;
+                entry.local += 1;
                 let changes = entry.changed.subscribe();
                 return Ok((id, changes, Some(entry.elevation.wait_deadline)));
             }
@@ -474,6 +591,7 @@ impl Broker {
                 candidate.id.clone(),
                 Entry {
                     elevation: candidate.clone(),
+                    local: 1,
                     changed,
                 },
             );
@@ -481,6 +599,77 @@ impl Broker {
         self.audit(ElevationEventKind::Requested, &candidate, None);
         self.publish(&candidate);
         Ok((candidate.id, changes, None))
+    }
+
+    /// [`Broker::join_or_open`] on a shared store: the store joins or
+    /// files, within the limits counted across the fleet, in one
+    /// transaction.
+    #[allow(clippy::type_complexity)]
+    fn join_or_open_shared(
+        &self,
+        shared: &dyn SharedState,
+        mut candidate: Elevation,
+        agent: &Agent,
+    ) -> Result<(String, watch::Receiver<Elevation>, Option<SystemTime>), ElevationError> {
+        let per_minute = agent.elevation.max_requests_per_minute;
+        let limits = OpenLimits {
+            max_pending: self.limits.max_pending,
+            max_per_principal: MAX_PENDING_PER_PRINCIPAL,
+            per_minute,
+        };
+        match shared.open_elevation(&candidate, &limits)? {
+            Opened::Created => {
+                candidate.waiters = 1;
+                let (changed, changes) = watch::channel(candidate.clone());
+                {
+                    let mut inner = self.lock();
+                    let key = request::pending_key(&candidate);
+                    *inner.per_principal.entry(key.0.clone()).or_default() += 1;
+                    inner.by_key.insert(key, candidate.id.clone());
+                    inner.pending.insert(
+                        candidate.id.clone(),
+                        Entry {
+                            elevation: candidate.clone(),
+                            local: 1,
+                            changed,
+                        },
+                    );
+                }
+                self.audit(ElevationEventKind::Requested, &candidate, None);
+                self.publish(&candidate);
+                Ok((candidate.id, changes, None))
+            }
+            Opened::Joined(stored) => {
+                let mut inner = self.lock();
+                let new_here = inner.mirror((*stored).clone());
+                let entry = inner
+                    .pending
+                    .get_mut(&stored.id)
+                    .ok_or(ElevationError::Lost("pending index out of step"))?;
+                entry.local += 1;
+                entry.elevation.waiters = stored.waiters;
+                let changes = entry.changed.subscribe();
+                drop(inner);
+                if new_here {
+                    self.publish(&stored);
+                }
+                Ok((stored.id.clone(), changes, Some(stored.wait_deadline)))
+            }
+            Opened::PendingLimit(pending) => Err(ElevationError::PendingLimit {
+                pending,
+                limit: self.limits.max_pending,
+            }),
+            Opened::TooManyPending(pending) => Err(ElevationError::TooManyPending {
+                principal: echo(&candidate.principal_id),
+                pending,
+                limit: MAX_PENDING_PER_PRINCIPAL,
+            }),
+            Opened::RateLimited(retry) => Err(ElevationError::RateLimited {
+                agent: agent.id.clone(),
+                per_minute,
+                retry_after_secs: retry.as_secs().max(1),
+            }),
+        }
     }
 
     /// Waits until the elevation is resolved or `deadline` passes.
@@ -527,8 +716,31 @@ impl Broker {
     fn leave_pending(&self, id: &str) -> Option<Elevation> {
         let mut inner = self.lock();
         let entry = inner.pending.get_mut(id)?;
-        entry.elevation.waiters = entry.elevation.waiters.saturating_sub(1);
+        entry.local = entry.local.saturating_sub(1);
+        if !self.fleet {
+            entry.elevation.waiters = entry.elevation.waiters.saturating_sub(1);
+        }
         Some(entry.elevation.clone())
+    }
+
+    /// The elevation as it stands once a waiter left, its waiters counted
+    /// across the fleet on a shared store (which is told); `None` once it
+    /// is resolved.
+    fn left(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
+        let Some(current) = self.leave_pending(id) else {
+            return Ok(None);
+        };
+        let Some(shared) = self.store.shared() else {
+            return Ok(Some(current));
+        };
+        let Some(stored) = shared.leave(id, 1)? else {
+            // Resolved elsewhere; following brings the resolution.
+            return Ok(None);
+        };
+        if let Some(entry) = self.lock().pending.get_mut(id) {
+            entry.elevation.waiters = stored.waiters;
+        }
+        Ok(Some(stored))
     }
 
     /// Files an elevation as [`Broker::request`] does, but returns as soon
@@ -603,7 +815,7 @@ impl Broker {
     /// for the callers still waiting.
     fn wait_expired(&self, id: &str) -> Result<Elevation, ElevationError> {
         let writer = self.write_lock();
-        let Some(current) = self.leave_pending(id) else {
+        let Some(current) = self.left(id)? else {
             // Resolved meanwhile: the caller gets what was stored.
             drop(writer);
             return self.find(id)?.ok_or_else(|| not_found("elevation", id));
@@ -632,8 +844,14 @@ impl Broker {
     /// cancels.
     fn leave(&self, id: &str) {
         let writer = self.write_lock();
-        let Some(current) = self.leave_pending(id) else {
-            return;
+        let current = match self.left(id) {
+            Ok(Some(current)) => current,
+            Ok(None) => return,
+            Err(e) => {
+                // The sweeper expires it once its wait deadline passed.
+                tracing::error!("cannot leave elevation {id}: {e}");
+                return;
+            }
         };
         if current.waiters > 0 {
             return;
@@ -660,7 +878,7 @@ impl Broker {
     ) -> Result<Settled, ElevationError> {
         let now = SystemTime::now();
         let mut e = pending.clone();
-        let (state, by, grant) = match resolution {
+        let (state, by, grant, counted) = match resolution {
             Resolution::Approve {
                 resolved_by,
                 on_behalf_of,
@@ -669,11 +887,17 @@ impl Broker {
                 duration,
                 max_uses,
                 comment,
+                counted,
             } => {
                 let mut grant =
                     lifecycle::new_grant(pending, &on_behalf_of, duration, max_uses, now);
                 grant.co_lenders = co_lenders;
                 grant.request_digest = request_digest;
+                if self.fleet && !self.waits_here(&pending.id) {
+                    // A fleet reserves uses where the agent asks: the
+                    // replica its callers wait on, or one that wants them.
+                    grant.reserved_uses = 0;
+                }
                 lifecycle::resolve(
                     &mut e,
                     ElevationState::Approved,
@@ -682,14 +906,18 @@ impl Broker {
                     comment,
                     now,
                 );
-                (ElevationState::Approved, resolved_by, Some(grant))
+                (ElevationState::Approved, resolved_by, Some(grant), counted)
             }
             Resolution::Close { state, by, comment } => {
                 lifecycle::resolve(&mut e, state, None, by, comment, now);
-                (state, by.to_owned(), None)
+                (state, by.to_owned(), None, None)
             }
         };
-        match self.store.resolve(&e, grant.as_ref())? {
+        let written = match (&counted, self.store.shared()) {
+            (Some(count), Some(shared)) => shared.resolve_counted(&e, grant.as_ref(), count)?,
+            _ => self.store.resolve(&e, grant.as_ref())?,
+        };
+        match written {
             Resolved::Written => {
                 if !e.shadow.is_empty() {
                     self.shadow_tally
@@ -697,7 +925,7 @@ impl Broker {
                         .unwrap_or_else(|e| e.into_inner())
                         .record(&e);
                 }
-                self.apply(&e, grant);
+                self.apply(&e, grant, true);
                 self.audit(ElevationEventKind::resolved(state), &e, Some(&by));
                 Ok(Settled::Won(e))
             }
@@ -708,21 +936,40 @@ impl Broker {
                     Some(g) => self.store.grant(&g.id)?.filter(|g| g.state.is_active()),
                     None => None,
                 };
-                self.apply(&stored, grant);
+                match self.store.shared() {
+                    Some(shared) => {
+                        // The callers here are answered now; following
+                        // tells the watchers, once.
+                        if let Some(g) = grant {
+                            self.adopt_remote(shared, g);
+                        }
+                        self.apply(&stored, None, false);
+                    }
+                    None => self.apply(&stored, grant, true),
+                }
                 Ok(Settled::Lost(*stored))
             }
+            Resolved::LimitReached => Ok(Settled::Skipped(pending.clone())),
         }
+    }
+
+    /// Whether callers wait on elevation `id` on this replica.
+    fn waits_here(&self, id: &str) -> bool {
+        self.lock().pending.get(id).is_some_and(|e| e.local > 0)
     }
 
     /// Applies a stored resolution to memory: the grant to the engine and
     /// the broker's map, the elevation out of the pending ones, the final
-    /// state to its waiters and watchers.
-    fn apply(&self, e: &Elevation, grant: Option<Grant>) {
+    /// state to its waiters and (when `publish`) its watchers.
+    fn apply(&self, e: &Elevation, grant: Option<Grant>, publish: bool) {
         let entry = {
             let mut inner = self.lock();
             if let Some(g) = grant {
                 if !inner.grants.contains_key(&g.id) {
                     self.engine.grants.insert(active(&g));
+                    if self.fleet {
+                        inner.recorded.insert(g.id.clone(), 0);
+                    }
                     inner.grants.insert(g.id.clone(), g);
                 }
             }
@@ -731,7 +978,134 @@ impl Broker {
         if let Some(entry) = entry {
             entry.changed.send_replace(e.clone());
         }
-        self.publish(e);
+        if publish {
+            self.publish(e);
+        }
+    }
+
+    /// Honours a grant another replica wrote: when callers wait here on its
+    /// elevation, the agent is here, and a block of its uses is reserved
+    /// before they are answered; elsewhere uses are reserved once wanted.
+    fn adopt_remote(&self, shared: &dyn SharedState, g: Grant) {
+        if self.lock().grants.contains_key(&g.id) {
+            return;
+        }
+        let mut allowance = 0;
+        if g.max_uses != 0 && self.waits_here(&g.elevation_id) {
+            match shared.reserve_uses(&g.id, lifecycle::reservation_block(g.max_uses)) {
+                Ok(r) => {
+                    allowance = r.reserved;
+                    if r.exhausted {
+                        self.lock().exhausted.insert(g.id.clone());
+                    }
+                }
+                Err(e) => tracing::warn!("cannot reserve uses of grant {}: {e}", g.id),
+            }
+        }
+        self.adopt(g, allowance);
+    }
+
+    /// Brings memory up to the shared store: applies every change after
+    /// the last one seen (a no-op on a store only this process uses).
+    /// Returns how many records changed.
+    pub fn follow(&self) -> Result<usize, StoreError> {
+        let Some(shared) = self.store.shared() else {
+            return Ok(0);
+        };
+        let _writer = self.write_lock();
+        let mut applied = 0;
+        loop {
+            let since = *self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let changes = shared.changes(since)?;
+            if changes.through == since {
+                return Ok(applied);
+            }
+            applied += changes.items.len();
+            for change in changes.items {
+                self.apply_change(shared, change);
+            }
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = changes.through;
+        }
+    }
+
+    /// One record as another replica (or this one) left it.
+    fn apply_change(&self, shared: &dyn SharedState, change: Change) {
+        match change {
+            Change::Grant(g) if g.state.is_active() => {
+                let known = match self.lock().grants.get_mut(&g.id) {
+                    Some(known) => {
+                        *known = (*g).clone();
+                        true
+                    }
+                    None => false,
+                };
+                if !known {
+                    self.adopt_remote(shared, *g);
+                }
+            }
+            Change::Grant(g) => {
+                let mut inner = self.lock();
+                if inner.grants.remove(&g.id).is_some() {
+                    self.engine.grants.remove(&g.id);
+                    inner.recorded.remove(&g.id);
+                    inner.exhausted.remove(&g.id);
+                }
+            }
+            Change::Elevation(e, _) if e.state.is_pending() => {
+                let mut inner = self.lock();
+                if let Some(entry) = inner.pending.get_mut(&e.id) {
+                    entry.elevation.waiters = e.waiters;
+                    if entry.elevation.approvals != e.approvals {
+                        // Another replica recorded an approval: its
+                        // watchers and waiters here see it too.
+                        entry.elevation.approvals = e.approvals.clone();
+                        let current = entry.elevation.clone();
+                        entry.changed.send_replace(current.clone());
+                        drop(inner);
+                        self.publish(&current);
+                    }
+                    return;
+                }
+                inner.mirror((*e).clone());
+                drop(inner);
+                self.publish(&e);
+            }
+            Change::Elevation(e, mine) => {
+                let here = self.lock().pending.contains_key(&e.id);
+                if here {
+                    self.apply(&e, None, true);
+                } else if !mine {
+                    self.publish(&e);
+                }
+            }
+        }
+    }
+
+    /// Follows the shared store in the background: whenever it says
+    /// something changed, and every [`FOLLOW_POLL`] in case a notification
+    /// was lost. `None` on a store only this process uses. Ends when the
+    /// broker is dropped.
+    pub fn spawn_follower(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let changed = self.store.shared()?.changed();
+        let weak = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let _ = tokio::time::timeout(FOLLOW_POLL, changed.notified()).await;
+                let Some(broker) = weak.upgrade() else { return };
+                match tokio::task::spawn_blocking(move || broker.follow()).await {
+                    Ok(Ok(_)) if failing => {
+                        failing = false;
+                        tracing::info!("following the state database again");
+                    }
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        tracing::warn!("cannot follow the state database: {e}; grants known here are honoured until they end");
+                    }
+                    _ => {}
+                }
+            }
+        }))
     }
 
     /// Shadow auto-approve verdicts of the elevations this broker saw a
@@ -874,6 +1248,7 @@ impl Broker {
                     duration: terms.duration,
                     max_uses: terms.max_uses,
                     comment: approval.comment,
+                    counted: None,
                 };
                 self.settle(&writer, &with, approve)?.or_already_resolved()
             }
@@ -933,6 +1308,8 @@ impl Broker {
             return Ok(entry.elevation.clone());
         }
         match self.store.elevation(id)? {
+            // Filed on another replica a moment ago: not followed yet.
+            Some(e) if self.fleet && e.state.is_pending() => Ok(e),
             Some(e) => Err(ElevationError::AlreadyResolved {
                 id: e.id,
                 state: e.state,
@@ -953,18 +1330,83 @@ impl Broker {
         let Some(elevation) = self.lock().pending.get(id).map(|e| e.elevation.clone()) else {
             return Ok(());
         };
-        let now = SystemTime::now();
-        let outcome = {
-            let mut window = self
-                .auto_approvals
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let outcome = auto_approve::choose(loaded, agent, &elevation, &window, now);
-            if let Some(choice) = outcome.choice.as_ref().filter(|c| c.counted) {
-                window.record(&agent.id, choice.rule, now);
+        // On a shared store a rule's `maxPerHour` counts every replica's
+        // approvals, checked again in the approval's own transaction; one
+        // spent meanwhile by another replica makes the next rule's turn.
+        for _ in 0..=agent.elevation.auto_approve.len() {
+            let now = SystemTime::now();
+            let outcome = self.auto_outcome(loaded, agent, &elevation, now)?;
+            self.log_skipped(agent, &outcome);
+            let Some(choice) = outcome.choice else {
+                return Ok(());
+            };
+            let counted = match (self.fleet, choice.counted) {
+                (true, true) => Some(AutoCount {
+                    agent_id: agent.id.clone(),
+                    rule: i32::try_from(choice.rule).unwrap_or(i32::MAX),
+                    max_per_hour: agent
+                        .elevation
+                        .auto_approve
+                        .get(choice.rule)
+                        .and_then(|r| r.max_per_hour)
+                        .unwrap_or(0),
+                    window: auto_approve::WINDOW,
+                    now,
+                }),
+                _ => None,
+            };
+            let approve = Resolution::Approve {
+                resolved_by: choice.resolved_by(agent),
+                on_behalf_of: choice.on_behalf_of.clone(),
+                co_lenders: Vec::new(),
+                request_digest: None,
+                duration: choice.duration,
+                max_uses: 0,
+                comment: Some("approved by the auto-approve policy"),
+                counted,
+            };
+            if !matches!(
+                self.settle(&writer, &elevation, approve)?,
+                Settled::Skipped(_)
+            ) {
+                return Ok(());
             }
-            outcome
-        };
+        }
+        Ok(())
+    }
+
+    /// What the auto-approve policy decides now, with the approvals that
+    /// count against `maxPerHour` (this process's, or the fleet's from the
+    /// shared store).
+    fn auto_outcome(
+        &self,
+        loaded: &Loaded,
+        agent: &Agent,
+        elevation: &Elevation,
+        now: SystemTime,
+    ) -> Result<auto_approve::Outcome, ElevationError> {
+        if let Some(shared) = self.store.shared() {
+            let mut window = auto_approve::Window::default();
+            let since = now
+                .checked_sub(auto_approve::WINDOW)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            for (rule, at) in shared.auto_approvals(&agent.id, since)? {
+                window.record(&agent.id, rule, at);
+            }
+            return Ok(auto_approve::choose(loaded, agent, elevation, &window, now));
+        }
+        let mut window = self
+            .auto_approvals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let outcome = auto_approve::choose(loaded, agent, elevation, &window, now);
+        if let Some(choice) = outcome.choice.as_ref().filter(|c| c.counted) {
+            window.record(&agent.id, choice.rule, now);
+        }
+        Ok(outcome)
+    }
+
+    fn log_skipped(&self, agent: &Agent, outcome: &auto_approve::Outcome) {
         for skipped in &outcome.skipped {
             match skipped {
                 Skipped::LenderLacks { rule, on_behalf_of } => {
@@ -978,20 +1420,6 @@ impl Broker {
                 }
             }
         }
-        let Some(choice) = outcome.choice else {
-            return Ok(());
-        };
-        let approve = Resolution::Approve {
-            resolved_by: choice.resolved_by(agent),
-            on_behalf_of: choice.on_behalf_of.clone(),
-            co_lenders: Vec::new(),
-            request_digest: None,
-            duration: choice.duration,
-            max_uses: 0,
-            comment: Some("approved by the auto-approve policy"),
-        };
-        self.settle(&writer, &elevation, approve)?;
-        Ok(())
     }
 
     /// The elevation `id`, pending (with its waiters) or from the store,
@@ -1026,6 +1454,10 @@ impl Broker {
     /// An active grant from memory, with its uses as the engine counts them.
     fn live_grant(&self, id: &str) -> Option<Grant> {
         let mut g = self.lock().grants.get(id).cloned()?;
+        if self.fleet {
+            // Uses as recorded by every replica.
+            return Some(g);
+        }
         if let Some(active) = self.engine.grants.all().iter().find(|a| &*a.id == id) {
             g.uses = active.uses.load(Ordering::Acquire);
         }
@@ -1044,7 +1476,8 @@ impl Broker {
         let Page { mut items, next } =
             self.store
                 .elevations(query, after.as_ref(), page_size(page_size_asked))?;
-        {
+        if !self.fleet {
+            // (A shared store counts the fleet's waiters itself.)
             let inner = self.lock();
             for e in items.iter_mut().filter(|e| e.state.is_pending()) {
                 if let Some(entry) = inner.pending.get(&e.id) {
@@ -1070,6 +1503,13 @@ impl Broker {
         let Page { mut items, next } =
             self.store
                 .grants(query, after.as_ref(), page_size(page_size_asked))?;
+        if self.fleet {
+            // Uses as recorded by every replica.
+            return Ok(Listing {
+                items,
+                next_page_token: next.map(|c| c.token()).unwrap_or_default(),
+            });
+        }
         let uses: HashMap<Arc<str>, u32> = self
             .engine
             .grants
@@ -1143,12 +1583,16 @@ impl Broker {
         let writer = self.write_lock();
         let grant = match self.lock().grants.get(grant_id).cloned() {
             Some(g) => g,
-            None => {
-                return Err(match self.store.grant(grant_id)? {
-                    Some(g) => ElevationError::AlreadyEnded { id: g.id },
-                    None => not_found("grant", grant_id),
-                })
-            }
+            None => match self.store.grant(grant_id)? {
+                // Approved on another replica a moment ago: not followed
+                // yet, and revocable all the same.
+                Some(g) if self.fleet && g.state.is_active() => {
+                    self.adopt(g.clone(), 0);
+                    g
+                }
+                Some(g) => return Err(ElevationError::AlreadyEnded { id: g.id }),
+                None => return Err(not_found("grant", grant_id)),
+            },
         };
         approver::may_revoke(&self.engine.current(), caller, admin, &grant.agent_id)?;
         let reason = EndReason::revoked(caller, comment);
@@ -1181,6 +1625,35 @@ impl Broker {
             return Ok(None);
         };
         let removed = self.engine.grants.remove(grant_id);
+        if let Some(shared) = self.store.shared() {
+            if let Some(active) = &removed {
+                // The last uses taken here count before the end.
+                if let Ok(Some(stored)) = self.record_uses(shared, active) {
+                    grant = stored;
+                }
+            }
+            lifecycle::end(&mut grant, reason, SystemTime::now());
+            return match shared.end_grant(&grant) {
+                Ok(won) => {
+                    let mut inner = self.lock();
+                    inner.grants.remove(grant_id);
+                    inner.recorded.remove(grant_id);
+                    inner.exhausted.remove(grant_id);
+                    drop(inner);
+                    // Only the replica whose end was written audits it.
+                    if won {
+                        self.audit_grant_end(&grant, reason);
+                    }
+                    Ok(won.then_some(grant))
+                }
+                Err(e) => {
+                    if let Some(active) = removed {
+                        self.engine.grants.insert(active);
+                    }
+                    Err(e.into())
+                }
+            };
+        }
         if let Some(active) = &removed {
             grant.uses = active.uses.load(Ordering::Acquire);
         }
@@ -1200,6 +1673,10 @@ impl Broker {
     /// reservation is written before the engine may count against it.
     pub fn reserve_uses(&self) {
         let writer = self.write_lock();
+        if let Some(shared) = self.store.shared() {
+            self.reserve_shared(shared);
+            return;
+        }
         for active in self.engine.grants.all() {
             let uses = active.uses.load(Ordering::Acquire);
             let reserved = active.reserved.load(Ordering::Acquire);
@@ -1221,11 +1698,93 @@ impl Broker {
         drop(writer);
     }
 
+    /// [`Broker::reserve_uses`] on a shared store: a block more for each
+    /// limited grant used here or wanted here (a use was refused) whose
+    /// uses reserved here are running low, while any are left.
+    fn reserve_shared(&self, shared: &dyn SharedState) {
+        for active in self.engine.grants.all() {
+            if active.max_uses == 0 || self.lock().exhausted.contains(&*active.id) {
+                continue;
+            }
+            let uses = active.uses.load(Ordering::Acquire);
+            let reserved = active.reserved.load(Ordering::Acquire);
+            let block = lifecycle::reservation_block(active.max_uses);
+            let wanted = active.wanted.swap(false, Ordering::AcqRel) || uses > 0;
+            if !wanted || reserved.saturating_sub(uses) > block / 2 {
+                continue;
+            }
+            match shared.reserve_uses(&active.id, block) {
+                Ok(r) => {
+                    active.reserved.fetch_add(r.reserved, Ordering::AcqRel);
+                    if r.exhausted {
+                        self.lock().exhausted.insert(active.id.to_string());
+                    }
+                }
+                Err(e) => {
+                    // Asked again at the next sweep.
+                    active.wanted.store(true, Ordering::Relaxed);
+                    tracing::error!("cannot reserve uses of grant {}: {e}", active.id);
+                }
+            }
+        }
+    }
+
+    /// Adds the uses taken here since the last record to the shared store:
+    /// the grant as stored after (`None`: nothing new to record).
+    fn record_uses(
+        &self,
+        shared: &dyn SharedState,
+        active: &ActiveGrant,
+    ) -> Result<Option<Grant>, StoreError> {
+        let uses = active.uses.load(Ordering::Acquire);
+        let recorded = self.lock().recorded.get(&*active.id).copied().unwrap_or(0);
+        if uses <= recorded {
+            return Ok(None);
+        }
+        let stored = shared.add_uses(&active.id, uses - recorded)?;
+        let mut inner = self.lock();
+        inner.recorded.insert(active.id.to_string(), uses);
+        if let Some(g) = &stored {
+            if let Some(known) = inner.grants.get_mut(&g.id) {
+                *known = g.clone();
+            }
+        }
+        Ok(stored)
+    }
+
+    /// [`Broker::sweep`]'s grant half on a shared store: uses recorded
+    /// across the fleet, a grant used up when the fleet's uses reach
+    /// `maxUses`.
+    fn sweep_shared(&self, shared: &dyn SharedState, now: SystemTime) {
+        for active in self.engine.grants.all() {
+            let writer = self.write_lock();
+            if let Err(e) = self.record_uses(shared, &active) {
+                tracing::error!("cannot record uses of grant {}: {e}", active.id);
+            }
+            let used_up = active.max_uses != 0
+                && self
+                    .lock()
+                    .grants
+                    .get(&*active.id)
+                    .is_some_and(|g| g.uses >= active.max_uses);
+            if let Some(reason) = lifecycle::due(active.expires_at, used_up, now) {
+                if let Err(e) = self.end_grant_locked(&writer, &active.id, &reason) {
+                    tracing::error!("cannot end grant {}: {e}", active.id);
+                }
+            }
+        }
+    }
+
     /// Ends grants that expired or were used up, records uses, tops up
     /// reservations, and expires pending elevations nobody waits on.
     pub fn sweep(&self) {
         let now = SystemTime::now();
         self.reserve_uses();
+        if let Some(shared) = self.store.shared() {
+            self.sweep_shared(shared, now);
+            self.expire_abandoned(now);
+            return;
+        }
         for active in self.engine.grants.all() {
             let uses = active.uses.load(Ordering::Acquire);
             let writer = self.write_lock();
@@ -1307,6 +1866,8 @@ impl Broker {
     /// as a limited grant is used, and purges every `purge_every`, until
     /// the broker is dropped.
     pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        // A replica of a fleet follows the shared store as long as it lives.
+        let _ = self.spawn_follower();
         let weak = Arc::downgrade(self);
         let purge_every = PURGE_EVERY;
         tokio::spawn(async move {
@@ -1384,6 +1945,10 @@ impl Broker {
     /// get `CANCELLED` now instead of a dropped connection.
     pub fn cancel_all_pending(&self, why: &str) {
         let writer = self.write_lock();
+        if let Some(shared) = self.store.shared() {
+            self.leave_all_pending(&writer, shared, why);
+            return;
+        }
         let pending: Vec<Elevation> = self
             .lock()
             .pending
@@ -1398,6 +1963,46 @@ impl Broker {
             };
             if let Err(err) = self.settle(&writer, &e, close) {
                 tracing::error!("cannot cancel elevation {}: {err}", e.id);
+            }
+        }
+    }
+
+    /// [`Broker::cancel_all_pending`] for a replica of a fleet: its callers
+    /// leave; an elevation nobody else waits on is cancelled, one that
+    /// callers on other replicas wait on stays pending for them.
+    fn leave_all_pending(&self, writer: &MutexGuard<'_, ()>, shared: &dyn SharedState, why: &str) {
+        let here: Vec<(Elevation, u32)> = self
+            .lock()
+            .pending
+            .values()
+            .filter(|e| e.local > 0)
+            .map(|e| (e.elevation.clone(), e.local))
+            .collect();
+        for (e, local) in here {
+            match shared.leave(&e.id, local) {
+                Ok(Some(stored)) if stored.waiters > 0 => {
+                    let mut yours = stored;
+                    yours.state = ElevationState::Cancelled;
+                    yours.comment = Some(format!(
+                        "{why}; the elevation stays pending for the callers on other replicas"
+                    ));
+                    if let Some(entry) = self.lock().pending.get_mut(&e.id) {
+                        entry.local = 0;
+                        entry.changed.send_replace(yours);
+                    }
+                }
+                Ok(Some(stored)) => {
+                    let close = Resolution::Close {
+                        state: ElevationState::Cancelled,
+                        by: "rampart",
+                        comment: Some(why),
+                    };
+                    if let Err(err) = self.settle(writer, &stored, close) {
+                        tracing::error!("cannot cancel elevation {}: {err}", e.id);
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!("cannot leave elevation {}: {err}", e.id),
             }
         }
     }
@@ -1435,6 +2040,12 @@ impl Drop for WaitGuard {
 
 /// The engine's view of a grant.
 fn active(g: &Grant) -> Arc<ActiveGrant> {
+    active_with(g, g.uses, g.reserved_uses)
+}
+
+/// The engine's view of a grant with `uses` taken and `reserved` reserved
+/// (here: a replica of a fleet counts its own).
+fn active_with(g: &Grant, uses: u32, reserved: u32) -> Arc<ActiveGrant> {
     Arc::new(ActiveGrant {
         id: g.id.as_str().into(),
         principal_key: principal_key(&g.principal_id).into(),
@@ -1444,10 +2055,18 @@ fn active(g: &Grant) -> Arc<ActiveGrant> {
         data_action: g.data_action,
         expires_at: g.expires_at,
         max_uses: g.max_uses,
-        uses: std::sync::atomic::AtomicU32::new(g.uses),
-        reserved: std::sync::atomic::AtomicU32::new(g.reserved_uses),
+        uses: std::sync::atomic::AtomicU32::new(uses),
+        reserved: std::sync::atomic::AtomicU32::new(reserved),
+        wanted: std::sync::atomic::AtomicBool::new(false),
         on_behalf_of: g.on_behalf_of.as_str().into(),
         co_lenders: g.co_lenders.iter().map(|c| c.as_str().into()).collect(),
         request_digest: g.request_digest.as_deref().map(Into::into),
     })
+}
+
+/// Whether this thread is an async worker of a multi-threaded runtime,
+/// which may hand its tasks on (`block_in_place`) before blocking.
+fn on_async_worker() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }

@@ -21,7 +21,8 @@ pub use policy::approver::Refusal;
 pub use policy::lifecycle::EndReason;
 pub use policy::request::ElevationRequest;
 pub use store::{
-    Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, Store, StoreError,
+    Cursor, DbConfig, ElevationQuery, GrantQuery, Page, PgStore, Purged, Resolved, SharedState,
+    StateStore, Store, StoreError,
 };
 pub use types::{
     Approval, ApprovalRecord, Elevation, ElevationState, Grant, GrantState, ShadowOutcome,

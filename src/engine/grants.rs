@@ -3,7 +3,7 @@
 //! use-up. The elevation broker owns their lifecycle and durability; the
 //! engine only reads them, and counts uses.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -47,6 +47,10 @@ pub struct ActiveGrant {
     /// grant be used more than `max_uses` times. Only ever raised, by the
     /// broker, after the reservation is durable.
     pub reserved: AtomicU32,
+    /// A use was refused for want of a reservation: the broker reserves
+    /// more (a replica of a fleet reserves uses only where they are
+    /// wanted).
+    pub wanted: AtomicBool,
 }
 
 impl ActiveGrant {
@@ -165,7 +169,17 @@ impl GrantTable {
                     && !g.is_used_up()
                     && lender_allows(g)
             })
-            .find(|g| !take || g.take_use())
+            .find(|g| {
+                !take || g.take_use() || {
+                    // Refused for want of a reservation, not used up: ask
+                    // the broker for more.
+                    if g.max_uses != 0 && !g.is_used_up() {
+                        g.wanted.store(true, Ordering::Relaxed);
+                        self.limited_use_taken.notify_one();
+                    }
+                    false
+                }
+            })
             .inspect(|g| {
                 if take && g.max_uses != 0 {
                     self.limited_use_taken.notify_one();
@@ -198,6 +212,7 @@ mod tests {
             max_uses,
             uses: AtomicU32::new(0),
             reserved: AtomicU32::new(max_uses),
+            wanted: AtomicBool::new(false),
         })
     }
 
@@ -324,6 +339,10 @@ mod tests {
         assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert!(!finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert!(!g.is_used_up(), "unreserved uses are not used up");
+        assert!(
+            g.wanted.load(Ordering::Relaxed),
+            "the refusal asks for more"
+        );
         g.reserved.store(5, Ordering::Release);
         assert!(finds(&table, "agent", &ask(RESTART, RG, false), now));
         assert_eq!(g.uses.load(Ordering::Acquire), 3);

@@ -62,7 +62,10 @@ impl TestServer {
         TestServer::start_with_store(snapshot_yaml, Store::in_memory().expect("store")).await
     }
 
-    pub async fn start_with_store(snapshot_yaml: &str, store: Store) -> TestServer {
+    pub async fn start_with_store(
+        snapshot_yaml: &str,
+        store: impl rampart::elevation::StateStore + 'static,
+    ) -> TestServer {
         TestServer::start_full(snapshot_yaml, store, None).await
     }
 
@@ -70,7 +73,7 @@ impl TestServer {
     /// given snapshot text and store, with a token per principal.
     pub async fn start_full(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
     ) -> TestServer {
         TestServer::start_all(
@@ -87,7 +90,7 @@ impl TestServer {
     /// [`TestServer::start_full`] with the broker's limits.
     pub async fn start_with_limits(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
         limits: rampart::elevation::Limits,
     ) -> TestServer {
@@ -106,7 +109,7 @@ impl TestServer {
     /// socket when `uds` is given.
     pub async fn start_with(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
         ext_authz: rampart::extauthz::ExtAuthzSettings,
         uds: Option<std::path::PathBuf>,
@@ -124,7 +127,7 @@ impl TestServer {
 
     async fn start_all(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
         ext_authz: rampart::extauthz::ExtAuthzSettings,
         uds: Option<std::path::PathBuf>,
@@ -159,7 +162,7 @@ impl TestServer {
 
     async fn start_edge(
         snapshot_yaml: &str,
-        store: Store,
+        store: impl rampart::elevation::StateStore + 'static,
         audit: Option<(Arc<rampart::audit::AuditLog>, f64)>,
         ext_authz: rampart::extauthz::ExtAuthzSettings,
         uds: Option<std::path::PathBuf>,
@@ -187,8 +190,9 @@ impl TestServer {
         let resources = Resources {
             snapshot,
             snapshot_file: None,
-            store,
+            store: Box::new(store),
             state_dir: None,
+            state_db: None,
             tokens: Tokens::from_plain(&borrowed),
             tokens_file: None,
             authorizer_tokens: edge

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct ServerProcess {
@@ -14,11 +15,20 @@ pub struct ServerProcess {
     /// Every line of standard error, the start-up line included.
     log: Vec<String>,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Everything it wrote to stderr so far.
+    all: Arc<Mutex<String>>,
 }
 
 impl ServerProcess {
     pub fn start(extra: &[&str]) -> ServerProcess {
         ServerProcess::spawn(Command::new(env!("CARGO_BIN_EXE_rampart")), extra)
+    }
+
+    /// Starts the server with these environment variables set.
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rampart"));
+        command.envs(env.iter().copied());
+        ServerProcess::spawn(command, extra)
     }
 
     /// Starts the server under `umask` (through `sh`, so the test process
@@ -50,8 +60,14 @@ impl ServerProcess {
             .expect("start rampart");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let all: Arc<Mutex<String>> = Arc::default();
+        let kept = all.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
                 let _ = tx.send(line);
             }
         });
@@ -78,6 +94,7 @@ impl ServerProcess {
                     admin,
                     log,
                     lines: rx,
+                    all,
                 };
             }
         }
@@ -105,6 +122,11 @@ impl ServerProcess {
                 return Some(line);
             }
         }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.all.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Kills the process with SIGKILL and reaps it: no shutdown, no

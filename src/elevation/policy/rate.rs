@@ -27,9 +27,25 @@ impl Bucket {
         }
     }
 
-    /// The bucket refilled up to `now`.
+    /// A bucket as stored: its tokens at `at`.
+    pub fn from_parts(tokens: f64, at: SystemTime) -> Bucket {
+        Bucket { tokens, at }
+    }
+
+    /// The tokens and when they were counted, to store.
+    pub fn parts(&self) -> (f64, SystemTime) {
+        (self.tokens, self.at)
+    }
+
+    /// The bucket refilled up to `now`. Its clock never runs back: a `now`
+    /// older than the last count (a request that read the time before
+    /// another was counted, or a replica whose clock is behind) refills
+    /// nothing and leaves the time as it was, so the same seconds are never
+    /// refilled twice.
     fn refilled(self, per_minute: u32, now: SystemTime) -> Bucket {
-        let elapsed = now.duration_since(self.at).unwrap_or_default();
+        let Ok(elapsed) = now.duration_since(self.at) else {
+            return self;
+        };
         let tokens = (self.tokens + elapsed.as_secs_f64() * f64::from(per_minute) / 60.0)
             .min(f64::from(burst(per_minute)));
         Bucket { tokens, at: now }
@@ -97,5 +113,27 @@ mod tests {
         let mut b = Bucket::full(3, t0);
         b.take(3, t0);
         assert!(b.check(3, t0 - Duration::from_secs(50)).is_err());
+    }
+
+    #[test]
+    fn a_late_count_with_an_earlier_time_refills_no_second_twice() {
+        // Two requests read the time at t0 and t0 + 10s; the later one is
+        // counted first.
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut b = Bucket::full(60, t0);
+        for _ in 0..20 {
+            b.take(60, t0);
+        }
+        let t10 = t0 + Duration::from_secs(10);
+        b.take(60, t10);
+        b.take(60, t0);
+        // Ten seconds refilled ten tokens, two were taken: eight are left
+        // at t10, not eighteen.
+        let mut allowed = 0;
+        while b.check(60, t10).is_ok() {
+            b.take(60, t10);
+            allowed += 1;
+        }
+        assert_eq!(allowed, 8);
     }
 }

@@ -1,14 +1,17 @@
 //! The durable state the broker keeps: elevations, grants and the audit
 //! trail. [`StateStore`] says what the broker needs; [`Store`] (SQLite,
-//! one file under `--state-dir`) is the implementation today. A store
-//! shared by several replicas implements the same trait with the same
-//! semantics, written down on each method: most of all,
+//! one file under `--state-dir`) is the embedded one, [`PgStore`]
+//! (PostgreSQL, `--state-db`) the one a fleet of replicas shares. Both
+//! keep the semantics written down on each method: most of all,
 //! [`StateStore::resolve`] is one atomic, conditional write ("only if still
 //! `PENDING`") that says who won, so two replicas cannot both resolve one
-//! elevation.
+//! elevation. What only a shared store does — following the other
+//! replicas' changes, counting limits across them — is [`SharedState`].
 
+pub mod postgres;
 mod sqlite;
 
+pub use postgres::{AutoCount, DbConfig, PgStore, Reservation, PG_SCHEMA_VERSION};
 pub use sqlite::{Store, DB_FILE, SCHEMA_VERSION};
 
 use std::sync::Arc;
@@ -37,6 +40,13 @@ pub enum StoreError {
     /// Creating an elevation whose id is stored already.
     #[error("state store: elevation {0} exists already")]
     Duplicate(String),
+    /// The shared database cannot be reached (down, restarting, or the
+    /// network): nothing was written, or nothing is known to have been.
+    #[error("the state database is unreachable: {0}")]
+    Unavailable(String),
+    /// The shared database refused a statement.
+    #[error("state database: {0}")]
+    Database(String),
 }
 
 /// What [`StateStore::resolve`] did.
@@ -48,6 +58,9 @@ pub enum Resolved {
     /// Another resolution won first: the elevation as stored, unchanged;
     /// nothing of this resolution (not its grant) was written.
     AlreadyResolved(Box<Elevation>),
+    /// An auto-approval's `maxPerHour` was spent (by another replica)
+    /// before it was written: nothing was written.
+    LimitReached,
 }
 
 /// Which elevations a listing wants; every `Some` narrows.
@@ -194,6 +207,114 @@ pub trait StateStore: Send + Sync {
 
     /// The audit trail, oldest first, as stored.
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError>;
+
+    /// The operations of a store other replicas write to as well; `None`
+    /// for a store only this process uses.
+    fn shared(&self) -> Option<&dyn SharedState> {
+        None
+    }
+}
+
+/// A record as it stands after a change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// An elevation, and whether this replica wrote the change.
+    Elevation(Box<Elevation>, bool),
+    Grant(Box<Grant>),
+}
+
+/// The changes after a sequence number, in order, and the number to read
+/// on from.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub items: Vec<Change>,
+    pub through: i64,
+}
+
+/// The bounds a new elevation must stay within, counted in the store
+/// across every replica.
+#[derive(Debug, Clone)]
+pub struct OpenLimits {
+    pub max_pending: usize,
+    pub max_per_principal: usize,
+    /// The agent's `elevation.maxRequestsPerMinute`.
+    pub per_minute: u32,
+}
+
+/// What [`SharedState::open_elevation`] did.
+#[derive(Debug, Clone)]
+pub enum Opened {
+    /// The elevation was filed, with one waiter.
+    Created,
+    /// An identical one was pending (filed by any replica): joined, one
+    /// more waiter; it as it stands.
+    Joined(Box<Elevation>),
+    /// So many elevations are pending across the fleet.
+    PendingLimit(usize),
+    /// So many of this principal's are pending across the fleet.
+    TooManyPending(usize),
+    /// The agent's rate is spent; a new one may be filed after this long.
+    RateLimited(std::time::Duration),
+}
+
+/// What a store shared by several replicas does besides [`StateStore`].
+/// Every change is numbered by one sequence that grows in commit order;
+/// each replica follows it ([`SharedState::changes`]) so its memory — the
+/// pending elevations, the engine's grants, the watchers — follows the
+/// store.
+pub trait SharedState: Send + Sync {
+    /// The pending elevations and active grants, and the sequence number
+    /// they were read at (one snapshot).
+    fn load_live_at(&self) -> Result<(Vec<Elevation>, Vec<Grant>, i64), StoreError>;
+
+    /// The records changed after `since`, as they stand now, in sequence
+    /// order (an approval's grant before its elevation).
+    fn changes(&self, since: i64) -> Result<Changes, StoreError>;
+
+    /// Woken when a change may have been written (a notification, or a
+    /// reconnection after which notifications may have been lost).
+    fn changed(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Files `e` (one waiter) unless an identical elevation is pending,
+    /// which it joins instead; both within `limits`, counted fleet-wide, in
+    /// one transaction.
+    fn open_elevation(&self, e: &Elevation, limits: &OpenLimits) -> Result<Opened, StoreError>;
+
+    /// One more waiter on a pending elevation: it as it stands, `None` when
+    /// it is no longer pending.
+    fn join(&self, id: &str) -> Result<Option<Elevation>, StoreError>;
+
+    /// `n` waiters fewer: it as it stands (its waiters across the fleet),
+    /// `None` when it is no longer pending.
+    fn leave(&self, id: &str, n: u32) -> Result<Option<Elevation>, StoreError>;
+
+    /// [`StateStore::resolve`] for an auto-approval by a rule with a
+    /// `maxPerHour`: counted, and refused ([`Resolved::LimitReached`]) when
+    /// spent, in the same transaction.
+    fn resolve_counted(
+        &self,
+        e: &Elevation,
+        grant: Option<&Grant>,
+        count: &AutoCount,
+    ) -> Result<Resolved, StoreError>;
+
+    /// The auto-approvals of `agent_id` since `since`: (rule, when).
+    fn auto_approvals(
+        &self,
+        agent_id: &str,
+        since: SystemTime,
+    ) -> Result<Vec<(usize, SystemTime)>, StoreError>;
+
+    /// Reserves up to `block` more uses of a limited grant for this
+    /// replica, never past `max_uses` across the fleet.
+    fn reserve_uses(&self, grant_id: &str, block: u32) -> Result<Reservation, StoreError>;
+
+    /// Adds `n` uses taken on this replica: the grant as stored after.
+    fn add_uses(&self, grant_id: &str, n: u32) -> Result<Option<Grant>, StoreError>;
+
+    /// Ends an active grant (as `g` says): whether this end was the one
+    /// written (false: it had ended already).
+    fn end_grant(&self, g: &Grant) -> Result<bool, StoreError>;
 }
 
 /// A store shared behind an `Arc` (a broker and a test, say).
@@ -250,6 +371,69 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
     }
     fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         (**self).audit_events()
+    }
+    fn shared(&self) -> Option<&dyn SharedState> {
+        (**self).shared()
+    }
+}
+
+/// A store chosen at run time (`--state-dir` or `--state-db`).
+impl<S: StateStore + ?Sized> StateStore for Box<S> {
+    fn load_live(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError> {
+        (**self).load_live()
+    }
+    fn create_elevation(&self, e: &Elevation) -> Result<(), StoreError> {
+        (**self).create_elevation(e)
+    }
+    fn resolve(&self, e: &Elevation, grant: Option<&Grant>) -> Result<Resolved, StoreError> {
+        (**self).resolve(e, grant)
+    }
+    fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
+        (**self).put_grant(g)
+    }
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        (**self).add_approval(id, approval)
+    }
+    fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
+        (**self).elevation(id)
+    }
+    fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+        (**self).grant(id)
+    }
+    fn elevations(
+        &self,
+        query: &ElevationQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Elevation>, StoreError> {
+        (**self).elevations(query, after, limit)
+    }
+    fn grants(
+        &self,
+        query: &GrantQuery,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page<Grant>, StoreError> {
+        (**self).grants(query, after, limit)
+    }
+    fn count_elevations(&self) -> Result<usize, StoreError> {
+        (**self).count_elevations()
+    }
+    fn purge(&self, before: SystemTime) -> Result<Purged, StoreError> {
+        (**self).purge(before)
+    }
+    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        (**self).append_audit(event)
+    }
+    fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        (**self).audit_events()
+    }
+    fn shared(&self) -> Option<&dyn SharedState> {
+        (**self).shared()
     }
 }
 
