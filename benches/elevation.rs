@@ -66,6 +66,8 @@ fn spawn_wait(
                 requested_duration: None,
                 wait_timeout: Some(Duration::from_secs(3600)),
                 attributes: Default::default(),
+                ticket: "",
+                exact: None,
             })
             .await
             .ok()
@@ -145,6 +147,7 @@ fn bench(c: &mut Criterion) {
                                 duration: None,
                                 max_uses: 0,
                                 comment: None,
+                                bind_to_request: None,
                             },
                         )
                         .await

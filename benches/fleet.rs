@@ -62,6 +62,7 @@ fn ask(principal: &str, scope: &str) -> ElevationRequest<'static> {
         requested_duration: Some(Duration::from_secs(3600)),
         wait_timeout: Some(Duration::from_secs(30)),
         attributes: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -181,6 +182,7 @@ async fn run(config: DbConfig) {
                 duration: None,
                 max_uses: 0,
                 comment: None,
+                bind_to_request: None,
             },
         )
         .await
@@ -248,6 +250,7 @@ async fn run(config: DbConfig) {
                             duration: None,
                             max_uses: 0,
                             comment: None,
+                            bind_to_request: None,
                         },
                     )
                     .await
@@ -305,6 +308,7 @@ async fn run(config: DbConfig) {
                         duration: None,
                         max_uses: uses,
                         comment: None,
+                        bind_to_request: None,
                     },
                 )
                 .await

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use rampart::engine::grants::DIGEST_ATTRIBUTE;
 use rampart::engine::{ActiveGrant, Engine, Request, Verdict};
 
 struct Counting;
@@ -44,6 +45,7 @@ const AGENTS: usize = 100;
 const GRANTS_PER_AGENT: usize = 10;
 const SUB: &str = "/subscriptions/00000000-0000-4000-8000-000000000001";
 const RESTART: &str = "Microsoft.Compute/virtualMachines/restart/action";
+const START: &str = "Microsoft.Compute/virtualMachines/start/action";
 const NO_ATTRIBUTES: &[(&str, &str)] = &[];
 
 fn rg(g: usize) -> String {
@@ -90,6 +92,8 @@ fn grant(agent: usize, g: usize) -> Arc<ActiveGrant> {
         scope: scope.into(),
         data_action: false,
         on_behalf_of: "oncall".into(),
+        co_lenders: Box::default(),
+        request_digest: None,
         expires_at: SystemTime::now() + Duration::from_secs(3600),
         max_uses: 0,
         uses: AtomicU32::new(0),
@@ -145,7 +149,56 @@ fn bench(c: &mut Criterion) {
     group.bench_function("through_grant_lender_refused", |b| {
         b.iter(|| black_box(ask(black_box("agent-7"), black_box(&critical))))
     });
+
+    // A grant bound to one request body, approved by two: the digest is
+    // compared and both lenders asked on every use.
+    let digest = "ab".repeat(32);
+    engine.grants.insert(Arc::new(ActiveGrant {
+        id: "g-bound".into(),
+        principal_key: "agent-8".into(),
+        action: START.into(),
+        scope_key: vm1.to_ascii_lowercase().into(),
+        scope: vm1.as_str().into(),
+        data_action: false,
+        on_behalf_of: "oncall".into(),
+        co_lenders: vec!["oncall".into()].into_boxed_slice(),
+        request_digest: Some(digest.as_str().into()),
+        expires_at: SystemTime::now() + Duration::from_secs(3600),
+        max_uses: 0,
+        uses: AtomicU32::new(0),
+        reserved: AtomicU32::new(0),
+        wanted: Default::default(),
+    }));
+    let body: &[(&str, &str)] = &[(DIGEST_ATTRIBUTE, &digest)];
+    let bound = || -> Verdict {
+        let loaded = engine.current();
+        let request = Request {
+            principal_id: "agent-8",
+            action: START,
+            scope: &vm1,
+            data_action: false,
+            attributes: &body,
+            explain: false,
+            dry_run: false,
+        };
+        loaded
+            .decide_with(&request, Some(engine.live()))
+            .map(|d| d.verdict)
+            .unwrap_or(Verdict::Deny)
+    };
+    assert_eq!(bound(), Verdict::Allow);
+    group.bench_function("through_bound_grant_two_lenders", |b| {
+        b.iter(|| black_box(bound()))
+    });
     group.finish();
+    bound();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..10_000 {
+        black_box(bound());
+    }
+    let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 10_000.0;
+    println!("allocations per decision through a bound grant with two lenders: {per}");
+    assert!(per == 0.0, "the bound grant path allocates");
 
     // Warm, then count: the steady state allocates nothing.
     for scope in [&vm1, &critical] {

@@ -363,6 +363,8 @@ fn serve(path: &Path) {
                             requested_duration: None,
                             wait_timeout: Some(Duration::from_secs(3600)),
                             attributes: Default::default(),
+                            ticket: "",
+                            exact: None,
                         })
                         .await
                         .ok()
@@ -409,6 +411,8 @@ fn serve(path: &Path) {
                 uses: AtomicU32::new(0),
                 reserved: AtomicU32::new(0),
                 wanted: std::sync::atomic::AtomicBool::new(false),
+                co_lenders: Box::default(),
+                request_digest: None,
             }));
         }
     }

@@ -662,3 +662,103 @@ async fn an_admin_freezes_and_unfreezes_agents_from_the_page() {
     let _ = browser.client.clone().close().await;
     s.stop().await;
 }
+
+/// An elevation under a two-person policy, for one exact request: the card
+/// shows the redacted body and the approvals so far, and stays after the
+/// first approval, without that approver's form, until the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_person_exact_change_shows_its_body_and_the_approvals_so_far() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = TestServer::start(include_str!("fixtures/approval_policies.yaml")).await;
+    let admin = s.running.as_ref().expect("running").admin_addr;
+    browser
+        .sign_in(
+            &format!("http://{admin}/ui/approvals"),
+            &token("oncall"),
+            "oncall",
+        )
+        .await;
+
+    let vm1 = format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm1");
+    let mut req = ask("agent-r", RESTART, &vm1, "restart with a new password");
+    req.request_method = "POST".into();
+    req.request_path = format!("{vm1}/restart");
+    req.request_body = br#"{"adminPassword":"hunter2","reason":"wedged"}"#.to_vec();
+    let waiting = spawn_request(&s, req);
+    let e = pending(&s, "agent-r", RESTART).await;
+    let card = browser
+        .until("the elevation to appear", CARD_TEXT, vec![json!(e.id)])
+        .await;
+    let card = card.as_str().unwrap_or_default().to_owned();
+    for expected in [
+        "0 of 2 distinct approvers",
+        "POST",
+        "[REDACTED]",
+        "wedged",
+        "Only this exact request",
+    ] {
+        assert!(
+            card.contains(expected),
+            "the card lacks {expected:?}:\n{card}"
+        );
+    }
+    assert!(!card.contains("hunter2"), "{card}");
+    let bound = browser
+        .text(&format!(
+            "document.querySelector('#pending li[data-id=\"{}\"] input[name=bindToRequest]').checked",
+            e.id
+        ))
+        .await;
+    assert_eq!(bound, "true", "a write is bound by default");
+
+    browser
+        .client
+        .execute(
+            "document.querySelector('#pending li[data-id=\"' + arguments[0] + '\"] form.approve button').click();",
+            vec![json!(e.id)],
+        )
+        .await
+        .expect("click approve");
+    let card = browser
+        .until(
+            "the first approval to show",
+            "const li = document.querySelector('#pending li[data-id=\"' + arguments[0] + '\"]'); return li && li.innerText.includes('1 of 2 distinct approvers: oncall') && !li.querySelector('form.approve') ? li.innerText : '';",
+            vec![json!(e.id)],
+        )
+        .await;
+    assert!(
+        card.as_str()
+            .is_some_and(|c| c.contains("You approved; waiting for 1 more approver(s).")),
+        "{card}"
+    );
+
+    // The second approver, elsewhere: the card leaves the pending list.
+    s.approvals
+        .clone()
+        .approve_elevation(common::authed(
+            pb::ApproveElevationRequest {
+                id: e.id.clone(),
+                ..Default::default()
+            },
+            &token("oncall2"),
+        ))
+        .await
+        .expect("oncall2 approves");
+    browser
+        .until(
+            "the card to leave",
+            "return !document.querySelector('#pending li[data-id=\"' + arguments[0] + '\"]');",
+            vec![json!(e.id)],
+        )
+        .await;
+    let answered = waiting.await.expect("joined").expect("answered");
+    assert_eq!(answered.state(), pb::ElevationState::Approved);
+    assert!(answered
+        .grant
+        .is_some_and(|g| g.co_lenders == ["oncall2"] && !g.request_digest.is_empty()));
+
+    let _ = browser.client.clone().close().await;
+    s.stop().await;
+}

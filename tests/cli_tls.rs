@@ -84,6 +84,8 @@ fn file_elevation(broker: &Arc<Broker>, scope: &str) -> tokio::task::JoinHandle<
                 requested_duration: None,
                 wait_timeout: None,
                 attributes: BTreeMap::new(),
+                ticket: "",
+                exact: None,
             })
             .await
             .map(|e| e.state)

@@ -323,6 +323,7 @@ async fn a_watch_stream_is_not_idle() {
                 requested_duration: None,
                 wait_timeout: Some(Duration::from_secs(1)),
                 attributes: Default::default(),
+                ..Default::default()
             })
             .await
     });

@@ -667,6 +667,7 @@ async fn approved_grant(
                 max_uses,
                 duration,
                 comment: String::new(),
+                bind_to_request: None,
             },
             &token("oncall"),
         ))
@@ -865,6 +866,11 @@ async fn a_restart_keeps_active_grants_and_cancels_what_was_pending() {
         resolved_by: None,
         comment: None,
         grant: None,
+        ticket: None,
+        required_approvals: 0,
+        approvals: Vec::new(),
+        shadow: Vec::new(),
+        request: None,
         waiters: 1,
     };
     store.put_elevation(&orphan).unwrap();

@@ -52,6 +52,14 @@ impl StateStore for Flaky {
         self.check()?;
         StateStore::put_grant(&self.inner, g)
     }
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &rampart::elevation::ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        self.check()?;
+        self.inner.add_approval(id, approval)
+    }
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
         self.inner.elevation(id)
     }
@@ -136,6 +144,8 @@ fn ask(scope: &str) -> ElevationRequest<'_> {
         requested_duration: None,
         wait_timeout: Some(Duration::from_secs(30)),
         attributes: Default::default(),
+        ticket: "",
+        exact: None,
     }
 }
 
@@ -186,6 +196,7 @@ async fn a_failed_write_leaves_memory_and_the_engine_as_they_were() {
         duration: None,
         max_uses: 0,
         comment: None,
+        bind_to_request: None,
     };
     unavailable(
         broker
@@ -291,6 +302,7 @@ async fn a_crash_never_lets_a_limited_grant_be_used_more_than_its_limit() {
                 duration: None,
                 max_uses: 10,
                 comment: None,
+                bind_to_request: None,
             },
         )
         .await

@@ -294,6 +294,11 @@ fn resolved(n: usize, state: ElevationState) -> Elevation {
         resolved_by: None,
         comment: None,
         grant: None,
+        ticket: None,
+        required_approvals: 0,
+        approvals: Vec::new(),
+        shadow: Vec::new(),
+        request: None,
         waiters: 0,
     };
     lifecycle::resolve(&mut e, state, None, "rampart", None, at);

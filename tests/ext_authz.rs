@@ -315,6 +315,74 @@ async fn the_elevation_round_trip_through_check() {
     s.stop().await;
 }
 
+/// Exact-change approval through Check: the elevation carries the body
+/// (redacted for the approver), and the approval allows that body once.
+#[tokio::test]
+async fn an_approval_through_check_allows_exactly_the_body_approved_once() {
+    let settings = ExtAuthzSettings {
+        elevate: true,
+        ..Default::default()
+    };
+    let s = start(settings).await;
+    let path = format!("{}/restart?api-version=2024-03-01", vm("vm1"));
+    let approved_body = json!({ "reason": "wedged", "adminPassword": "hunter2" });
+    let other_body = json!({ "reason": "wedged", "adminPassword": "hunter2", "force": true });
+    let r = ask(&s, with_body(AGENT, "POST", &path, &approved_body)).await;
+    assert_eq!(outcome(&r).1, "ApprovalRequired");
+    let id = denied_header(&r, "x-rampart-elevation-id").expect("filed");
+    let elevation = s.broker.get(&id).expect("filed");
+    let exact = elevation.request.clone().expect("the request is recorded");
+    assert_eq!(
+        (exact.method.as_str(), exact.path.as_str()),
+        ("POST", path.as_str())
+    );
+    assert_eq!(
+        exact.digest,
+        rampart::elevation::policy::exact::sha256_hex(approved_body.to_string().as_bytes())
+    );
+    let preview = exact.body_preview.unwrap_or_default();
+    assert!(
+        !preview.contains("hunter2") && preview.contains("wedged"),
+        "{preview}"
+    );
+
+    let approved = s
+        .approvals
+        .clone()
+        .approve_elevation(authed(
+            ApproveElevationRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &token("oncall"),
+        ))
+        .await
+        .expect("oncall approves")
+        .into_inner();
+    let grant = approved.grant.expect("a grant");
+    assert_eq!(grant.request_digest, exact.digest);
+
+    // Another body is another change: APPROVAL_REQUIRED, a new elevation.
+    let other = ask(&s, with_body(AGENT, "POST", &path, &other_body)).await;
+    assert_eq!(outcome(&other).1, "ApprovalRequired");
+    assert_ne!(
+        denied_header(&other, "x-rampart-elevation-id").as_deref(),
+        Some(id.as_str())
+    );
+    // No body at all: not this grant either.
+    assert_eq!(
+        outcome(&ask(&s, check(AGENT, "POST", &path)).await).1,
+        "ApprovalRequired"
+    );
+    // The approved body goes through, once.
+    let retry = ask(&s, with_body(AGENT, "POST", &path, &approved_body)).await;
+    assert_eq!(outcome(&retry).0, 200, "{retry:?}");
+    assert_eq!(meta(&retry, "reason"), "ELEVATION_GRANT");
+    let twice = ask(&s, with_body(AGENT, "POST", &path, &approved_body)).await;
+    assert_eq!(outcome(&twice).1, "ApprovalRequired");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn malformed_paths_are_400_never_a_guess() {
     let s = start(ExtAuthzSettings::default()).await;
@@ -697,6 +765,8 @@ async fn a_refused_deployment_takes_no_use_of_a_grant() {
             ApproveElevationRequest {
                 id,
                 max_uses: 1,
+                // Not bound to this body: any deployment may take the use.
+                bind_to_request: Some(false),
                 ..Default::default()
             },
             &token("oncall"),

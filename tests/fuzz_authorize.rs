@@ -45,7 +45,7 @@ proptest! {
     ) {
         let (rt, server) = runtime_and_server();
         rt.block_on(async {
-            let req = AuthorizeRequest { principal_id, action, scope, data_action, attributes, explain, dry_run };
+            let req = AuthorizeRequest { principal_id, action, scope, data_action, attributes, explain, dry_run, request_digest: String::new() };
             match server.try_authorize(req.clone()).await {
                 Ok(r) => prop_assert!(r.decision() != Decision::Unspecified),
                 Err(status) => {

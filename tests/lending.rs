@@ -401,6 +401,8 @@ fn many_agents_with_many_lenders_decide_without_deadlock() {
             scope: RG.into(),
             data_action: false,
             on_behalf_of: format!("lender-{i}").into(),
+            co_lenders: Box::default(),
+            request_digest: None,
             expires_at: SystemTime::now() + Duration::from_secs(600),
             max_uses: 0,
             uses: Default::default(),

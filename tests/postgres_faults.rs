@@ -60,6 +60,7 @@ fn ask(scope: &str, wait: Duration) -> ElevationRequest<'_> {
         requested_duration: Some(Duration::from_secs(600)),
         wait_timeout: Some(wait),
         attributes: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
@@ -86,6 +87,7 @@ fn approval() -> Approval<'static> {
         duration: None,
         max_uses: 0,
         comment: None,
+        bind_to_request: None,
     }
 }
 

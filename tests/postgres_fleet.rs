@@ -57,6 +57,7 @@ fn ask<'a>(principal: &'a str, scope: &'a str, wait: Duration) -> ElevationReque
         requested_duration: Some(Duration::from_secs(600)),
         wait_timeout: Some(wait),
         attributes: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
@@ -110,6 +111,7 @@ fn approval(max_uses: u32) -> Approval<'static> {
         duration: None,
         max_uses,
         comment: None,
+        bind_to_request: None,
     }
 }
 
@@ -199,6 +201,11 @@ fn stored_elevation(scope: &str) -> Elevation {
         resolved_by: None,
         comment: None,
         grant: None,
+        ticket: None,
+        required_approvals: 0,
+        approvals: Vec::new(),
+        shadow: Vec::new(),
+        request: None,
         waiters: 0,
     }
 }

@@ -953,6 +953,18 @@ fn switching_an_agent_to_auto_or_adding_auto_approve_is_a_gain_of_autonomy() {
 }
 
 #[test]
+fn a_shadow_auto_approve_rule_gains_nothing_until_it_goes_live() {
+    let shadow = format!(
+        "{BASE}    elevation:\n      autoApprove:\n        - {{ actions: ['Microsoft.Compute/virtualMachines/restart/action'], onBehalfOf: alice, shadow: true }}\n"
+    );
+    let report = attack(&shadow);
+    assert!(!report.gained, "{report:#?}");
+    let live = shadow.replace(", shadow: true", "");
+    let report = diff::diff(&load(&shadow), &load(&live));
+    assert!(report.gained, "{report:#?}");
+}
+
+#[test]
 fn widening_a_custom_role_reaches_its_holders() {
     let base = format!(
         "{BASE}roleDefinitions:\n  - {{ id: 00000000-0000-4000-8000-00000000abcd, roleName: Ops, assignableScopes: [/], permissions: [{{ actions: ['Microsoft.Compute/*'], notActions: ['Microsoft.Compute/*/delete'] }}] }}\n"

@@ -618,6 +618,8 @@ fn engines() -> &'static [(Loaded, GrantTable)] {
                         scope: scope.as_str().into(),
                         data_action: false,
                         on_behalf_of: lender.id.as_str().into(),
+                        co_lenders: Box::default(),
+                        request_digest: None,
                         expires_at: SystemTime::now() + Duration::from_secs(365 * 86_400),
                         max_uses: 0,
                         uses: AtomicU32::new(0),
@@ -802,6 +804,7 @@ fn structured_request(
         attributes,
         explain: u.arbitrary()?,
         dry_run: u.arbitrary()?,
+        request_digest: String::new(),
     })
 }
 

@@ -199,6 +199,9 @@ pub enum ElevationsCommand {
     },
     /// Print the pending elevations, then every change, until interrupted.
     Watch,
+    /// How shadow auto-approve rules would have decided, against what
+    /// humans decided, over every stored elevation you may see.
+    Report,
     /// Approve as yourself (your token's principal).
     Approve {
         id: String,
@@ -210,6 +213,10 @@ pub enum ElevationsCommand {
         max_uses: u32,
         #[arg(long)]
         comment: Option<String>,
+        /// Bind the grant to the elevation's request body (true) or not
+        /// (false); unset: bound for a write whose request is known.
+        #[arg(long)]
+        bind_to_request: Option<bool>,
     },
     /// Deny as yourself.
     Deny {
@@ -288,16 +295,50 @@ fn line(e: &pb::Elevation) -> String {
             e.waiters,
             printable(&e.justification)
         ));
+        if !e.ticket.is_empty() {
+            out.push_str(&format!(" ticket={}", printable(&e.ticket)));
+        }
+        if let Some(r) = &e.request {
+            out.push_str(&format!(
+                " request={} {} sha256={}",
+                printable(&r.method),
+                printable(&r.path),
+                printable(&r.digest)
+            ));
+        }
     } else {
         out.push_str(&format!("  at={}", rfc3339(e.resolved_at.as_ref())));
         if !e.resolved_by.is_empty() {
             out.push_str(&format!(" by {}", printable(&e.resolved_by)));
         }
     }
+    if e.required_approvals > 1 || e.approvals.len() > 1 {
+        out.push_str(&format!("  {}", approvals(e)));
+    }
+    for v in &e.shadow {
+        out.push_str(&format!(
+            "  shadow#{}={} (on behalf of {})",
+            v.rule,
+            v.outcome().as_str_name(),
+            printable(&v.on_behalf_of)
+        ));
+    }
     if let Some(g) = &e.grant {
         out.push_str(&format!("  grant={}", g.id));
     }
     out
+}
+
+/// `approvals=1/2 (oncall)`: the approvals so far of the distinct ones
+/// required.
+fn approvals(e: &pb::Elevation) -> String {
+    let by: Vec<String> = e.approvals.iter().map(|a| printable(&a.by)).collect();
+    format!(
+        "approvals={}/{} ({})",
+        e.approvals.len(),
+        e.required_approvals.max(1),
+        by.join(", ")
+    )
 }
 
 fn grant_line(g: &pb::Grant) -> String {
@@ -308,7 +349,11 @@ fn grant_line(g: &pb::Grant) -> String {
         g.agent_id,
         g.action,
         printable(&g.scope),
-        g.on_behalf_of,
+        std::iter::once(&g.on_behalf_of)
+            .chain(&g.co_lenders)
+            .map(|l| printable(l))
+            .collect::<Vec<_>>()
+            .join(" and "),
         rfc3339(g.created_at.as_ref()),
         rfc3339(g.expires_at.as_ref()),
         g.uses,
@@ -327,6 +372,63 @@ fn grant_line(g: &pb::Grant) -> String {
             )
         }
     )
+}
+
+/// Shadow verdicts against human decisions, per (agent, rule).
+#[derive(Debug, Default)]
+struct ShadowReport {
+    rows: std::collections::BTreeMap<(String, u32), ShadowRow>,
+}
+
+#[derive(Debug, Default)]
+struct ShadowRow {
+    on_behalf_of: String,
+    /// [would approve, would skip] × [approved, denied].
+    decided: [[u64; 2]; 2],
+    /// Expired, cancelled, auto-approved or still pending.
+    undecided: u64,
+}
+
+impl ShadowReport {
+    fn add(&mut self, e: &pb::Elevation) {
+        use crate::elevation::policy::shadow::HumanDecision;
+        let state = crate::server::convert::elevation_state_from(e.state());
+        let decision = state.and_then(|s| HumanDecision::of(s, &e.resolved_by));
+        for v in &e.shadow {
+            let row = self.rows.entry((e.agent_id.clone(), v.rule)).or_default();
+            row.on_behalf_of.clone_from(&v.on_behalf_of);
+            let would = usize::from(v.outcome() != pb::ShadowOutcome::WouldApprove);
+            match decision {
+                Some(HumanDecision::Approved) => row.decided[would][0] += 1,
+                Some(HumanDecision::Denied) => row.decided[would][1] += 1,
+                None => row.undecided += 1,
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        if self.rows.is_empty() {
+            return "no shadow auto-approve verdicts recorded\n".into();
+        }
+        let mut out = String::new();
+        for ((agent, rule), row) in &self.rows {
+            let [[aa, ad], [sa, sd]] = row.decided;
+            let (agree, disagree) = (aa + sd, ad + sa);
+            let decided = agree + disagree;
+            let rate = if decided == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", agree as f64 * 100.0 / decided as f64)
+            };
+            out.push_str(&format!(
+                "agent={} rule={rule} onBehalfOf={} decided={decided} AGREE={agree} DISAGREE={disagree} agreement={rate}  WOULD_APPROVE: APPROVED={aa} DENIED={ad}  WOULD_SKIP: APPROVED={sa} DENIED={sd}  undecided={}\n",
+                printable(agent),
+                printable(&row.on_behalf_of),
+                row.undecided
+            ));
+        }
+        out
+    }
 }
 
 /// Runs one `elevations` command, printing as it goes.
@@ -352,6 +454,31 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
         )
     };
     match args.command {
+        ElevationsCommand::Report => {
+            let mut report = ShadowReport::default();
+            let mut page_token = String::new();
+            loop {
+                let req = pb::ListElevationsRequest {
+                    state: pb::ElevationState::Unspecified as i32,
+                    principal_id: String::new(),
+                    page_size: 0,
+                    page_token,
+                };
+                let page = client
+                    .list_elevations(authed(req, token)?)
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for e in &page.elevations {
+                    report.add(e);
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            print!("{}", report.render());
+        }
         ElevationsCommand::List { all } => {
             let state = if all {
                 pb::ElevationState::Unspecified
@@ -398,6 +525,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
             duration,
             max_uses,
             comment,
+            bind_to_request,
         } => {
             let duration = duration
                 .map(|d| parse_duration(&d).map_err(|e| format!("--duration '{d}' {e}")))
@@ -411,6 +539,7 @@ pub async fn run(args: ElevationsArgs) -> Result<(), String> {
                 duration,
                 max_uses,
                 comment: comment.unwrap_or_default(),
+                bind_to_request,
             };
             let e = client
                 .approve_elevation(authed(req, token)?)
@@ -558,6 +687,84 @@ mod tests {
         assert_eq!(
             printable("ok\u{1b}[2Jgone\nline"),
             "ok\\u{1b}[2Jgone\\nline"
+        );
+    }
+
+    #[test]
+    fn a_line_shows_the_approvals_so_far_the_ticket_and_shadow_verdicts() {
+        let e = pb::Elevation {
+            id: "e1".into(),
+            state: pb::ElevationState::Pending as i32,
+            required_approvals: 2,
+            ticket: "CHG-1".into(),
+            approvals: vec![pb::ApprovalRecord {
+                by: "oncall".into(),
+                ..Default::default()
+            }],
+            shadow: vec![pb::ShadowVerdict {
+                rule: 0,
+                outcome: pb::ShadowOutcome::WouldApprove as i32,
+                on_behalf_of: "oncall".into(),
+            }],
+            ..Default::default()
+        };
+        let text = line(&e);
+        assert!(text.contains(" ticket=CHG-1"), "{text}");
+        assert!(text.contains("  approvals=1/2 (oncall)"), "{text}");
+        assert!(
+            text.contains("  shadow#0=WOULD_APPROVE (on behalf of oncall)"),
+            "{text}"
+        );
+        // A single-approver elevation prints as before.
+        let plain = pb::Elevation {
+            id: "e2".into(),
+            required_approvals: 1,
+            ..Default::default()
+        };
+        assert!(!line(&plain).contains("approvals="));
+        let g = pb::Grant {
+            on_behalf_of: "oncall".into(),
+            co_lenders: vec!["lead".into()],
+            ..Default::default()
+        };
+        assert!(grant_line(&g).contains("on behalf of oncall and lead"));
+    }
+
+    #[test]
+    fn the_shadow_report_counts_agreement_with_human_decisions() {
+        let verdict = |outcome: pb::ShadowOutcome| pb::ShadowVerdict {
+            rule: 0,
+            outcome: outcome as i32,
+            on_behalf_of: "oncall".into(),
+        };
+        let decided = |state: pb::ElevationState, by: &str, outcome| pb::Elevation {
+            agent_id: "reviewer".into(),
+            state: state as i32,
+            resolved_by: by.into(),
+            shadow: vec![verdict(outcome)],
+            ..Default::default()
+        };
+        let mut report = ShadowReport::default();
+        assert_eq!(
+            report.render(),
+            "no shadow auto-approve verdicts recorded\n"
+        );
+        use pb::ElevationState::*;
+        use pb::ShadowOutcome::*;
+        for e in [
+            decided(Approved, "oncall", WouldApprove),
+            decided(Approved, "oncall", WouldApprove),
+            decided(Denied, "oncall", WouldSkip),
+            decided(Denied, "oncall", WouldApprove),
+            decided(Expired, "rampart", WouldApprove),
+            decided(Approved, "auto-approve:reviewer#1", WouldApprove),
+            pb::Elevation::default(),
+        ] {
+            report.add(&e);
+        }
+        assert_eq!(
+            report.render(),
+            "agent=reviewer rule=0 onBehalfOf=oncall decided=4 AGREE=3 DISAGREE=1 agreement=75.0%  WOULD_APPROVE: APPROVED=2 DENIED=1  WOULD_SKIP: APPROVED=0 DENIED=1  undecided=2\n"
         );
     }
 }

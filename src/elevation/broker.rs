@@ -34,17 +34,20 @@ use tokio::sync::{broadcast, watch};
 
 use super::error::echo;
 use super::events::{AuditEvent, ElevationEvent, ElevationEventKind, FreezeEvent, GrantEnded};
+use super::policy::approval::{self, Step};
 use super::policy::auto_approve::{self, Skipped};
+use super::policy::exact;
 use super::policy::freeze::{self, FreezeState};
 use super::policy::lifecycle::{self, EndReason};
 use super::policy::rate::Bucket;
 use super::policy::request::{self, ElevationRequest, PendingKey};
-use super::policy::{agent_by_id, agent_of, approver};
+use super::policy::shadow;
+use super::policy::{agent_by_id, agent_of, approver, bounded};
 use super::store::{
     AutoCount, Change, Cursor, ElevationQuery, GrantQuery, OpenLimits, Opened, Page, Purged,
     Resolved, SharedState, StateStore, StoreError,
 };
-use super::types::{Approval, Elevation, ElevationState, Grant};
+use super::types::{Approval, ApprovalRecord, Elevation, ElevationState, Grant};
 use super::ElevationError;
 use crate::audit::AuditLog;
 use crate::engine::{ActiveGrant, Engine, Loaded, Reason, Verdict};
@@ -156,6 +159,10 @@ enum Resolution<'a> {
     Approve {
         resolved_by: String,
         on_behalf_of: String,
+        /// The other approvers, when several were required.
+        co_lenders: Vec<String>,
+        /// The body digest the grant is bound to.
+        request_digest: Option<String>,
         duration: Duration,
         max_uses: u32,
         comment: Option<&'a str>,
@@ -214,6 +221,11 @@ pub struct Broker {
     writer: Mutex<()>,
     /// Auto-approvals per rule, for `maxPerHour`; used under `writer`.
     auto_approvals: Mutex<auto_approve::Window>,
+    /// What shadow auto-approve rules would have approved, for their
+    /// `maxPerHour`; used under `writer`.
+    shadow_approvals: Mutex<auto_approve::Window>,
+    /// Shadow verdicts against human decisions, for the metrics.
+    shadow_tally: Mutex<shadow::Tally>,
     events: broadcast::Sender<Elevation>,
     /// The JSON-lines audit file, when `--audit-log` is given.
     audit_log: OnceLock<Arc<AuditLog>>,
@@ -279,6 +291,8 @@ impl Broker {
             inner: Mutex::new(Inner::default()),
             writer: Mutex::new(()),
             auto_approvals: Mutex::new(auto_approve::Window::default()),
+            shadow_approvals: Mutex::new(auto_approve::Window::default()),
+            shadow_tally: Mutex::new(shadow::Tally::default()),
             events,
             audit_log: OnceLock::new(),
             fleet,
@@ -550,8 +564,27 @@ impl Broker {
                 principal: echo(r.principal_id),
             })?,
         };
-        let (candidate, wait) = request::pending(&r, agent, &decision, now);
+        let (mut candidate, wait) = request::pending(&r, agent, &decision, now)?;
+        candidate.shadow = {
+            let window = self
+                .shadow_approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            shadow::verdicts(&loaded, agent, &candidate, &window, now)
+        };
+        let would_approve = shadow::counted_rules(agent, &candidate.shadow);
         let (id, changes, deadline) = self.join_or_open(candidate, agent, now)?;
+        if deadline.is_none() && !would_approve.is_empty() {
+            // Filed (not joined): count what the shadow rules would have
+            // approved, so their maxPerHour is measured too.
+            let mut window = self
+                .shadow_approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for rule in would_approve {
+                window.record(&agent.id, rule, now);
+            }
+        }
         // Leaving the wait for any reason but a resolution (the caller
         // cancelled, its deadline passed) drops this guard.
         let guard = WaitGuard {
@@ -817,6 +850,8 @@ impl Broker {
             r.scope.to_owned(),
         );
         let justification = r.justification.to_owned();
+        let ticket = r.ticket.to_owned();
+        let exact = r.exact.clone();
         let (data_action, requested_duration, wait_timeout, attributes) = (
             r.data_action,
             r.requested_duration,
@@ -835,6 +870,8 @@ impl Broker {
                     requested_duration,
                     wait_timeout,
                     attributes,
+                    ticket: &ticket,
+                    exact,
                 })
                 .await
         });
@@ -930,6 +967,8 @@ impl Broker {
             Resolution::Approve {
                 resolved_by,
                 on_behalf_of,
+                co_lenders,
+                request_digest,
                 duration,
                 max_uses,
                 comment,
@@ -937,6 +976,8 @@ impl Broker {
             } => {
                 let mut grant =
                     lifecycle::new_grant(pending, &on_behalf_of, duration, max_uses, now);
+                grant.co_lenders = co_lenders;
+                grant.request_digest = request_digest;
                 if self.fleet && !self.waits_here(&pending.id) {
                     // A fleet reserves uses where the agent asks: the
                     // replica its callers wait on, or one that wants them.
@@ -963,6 +1004,12 @@ impl Broker {
         };
         match written {
             Resolved::Written => {
+                if !e.shadow.is_empty() {
+                    self.shadow_tally
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(&e);
+                }
                 self.apply(&e, grant, true);
                 self.audit(ElevationEventKind::resolved(state), &e, Some(&by));
                 Ok(Settled::Won(e))
@@ -1093,6 +1140,15 @@ impl Broker {
                 let mut inner = self.lock();
                 if let Some(entry) = inner.pending.get_mut(&e.id) {
                     entry.elevation.waiters = e.waiters;
+                    if entry.elevation.approvals != e.approvals {
+                        // Another replica recorded an approval: its
+                        // watchers and waiters here see it too.
+                        entry.elevation.approvals = e.approvals.clone();
+                        let current = entry.elevation.clone();
+                        entry.changed.send_replace(current.clone());
+                        drop(inner);
+                        self.publish(&current);
+                    }
                     return;
                 }
                 inner.mirror((*e).clone());
@@ -1137,6 +1193,15 @@ impl Broker {
         }))
     }
 
+    /// Shadow auto-approve verdicts of the elevations this broker saw a
+    /// human decide, counted by agent, rule, verdict and decision.
+    pub fn shadow_tally(&self) -> shadow::Tally {
+        self.shadow_tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// May `caller` interact with the agent of this id (rule (a))? An
     /// agent no longer in the snapshot is nobody's to interact with.
     pub fn may_interact_with(&self, caller: &str, agent_id: &str) -> bool {
@@ -1153,12 +1218,17 @@ impl Broker {
         elevation: &Elevation,
     ) -> Result<(), ElevationError> {
         let loaded = self.engine.current();
-        let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
-            ElevationError::AgentGone {
-                agent: elevation.agent_id.clone(),
-            }
-        })?;
-        approver::may_approve(&loaded, caller, agent, elevation)?;
+        let agent = self.agent_of_elevation(&loaded, elevation)?;
+        let requirement = approval::requirement_of(agent, elevation);
+        approval::may_count(&loaded, agent, elevation, &requirement, caller)?;
+        if approval::has_approved(elevation, caller) {
+            return Err(ElevationError::AlreadyApproved {
+                id: elevation.id.clone(),
+                by: echo(caller),
+                counted: approval::counted(&loaded, agent, elevation, &requirement).len() as u32,
+                required: requirement.required,
+            });
+        }
         Ok(())
     }
 
@@ -1176,8 +1246,10 @@ impl Broker {
     }
 
     /// Approves as `caller`: the approver rules (a), (b), (c)
-    /// (docs/agents-and-elevation.md#approver-rules), then a durable
-    /// grant, then the answer.
+    /// (docs/agents-and-elevation.md#approver-rules) and the agent's
+    /// approval policy (#approval-policies), then either the approval is
+    /// recorded and the elevation stays pending for more approvers, or the
+    /// last one needed makes a durable grant naming every approver.
     pub async fn approve(
         &self,
         caller: &str,
@@ -1189,26 +1261,114 @@ impl Broker {
             return Err(ElevationError::Frozen);
         }
         let elevation = self.pending(id)?;
-        let duration = {
+        let now = SystemTime::now();
+        let (record, several) = {
             let loaded = self.engine.current();
-            let agent = agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
-                ElevationError::AgentGone {
-                    agent: elevation.agent_id.clone(),
-                }
-            })?;
-            approver::may_approve(&loaded, caller, agent, &elevation)?;
-            lifecycle::granted_duration(elevation.requested_duration, approval.duration)?
+            let agent = self.agent_of_elevation(&loaded, &elevation)?;
+            let requirement = approval::requirement_of(agent, &elevation);
+            approval::may_count(&loaded, agent, &elevation, &requirement, caller)?;
+            if approval::has_approved(&elevation, caller) {
+                let counted = approval::counted(&loaded, agent, &elevation, &requirement);
+                return Err(ElevationError::AlreadyApproved {
+                    id: elevation.id.clone(),
+                    by: echo(caller),
+                    counted: counted.len() as u32,
+                    required: requirement.required,
+                });
+            }
+            approval::approved_duration(&elevation, &requirement, approval.duration)?;
+            exact::binds(
+                approval.bind_to_request,
+                elevation.request.is_some(),
+                elevation.read_only,
+            )?;
+            let record = ApprovalRecord {
+                by: caller.to_owned(),
+                at: now,
+                duration: approval.duration,
+                max_uses: approval.max_uses,
+                comment: approval.comment.map(bounded),
+                bind: approval.bind_to_request,
+            };
+            (record, requirement.required > 1)
         };
-        let approve = Resolution::Approve {
-            resolved_by: caller.to_owned(),
-            on_behalf_of: caller.to_owned(),
-            duration,
-            max_uses: approval.max_uses,
-            comment: approval.comment,
-            counted: None,
+        let mut with = elevation.clone();
+        if several {
+            // Recorded durably (once per approver, across replicas) before
+            // counting: the stored approvals are the ones that count.
+            let stored = self
+                .store
+                .add_approval(id, &record)?
+                .ok_or_else(|| not_found("elevation", id))?;
+            if !stored.state.is_pending() {
+                return Err(ElevationError::AlreadyResolved {
+                    id: stored.id,
+                    state: stored.state,
+                });
+            }
+            with.approvals = stored.approvals;
+        } else {
+            with.approvals.push(record);
+        }
+        let step = {
+            let loaded = self.engine.current();
+            let agent = self.agent_of_elevation(&loaded, &with)?;
+            approval::next_step(
+                &loaded,
+                agent,
+                &with,
+                &approval::requirement_of(agent, &with),
+            )
         };
-        self.settle(&writer, &elevation, approve)?
-            .or_already_resolved()
+        match step {
+            Step::Wait { counted, required } => {
+                tracing::info!(elevation = %id, approver = %caller, counted, required, "approval recorded; more approvers needed");
+                self.update_pending(&with);
+                self.audit(ElevationEventKind::ApprovalRecorded, &with, Some(caller));
+                Ok(with)
+            }
+            Step::Grant(terms) => {
+                let approve = Resolution::Approve {
+                    resolved_by: caller.to_owned(),
+                    on_behalf_of: terms.on_behalf_of,
+                    co_lenders: terms.co_lenders,
+                    request_digest: terms.request_digest,
+                    duration: terms.duration,
+                    max_uses: terms.max_uses,
+                    comment: approval.comment,
+                    counted: None,
+                };
+                self.settle(&writer, &with, approve)?.or_already_resolved()
+            }
+        }
+    }
+
+    /// The agent of `elevation` in the snapshot serving.
+    fn agent_of_elevation<'l>(
+        &self,
+        loaded: &'l Loaded,
+        elevation: &Elevation,
+    ) -> Result<&'l Agent, ElevationError> {
+        agent_by_id(&loaded.snapshot, &elevation.agent_id).ok_or_else(|| {
+            ElevationError::AgentGone {
+                agent: elevation.agent_id.clone(),
+            }
+        })
+    }
+
+    /// A pending elevation's approvals changed: memory, its waiters (who
+    /// keep waiting) and the watchers follow.
+    fn update_pending(&self, e: &Elevation) {
+        let current = {
+            let mut inner = self.lock();
+            let Some(entry) = inner.pending.get_mut(&e.id) else {
+                return;
+            };
+            entry.elevation.approvals = e.approvals.clone();
+            entry.changed.send_replace(entry.elevation.clone());
+            entry.elevation.clone()
+        };
+        self.publish(&current);
     }
 
     /// Denies as `caller`: rule (a) only.
@@ -1289,6 +1449,8 @@ impl Broker {
             let approve = Resolution::Approve {
                 resolved_by: choice.resolved_by(agent),
                 on_behalf_of: choice.on_behalf_of.clone(),
+                co_lenders: Vec::new(),
+                request_digest: None,
                 duration: choice.duration,
                 max_uses: 0,
                 comment: Some("approved by the auto-approve policy"),
@@ -1343,6 +1505,9 @@ impl Broker {
                 }
                 Skipped::HourlyLimit { rule, .. } => {
                     tracing::info!(agent = %agent.id, rule = *rule, "auto-approve rule skipped: maxPerHour reached");
+                }
+                Skipped::SeveralApprovers { required } => {
+                    tracing::info!(agent = %agent.id, required = *required, "auto-approve not tried: the approval policy wants several approvers");
                 }
             }
         }
@@ -1992,6 +2157,8 @@ fn active_with(g: &Grant, uses: u32, reserved: u32) -> Arc<ActiveGrant> {
         reserved: std::sync::atomic::AtomicU32::new(reserved),
         wanted: std::sync::atomic::AtomicBool::new(false),
         on_behalf_of: g.on_behalf_of.as_str().into(),
+        co_lenders: g.co_lenders.iter().map(|c| c.as_str().into()).collect(),
+        request_digest: g.request_digest.as_deref().map(Into::into),
     })
 }
 

@@ -33,6 +33,15 @@ pub enum ElevationError {
     /// The elevation was resolved before this resolution.
     #[error("elevation {id} is {state} already")]
     AlreadyResolved { id: String, state: ElevationState },
+    /// The caller's approval of this elevation is recorded already: an
+    /// approver counts once however often it approves.
+    #[error("{by} has approved elevation {id} already; it needs {required} distinct approvers and has {counted}")]
+    AlreadyApproved {
+        id: String,
+        by: String,
+        counted: u32,
+        required: u32,
+    },
     /// The grant ended before this revocation.
     #[error("grant {id} has ended already")]
     AlreadyEnded { id: String },

@@ -12,6 +12,9 @@ use super::{Elevation, ElevationState, Grant};
 pub enum ElevationEventKind {
     #[serde(rename = "elevation.requested")]
     Requested,
+    /// One approval of several needed; the elevation stays pending.
+    #[serde(rename = "elevation.approval_recorded")]
+    ApprovalRecorded,
     #[serde(rename = "elevation.approved")]
     Approved,
     #[serde(rename = "elevation.denied")]
@@ -26,6 +29,7 @@ impl ElevationEventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ElevationEventKind::Requested => "elevation.requested",
+            ElevationEventKind::ApprovalRecorded => "elevation.approval_recorded",
             ElevationEventKind::Approved => "elevation.approved",
             ElevationEventKind::Denied => "elevation.denied",
             ElevationEventKind::Expired => "elevation.expired",

@@ -24,4 +24,7 @@ pub use store::{
     Cursor, DbConfig, ElevationQuery, GrantQuery, Page, PgStore, Purged, Resolved, SharedState,
     StateStore, Store, StoreError,
 };
-pub use types::{Approval, Elevation, ElevationState, Grant, GrantState};
+pub use types::{
+    Approval, ApprovalRecord, Elevation, ElevationState, Grant, GrantState, ShadowOutcome,
+    ShadowVerdict,
+};

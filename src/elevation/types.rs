@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::exact::ExactRequest;
 use crate::engine::Reason;
 
 /// Where an elevation stands. Serialised with the API's spelling
@@ -85,9 +86,80 @@ pub struct Elevation {
     pub resolved_by: Option<String>,
     pub comment: Option<String>,
     pub grant: Option<Grant>,
+    /// A ticket reference the agent gave with its justification; required
+    /// when the matching approval policy says `requireTicket`.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// Distinct approvers the approval policy required when the elevation
+    /// was filed (0 in records written before policies: one).
+    #[serde(default)]
+    pub required_approvals: u32,
+    /// The approvals given so far, in order; once enough count, the
+    /// elevation is approved and they stay as its record.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalRecord>,
+    /// What each shadow auto-approve rule would have done, decided when
+    /// the elevation was filed.
+    #[serde(default)]
+    pub shadow: Vec<ShadowVerdict>,
+    /// The HTTP request the elevation is for, when known (its body's
+    /// digest is also the attribute `rampart:requestBodySha256`).
+    #[serde(default)]
+    pub request: Option<ExactRequest>,
     /// Callers waiting right now (not stored).
     #[serde(skip)]
     pub waiters: u32,
+}
+
+/// One approver's approval of an elevation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// The approver, as authenticated.
+    pub by: String,
+    pub at: SystemTime,
+    /// A shorter duration the approver asked for.
+    #[serde(default)]
+    pub duration: Option<Duration>,
+    /// 0 = unlimited.
+    #[serde(default)]
+    pub max_uses: u32,
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Whether the approver asked to bind the grant to the request's body
+    /// (`None`: the default).
+    #[serde(default)]
+    pub bind: Option<bool>,
+}
+
+/// What a shadow auto-approve rule would have done with an elevation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ShadowOutcome {
+    /// The rule would have approved it.
+    WouldApprove,
+    /// The rule matched but would not have approved it (its lender lacks
+    /// the operation, or its `maxPerHour` was spent).
+    WouldSkip,
+}
+
+impl ShadowOutcome {
+    /// The API's spelling, used in metrics and reports too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowOutcome::WouldApprove => "WOULD_APPROVE",
+            ShadowOutcome::WouldSkip => "WOULD_SKIP",
+        }
+    }
+}
+
+/// One shadow rule's verdict on an elevation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowVerdict {
+    /// The rule's index in the agent's `autoApprove` list.
+    pub rule: usize,
+    pub outcome: ShadowOutcome,
+    /// Whose permission it would have lent.
+    pub on_behalf_of: String,
 }
 
 /// Whether a grant still lends. Serialised as `ACTIVE`/`ENDED`; the
@@ -133,6 +205,10 @@ pub struct Grant {
     pub scope: String,
     pub data_action: bool,
     pub on_behalf_of: String,
+    /// The other approvers of an elevation that needed several: each must
+    /// hold the operation too, on every use, as `on_behalf_of` must.
+    #[serde(default)]
+    pub co_lenders: Vec<String>,
     /// The attributes of the elevation it came from: the lender is checked
     /// with them when a snapshot swap or a restart re-checks the grant.
     #[serde(default)]
@@ -142,6 +218,10 @@ pub struct Grant {
     /// 0 = unlimited.
     pub max_uses: u32,
     pub uses: u32,
+    /// Bound to one request: only a request with this body digest (and the
+    /// grant's exact operation and scope) may use the grant.
+    #[serde(default)]
+    pub request_digest: Option<String>,
     /// Of a limited grant, the uses durably reserved ahead of being taken;
     /// after a crash they all count as taken.
     #[serde(default)]
@@ -158,6 +238,9 @@ pub struct Approval<'a> {
     /// 0 = unlimited.
     pub max_uses: u32,
     pub comment: Option<&'a str>,
+    /// Bind the grant to the elevation's request body (`None`: the
+    /// default, bound for a write whose request is known).
+    pub bind_to_request: Option<bool>,
 }
 
 /// A new id: 128 random bits, UUID-shaped.

@@ -12,6 +12,10 @@ use foldhash::fast::RandomState;
 
 use super::Request;
 
+/// The request attribute carrying the lowercase hex SHA-256 of the request
+/// body (exact-change approvals).
+pub const DIGEST_ATTRIBUTE: &str = "rampart:requestBodySha256";
+
 /// One active grant.
 #[derive(Debug)]
 pub struct ActiveGrant {
@@ -27,6 +31,13 @@ pub struct ActiveGrant {
     pub data_action: bool,
     /// Whose permission the grant lends; checked again on every use.
     pub on_behalf_of: Box<str>,
+    /// The other approvers of an elevation that needed several; each is
+    /// checked on every use as `on_behalf_of` is.
+    pub co_lenders: Box<[Box<str>]>,
+    /// Of a grant bound to one request: the lowercase hex SHA-256 of its
+    /// body; only a request at exactly the grant's scope whose
+    /// [`DIGEST_ATTRIBUTE`] is this may use the grant.
+    pub request_digest: Option<Box<str>>,
     pub expires_at: SystemTime,
     /// 0 = unlimited.
     pub max_uses: u32,
@@ -53,6 +64,20 @@ impl ActiveGrant {
             && s.len() >= key.len()
             && s[..key.len()].eq_ignore_ascii_case(key)
             && (s.len() == key.len() || s[key.len()] == b'/' || key == b"/")
+    }
+
+    /// Whether a grant bound to one request's body allows this request:
+    /// the same body digest, at exactly the grant's scope. Any request, for
+    /// a grant not bound.
+    fn binds(&self, req: &Request<'_>) -> bool {
+        let Some(digest) = self.request_digest.as_deref() else {
+            return true;
+        };
+        req.scope.len() == self.scope_key.len()
+            && req
+                .attributes
+                .attribute(DIGEST_ATTRIBUTE)
+                .is_some_and(|d| d.eq_ignore_ascii_case(digest))
     }
 
     /// Takes one use; false when none is left, or none is reserved yet.
@@ -140,6 +165,7 @@ impl GrantTable {
             .filter(|g| {
                 g.expires_at > now
                     && g.covers(req.action, req.scope, req.data_action)
+                    && g.binds(req)
                     && !g.is_used_up()
                     && lender_allows(g)
             })
@@ -180,6 +206,8 @@ mod tests {
             scope: RG.into(),
             data_action: false,
             on_behalf_of: "oncall".into(),
+            co_lenders: Box::default(),
+            request_digest: None,
             expires_at: SystemTime::now() + Duration::from_secs(60),
             max_uses,
             uses: AtomicU32::new(0),
@@ -238,6 +266,37 @@ mod tests {
         assert!(!finds(&table, "other", &ask(op, RG, false), now));
         let later = now + Duration::from_secs(61);
         assert!(!finds(&table, "agent", &ask(op, RG, false), later));
+    }
+
+    #[test]
+    fn a_grant_bound_to_a_body_allows_only_that_body_at_exactly_its_scope() {
+        let table = GrantTable::default();
+        let digest = "ab".repeat(32);
+        let bound = ActiveGrant {
+            request_digest: Some(digest.as_str().into()),
+            ..Arc::into_inner(grant(0)).unwrap_or_else(|| panic!("shared"))
+        };
+        table.insert(Arc::new(bound));
+        let now = SystemTime::now();
+        let same: &[(&str, &str)] = &[(DIGEST_ATTRIBUTE, &digest)];
+        let upper = digest.to_ascii_uppercase();
+        let same_upper: &[(&str, &str)] = &[(DIGEST_ATTRIBUTE, &upper)];
+        let other_digest = "cd".repeat(32);
+        let other: &[(&str, &str)] = &[(DIGEST_ATTRIBUTE, &other_digest)];
+        let mut req = ask(RESTART, RG, false);
+        // No digest, another digest: not this grant.
+        assert!(!finds(&table, "agent", &req, now));
+        req.attributes = &other;
+        assert!(!finds(&table, "agent", &req, now));
+        // The same body below the grant's scope: not this grant either.
+        let below = format!("{RG}/providers/Microsoft.Compute/virtualMachines/vm1");
+        let mut deeper = ask(RESTART, &below, false);
+        deeper.attributes = &same;
+        assert!(!finds(&table, "agent", &deeper, now));
+        req.attributes = &same;
+        assert!(finds(&table, "agent", &req, now));
+        req.attributes = &same_upper;
+        assert!(finds(&table, "agent", &req, now));
     }
 
     #[test]

@@ -344,16 +344,21 @@ impl Loaded {
     /// the moment of use and nothing more: a deny assignment below the
     /// grant's scope or an ABAC condition that binds the lender binds the
     /// agent too. Grants are not consulted for the lender, so lending does
-    /// not chain.
+    /// not chain. A grant approved by several approvers lends only what
+    /// every one of them holds.
     fn lender_allows(&self, grant: &ActiveGrant, req: &Request<'_>) -> bool {
-        let lender = Request {
-            principal_id: &grant.on_behalf_of,
-            explain: false,
-            dry_run: true,
-            ..*req
-        };
-        self.decide_with(&lender, None)
-            .is_ok_and(|d| d.verdict == Verdict::Allow)
+        std::iter::once(&grant.on_behalf_of)
+            .chain(grant.co_lenders.iter())
+            .all(|lender| {
+                let lender = Request {
+                    principal_id: lender,
+                    explain: false,
+                    dry_run: true,
+                    ..*req
+                };
+                self.decide_with(&lender, None)
+                    .is_ok_and(|d| d.verdict == Verdict::Allow)
+            })
     }
 
     fn decide_key(&self, key: u32, anchor: Anchor, req: &Request<'_>, decision: &mut Decision<'_>) {

@@ -17,6 +17,7 @@ use super::mapping::{map_request, Method};
 use super::nested::{self, Carrier, Inner, NestedError};
 use super::wire::{AttributeContext, AuthorizationService, Check, CheckRequest, HttpRequest};
 use crate::audit::AuditLog;
+use crate::elevation::policy::exact;
 use crate::elevation::{Broker, ElevationRequest, ElevationState};
 use crate::engine::{self, Engine, Loaded, RequestError, Verdict};
 use crate::server::metrics;
@@ -167,12 +168,25 @@ impl CheckService {
         mode: Mode,
     ) -> Result<Judged, RequestError> {
         let started = Instant::now();
+        // With grants about, a grant may be bound to one body: the body's
+        // digest (on the stack) is then the request's one attribute.
+        let mut hex = [0u8; 64];
+        let digested: [(&str, &str); 1];
+        let with_digest: &[(&str, &str)];
+        let attributes: &dyn crate::model::RequestAttributes = match body(http) {
+            Ok(b) if !self.engine.grants.is_empty() => {
+                digested = [(exact::DIGEST_ATTRIBUTE, exact::sha256_hex_into(b, &mut hex))];
+                with_digest = &digested;
+                &with_digest
+            }
+            _ => &NO_ATTRIBUTES,
+        };
         let request = engine::Request {
             principal_id: principal,
             action: question.operation,
             scope: question.scope,
             data_action: question.data_action,
-            attributes: &NO_ATTRIBUTES,
+            attributes,
             explain: false,
             dry_run: mode == Mode::Probe,
         };
@@ -370,6 +384,17 @@ impl CheckService {
                     bounded(&http.path)
                 )
             });
+        // The change itself, when Envoy sent the whole body: the approver
+        // sees it and may bind the grant to it.
+        let exact = body(http).ok().and_then(|b| {
+            exact::exact_request(&http.method, &http.path, "", Some(b))
+                .ok()
+                .flatten()
+        });
+        let attributes: BTreeMap<String, String> = exact
+            .iter()
+            .map(|x| (exact::DIGEST_ATTRIBUTE.to_owned(), x.digest.clone()))
+            .collect();
         let filed = self
             .broker
             .file(ElevationRequest {
@@ -380,7 +405,9 @@ impl CheckService {
                 justification: &justification,
                 requested_duration: None,
                 wait_timeout: None,
-                attributes: BTreeMap::new(),
+                attributes,
+                ticket: "",
+                exact,
             })
             .await;
         match filed {

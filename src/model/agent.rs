@@ -43,6 +43,9 @@ pub struct ElevationSettings {
     /// The role a `Privileged` agent holds on its managed scopes.
     pub privileged_role: usize,
     pub auto_approve: Vec<AutoApproveRule>,
+    /// Who must approve which elevations; the first that matches applies,
+    /// none matching means one approver (docs/agents-and-elevation.md#approval-policies).
+    pub approval_policies: Vec<ApprovalPolicy>,
     /// New elevations the agent may file a minute (a third of it at once).
     pub max_requests_per_minute: u32,
 }
@@ -63,6 +66,8 @@ impl ElevationSettings {
     pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: u32 = 60;
     /// The highest `maxRequestsPerMinute` accepted.
     pub const MAX_REQUESTS_PER_MINUTE: u32 = 10_000;
+    /// The most distinct approvers an approval policy may require.
+    pub const MAX_REQUIRED_APPROVERS: u32 = 10;
 }
 
 impl PermissionLevel {
@@ -79,6 +84,27 @@ pub struct AutoApproveRule {
     pub max_duration: Option<Duration>,
     pub on_behalf_of: usize,
     pub max_per_hour: Option<u32>,
+    /// Evaluated on every elevation and recorded, never acting: a rule
+    /// measured before it is trusted.
+    pub shadow: bool,
+}
+
+/// An approval policy: for the elevations it matches (operation pattern,
+/// scope, plane), how many distinct approvers, which ones, whether a ticket
+/// is required, and the longest grant.
+#[derive(Debug, Clone)]
+pub struct ApprovalPolicy {
+    pub actions: Vec<ActionPattern>,
+    /// Empty: any scope of the agent.
+    pub scopes: Vec<Scope>,
+    pub data_action: Option<bool>,
+    /// Distinct approvers needed, each passing the approver rules.
+    pub required: u32,
+    /// Principals (users or groups, by index) who may count; empty: anyone
+    /// passing the approver rules.
+    pub approvers: Vec<usize>,
+    pub require_ticket: bool,
+    pub max_duration: Option<Duration>,
 }
 
 /// Parses durations such as `15m`, `8h`, `1h30m`, `90s`, `2d`.

@@ -11,7 +11,9 @@ pub mod role;
 pub mod scope;
 
 pub use action::{check_operation, ActionPattern, OperationError, OperationInfo, PatternSet};
-pub use agent::{Agent, AutoApproveRule, ElevationSettings, ExecutionMode, PermissionLevel};
+pub use agent::{
+    Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode, PermissionLevel,
+};
 pub use condition::{Condition, ConditionError, ConditionInput, RequestAttributes};
 pub use principal::{check_principal_id, is_guid, principal_key, Principal, PrincipalType};
 pub use resource::{AccessKey, Resource};

@@ -287,6 +287,11 @@ mod tests {
             resolved_by: (!state.is_pending()).then(|| "oncall".to_owned()),
             comment: None,
             grant: None,
+            ticket: None,
+            required_approvals: 0,
+            approvals: Vec::new(),
+            shadow: Vec::new(),
+            request: None,
             waiters: 1,
         }
     }

@@ -187,6 +187,11 @@ async fn route(
         let Some(kind) = Kind::of(e.state) else {
             return;
         };
+        // A pending elevation with approvals is one approval further, not
+        // new: its pending notification went out when it was filed.
+        if e.state.is_pending() && !e.approvals.is_empty() {
+            return;
+        }
         for sink in &sinks {
             if !sink.config.events.contains(&kind) {
                 continue;

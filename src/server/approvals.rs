@@ -168,6 +168,7 @@ impl Approvals for ApprovalsService {
                     duration,
                     max_uses: req.max_uses,
                     comment: comment(&req.comment),
+                    bind_to_request: req.bind_to_request,
                 },
             )
             .await

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, metrics};
 use crate::audit::{AuditLog, DecisionEvent};
+use crate::elevation::policy::exact;
 use crate::elevation::{Broker, ElevationRequest};
 use crate::engine::Engine;
 use crate::engine::{Decision, RequestError};
@@ -83,7 +84,11 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        if !req.request_digest.is_empty() {
+            let digest = std::mem::take(&mut req.request_digest);
+            convert::put_digest(&mut req.attributes, &digest).map_err(convert::invalid_argument)?;
+        }
         convert::check_attributes(&req.attributes).map_err(convert::invalid_argument)?;
         let loaded = self.engine.current();
         let started = Instant::now();
@@ -98,7 +103,23 @@ impl Authorizer for AuthorizerService {
         request: Request<pb::RequestElevationRequest>,
     ) -> Result<Response<pb::Elevation>, Status> {
         let deadline = grpc_timeout(request.metadata());
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        // The digest may come as the field or as the attribute itself.
+        let digest = if req.request_digest.is_empty() {
+            req.attributes
+                .get(exact::DIGEST_ATTRIBUTE)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            req.request_digest.clone()
+        };
+        let body = (!req.request_body.is_empty()).then_some(&req.request_body[..]);
+        let exact = exact::exact_request(&req.request_method, &req.request_path, &digest, body)
+            .map_err(convert::elevation_error)?;
+        if let Some(x) = &exact {
+            convert::put_digest(&mut req.attributes, &x.digest)
+                .map_err(convert::invalid_argument)?;
+        }
         let requested_duration =
             convert::std_duration(req.requested_duration.as_ref(), "requested_duration")
                 .map_err(convert::invalid_argument)?;
@@ -118,6 +139,8 @@ impl Authorizer for AuthorizerService {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            ticket: &req.ticket,
+            exact,
         });
         // A caller whose deadline passes has gone away: dropping the wait
         // cancels the elevation (when no other caller waits on it).
@@ -135,7 +158,7 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<pb::AuthorizeBatchRequest>,
     ) -> Result<Response<pb::AuthorizeBatchResponse>, Status> {
-        let batch = request.into_inner();
+        let mut batch = request.into_inner();
         if batch.requests.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
                 "requests has {} items; the limit is {MAX_BATCH}",
@@ -146,15 +169,24 @@ impl Authorizer for AuthorizerService {
         let loaded = self.engine.current();
         let results = batch
             .requests
-            .iter()
+            .iter_mut()
             .map(|req| {
                 let started = Instant::now();
-                let outcome = convert::check_attributes(&req.attributes).and_then(|()| {
-                    observe(
-                        loaded.decide_with(&convert::request(req), Some(self.engine.live())),
-                        started,
-                    )
-                });
+                let digested = if req.request_digest.is_empty() {
+                    Ok(())
+                } else {
+                    let digest = std::mem::take(&mut req.request_digest);
+                    convert::put_digest(&mut req.attributes, &digest)
+                };
+                let req = &*req;
+                let outcome = digested
+                    .and_then(|()| convert::check_attributes(&req.attributes))
+                    .and_then(|()| {
+                        observe(
+                            loaded.decide_with(&convert::request(req), Some(self.engine.live())),
+                            started,
+                        )
+                    });
                 let result = match outcome {
                     Ok(decision) => {
                         self.audit(req, &decision);

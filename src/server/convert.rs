@@ -3,7 +3,10 @@
 
 use tonic::Status;
 
-use crate::elevation::{Elevation, ElevationError, ElevationState, Grant, GrantState};
+use crate::elevation::{
+    ApprovalRecord, Elevation, ElevationError, ElevationState, Grant, GrantState, ShadowOutcome,
+    ShadowVerdict,
+};
 use crate::engine::{self, Decision, MatchKind, Reason, RequestError, Verdict};
 use crate::proto as pb;
 
@@ -33,6 +36,31 @@ pub fn check_attributes<S>(
             ));
         }
     }
+    Ok(())
+}
+
+/// Puts a request body digest into a request's attributes, where grants
+/// bound to one request look for it; a different digest already there is
+/// refused.
+pub fn put_digest(
+    attributes: &mut std::collections::HashMap<String, String>,
+    digest: &str,
+) -> Result<(), RequestError> {
+    let digest = crate::elevation::policy::exact::parse_digest(digest).map_err(|e| match e {
+        ElevationError::InvalidRequest { field, message } => RequestError::new(field, message),
+        other => RequestError::new("request_digest", other.to_string()),
+    })?;
+    let key = crate::elevation::policy::exact::DIGEST_ATTRIBUTE;
+    if attributes
+        .get(key)
+        .is_some_and(|d| !d.eq_ignore_ascii_case(&digest))
+    {
+        return Err(RequestError::new(
+            "request_digest",
+            format!("request_digest differs from the attribute {key}; give one"),
+        ));
+    }
+    attributes.insert(key.to_owned(), digest);
     Ok(())
 }
 
@@ -150,7 +178,12 @@ pub fn state_filter(value: i32) -> Result<Option<ElevationState>, Status> {
             known.join(", ")
         ))
     })?;
-    Ok(match state {
+    Ok(elevation_state_from(state))
+}
+
+/// The broker's state of an API state; `None` for UNSPECIFIED.
+pub fn elevation_state_from(s: pb::ElevationState) -> Option<ElevationState> {
+    match s {
         pb::ElevationState::Unspecified => None,
         pb::ElevationState::Pending => Some(ElevationState::Pending),
         pb::ElevationState::Approved => Some(ElevationState::Approved),
@@ -158,7 +191,7 @@ pub fn state_filter(value: i32) -> Result<Option<ElevationState>, Status> {
         pb::ElevationState::Expired => Some(ElevationState::Expired),
         pb::ElevationState::Cancelled => Some(ElevationState::Cancelled),
         pb::ElevationState::NotNeeded => Some(ElevationState::NotNeeded),
-    })
+    }
 }
 
 pub fn elevation_state(s: ElevationState) -> pb::ElevationState {
@@ -193,6 +226,37 @@ pub fn elevation(e: &Elevation) -> pb::Elevation {
         grant: e.grant.as_ref().map(grant),
         waiters: e.waiters,
         attributes: attributes(&e.attributes),
+        ticket: e.ticket.clone().unwrap_or_default(),
+        required_approvals: e.required_approvals.max(1),
+        approvals: e.approvals.iter().map(approval_record).collect(),
+        shadow: e.shadow.iter().map(shadow_verdict).collect(),
+        request: e.request.as_ref().map(|r| pb::ExactRequest {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            digest: r.digest.clone(),
+            body_preview: r.body_preview.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn approval_record(a: &ApprovalRecord) -> pb::ApprovalRecord {
+    pb::ApprovalRecord {
+        by: a.by.clone(),
+        at: Some(timestamp(a.at)),
+        duration: a.duration.map(duration),
+        max_uses: a.max_uses,
+        comment: a.comment.clone().unwrap_or_default(),
+    }
+}
+
+fn shadow_verdict(v: &ShadowVerdict) -> pb::ShadowVerdict {
+    pb::ShadowVerdict {
+        rule: v.rule as u32,
+        outcome: match v.outcome {
+            ShadowOutcome::WouldApprove => pb::ShadowOutcome::WouldApprove,
+            ShadowOutcome::WouldSkip => pb::ShadowOutcome::WouldSkip,
+        } as i32,
+        on_behalf_of: v.on_behalf_of.clone(),
     }
 }
 
@@ -217,6 +281,8 @@ pub fn grant(g: &Grant) -> pb::Grant {
         ended_reason: g.ended_reason.clone().unwrap_or_default(),
         ended_at: g.ended_at.map(timestamp),
         attributes: attributes(&g.attributes),
+        co_lenders: g.co_lenders.clone(),
+        request_digest: g.request_digest.clone().unwrap_or_default(),
     }
 }
 
@@ -236,6 +302,7 @@ pub fn elevation_error(e: ElevationError) -> Status {
         | ElevationError::NotAnAgent { .. }
         | ElevationError::AlreadyResolved { .. }
         | ElevationError::AlreadyEnded { .. }
+        | ElevationError::AlreadyApproved { .. }
         | ElevationError::AgentGone { .. }) => Status::failed_precondition(e.to_string()),
         ElevationError::Refused(refusal) => Status::permission_denied(refusal.to_string()),
         e @ ElevationError::NotFound { .. } => Status::not_found(e.to_string()),

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::elevation::policy::shadow;
 use crate::elevation::Broker;
 use crate::engine::{Reason, Verdict};
 
@@ -171,8 +172,32 @@ pub fn render(broker: &Broker) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
     let _ = writeln!(out, "# HELP rampart_snapshot_info The snapshot serving.\n# TYPE rampart_snapshot_info gauge\nrampart_snapshot_info{{revision=\"{revision}\"}} 1");
+    render_shadow(&mut out, broker);
     render_notifications(&mut out);
     out
+}
+
+/// Shadow auto-approve verdicts against the human decisions
+/// (docs/agents-and-elevation.md#shadow-auto-approve).
+fn render_shadow(out: &mut String, broker: &Broker) {
+    let tally = broker.shadow_tally();
+    out.push_str("# HELP rampart_shadow_auto_approve_total Shadow auto-approve verdicts of humanly decided elevations, by agent, rule, verdict, decision and whether they agree.
+# TYPE rampart_shadow_auto_approve_total counter
+");
+    for ((agent, rule, outcome, decision), n) in &tally.counts {
+        let agreement = if shadow::agrees(*outcome, *decision) {
+            "AGREE"
+        } else {
+            "DISAGREE"
+        };
+        let _ = writeln!(
+            out,
+            "rampart_shadow_auto_approve_total{{agent=\"{}\",rule=\"{rule}\",shadow=\"{}\",decision=\"{}\",agreement=\"{agreement}\"}} {n}",
+            label(agent),
+            outcome.as_str(),
+            decision.as_str()
+        );
+    }
 }
 
 /// Delivery counters of one notification sink (docs/approvals.md#notifications).

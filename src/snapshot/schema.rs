@@ -205,6 +205,8 @@ pub struct ElevationEntry {
     #[serde(default)]
     pub auto_approve: Vec<AutoApproveEntry>,
     #[serde(default)]
+    pub approval_policies: Vec<ApprovalPolicyEntry>,
+    #[serde(default)]
     pub max_requests_per_minute: Option<u32>,
 }
 
@@ -224,6 +226,27 @@ pub struct AutoApproveEntry {
     pub on_behalf_of: String,
     #[serde(default)]
     pub max_per_hour: Option<u32>,
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalPolicyEntry {
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub data_action: Option<bool>,
+    #[serde(default)]
+    pub required: Option<u32>,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub require_ticket: bool,
+    #[serde(default)]
+    pub max_duration: Option<String>,
 }
 
 /// A string of the snapshot file, borrowed from its text when the parser

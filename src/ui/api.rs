@@ -276,6 +276,10 @@ struct ApproveBody {
     max_uses: u32,
     #[serde(default)]
     comment: Option<String>,
+    /// Binds the grant to the elevation's request body (absent: the
+    /// default, bound for a write whose request is known).
+    #[serde(default)]
+    bind_to_request: Option<bool>,
 }
 
 pub async fn approve(
@@ -302,6 +306,7 @@ pub async fn approve(
                 duration,
                 max_uses: req.max_uses,
                 comment: comment(&req.comment),
+                bind_to_request: req.bind_to_request,
             },
         )
         .await

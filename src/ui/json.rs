@@ -51,6 +51,26 @@ pub fn elevation(e: &Elevation) -> Value {
         "comment": e.comment,
         "grant": e.grant.as_ref().map(grant),
         "waiters": e.waiters,
+        "ticket": e.ticket,
+        "requiredApprovals": e.required_approvals.max(1),
+        "approvals": e.approvals.iter().map(|a| json!({
+            "by": a.by,
+            "at": rfc3339(a.at),
+            "durationSeconds": a.duration.map(duration_seconds),
+            "maxUses": a.max_uses,
+            "comment": a.comment,
+        })).collect::<Vec<_>>(),
+        "request": e.request.as_ref().map(|r| json!({
+            "method": r.method,
+            "path": r.path,
+            "digest": r.digest,
+            "bodyPreview": r.body_preview,
+        })),
+        "shadow": e.shadow.iter().map(|v| json!({
+            "rule": v.rule,
+            "outcome": v.outcome.as_str(),
+            "onBehalfOf": v.on_behalf_of,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -68,6 +88,8 @@ pub fn grant(g: &Grant) -> Value {
         "scope": g.scope,
         "dataAction": g.data_action,
         "onBehalfOf": g.on_behalf_of,
+        "coLenders": g.co_lenders,
+        "requestDigest": g.request_digest,
         "attributes": g.attributes,
         "createdAt": rfc3339(g.created_at),
         "expiresAt": rfc3339(g.expires_at),
@@ -106,6 +128,11 @@ mod tests {
             resolved_by: None,
             comment: None,
             grant: None,
+            ticket: None,
+            required_approvals: 0,
+            approvals: Vec::new(),
+            shadow: Vec::new(),
+            request: None,
             waiters: 1,
         }
     }

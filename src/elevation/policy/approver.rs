@@ -35,6 +35,18 @@ pub enum Refusal {
         operation: String,
         scope: String,
     },
+    /// The agent's approval policy for this operation lists its approvers,
+    /// and the caller is not one of them (nor in a listed group).
+    #[error("{caller} is not among the approvers of agent {agent}'s approval policy for this operation ({approvers})")]
+    NotAnApprover {
+        caller: String,
+        agent: String,
+        approvers: String,
+    },
+    /// The approval policy requires a ticket and the elevation has none
+    /// (the policy changed after it was filed).
+    #[error("agent {agent}'s approval policy requires a ticket for this operation and the elevation has none; deny it and have the agent ask again with a ticket")]
+    TicketRequired { agent: String },
     /// Rule (a), for a revocation: the agent may also have left the
     /// snapshot, in which case nobody but an admin may revoke.
     #[error("{caller} may not interact with agent {agent} (rule a), so may not revoke its grants")]

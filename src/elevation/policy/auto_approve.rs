@@ -10,7 +10,7 @@ use crate::elevation::Elevation;
 use crate::engine::Loaded;
 use crate::model::{Agent, AutoApproveRule, Scope};
 
-use super::allows;
+use super::{allows, approval};
 
 /// The span `maxPerHour` counts over.
 pub const WINDOW: Duration = Duration::from_secs(3600);
@@ -73,6 +73,10 @@ pub enum Skipped {
     LenderLacks { rule: usize, on_behalf_of: String },
     /// Its `maxPerHour` approvals are spent.
     HourlyLimit { rule: usize, max_per_hour: u32 },
+    /// The agent's approval policy wants several human approvers for this
+    /// elevation: no rule answers for them (a two-person rule is not one
+    /// rule's to waive).
+    SeveralApprovers { required: u32 },
 }
 
 /// What the policy decided, with the matching rules it skipped (for logs).
@@ -104,9 +108,15 @@ pub fn choose(
     let Ok(scope) = Scope::parse(&elevation.scope) else {
         return outcome;
     };
+    let required = approval::requirement_of(agent, elevation).required;
+    if required > 1 {
+        outcome.skipped.push(Skipped::SeveralApprovers { required });
+        return outcome;
+    }
     let tenant = &loaded.snapshot.tenant;
     for (i, rule) in agent.elevation.auto_approve.iter().enumerate() {
-        if !matches(rule, elevation, &scope) {
+        // Shadow rules are measured (`shadow`), never applied.
+        if rule.shadow || !matches(rule, elevation, &scope) {
             continue;
         }
         let on_behalf_of = &tenant.principals[rule.on_behalf_of].id;
@@ -297,5 +307,24 @@ mod tests {
         let e = elevation(AGENT_R, "reviewer", RESTART, VM);
         let outcome = choose(&loaded, reviewer, &e, &Window::default(), SystemTime::now());
         assert_eq!(outcome, Outcome::default());
+    }
+
+    #[test]
+    fn no_rule_answers_for_a_policy_that_wants_several_approvers() {
+        let yaml = SNAPSHOT.replace(
+            "      maxDuration: 1h\n",
+            "      maxDuration: 1h\n      approvalPolicies:\n        - { actions: [\"Microsoft.Compute/virtualMachines/restart/action\"], required: 2 }\n",
+        );
+        let loaded = loaded_from(&yaml);
+        let e = elevation(AGENT_A, "auto", RESTART, VM);
+        let outcome = choose(
+            &loaded,
+            auto(&loaded),
+            &e,
+            &Window::default(),
+            SystemTime::now(),
+        );
+        assert_eq!(outcome.choice, None);
+        assert_eq!(outcome.skipped, [Skipped::SeveralApprovers { required: 2 }]);
     }
 }

@@ -92,17 +92,19 @@ pub fn still_supported(loaded: &Loaded, g: &Grant) -> Result<(), EndReason> {
     if !inside || !same_identity {
         return Err(EndReason::OutsideManagedScopes);
     }
-    if !allows(
-        loaded,
-        &g.on_behalf_of,
-        &g.action,
-        &g.scope,
-        g.data_action,
-        &g.attributes,
-    ) {
-        return Err(EndReason::LenderLacks {
-            lender: g.on_behalf_of.clone(),
-        });
+    for lender in std::iter::once(&g.on_behalf_of).chain(&g.co_lenders) {
+        if !allows(
+            loaded,
+            lender,
+            &g.action,
+            &g.scope,
+            g.data_action,
+            &g.attributes,
+        ) {
+            return Err(EndReason::LenderLacks {
+                lender: lender.clone(),
+            });
+        }
     }
     Ok(())
 }
@@ -165,6 +167,8 @@ pub fn new_grant(
         scope: elevation.scope.clone(),
         data_action: elevation.data_action,
         on_behalf_of: on_behalf_of.to_owned(),
+        co_lenders: Vec::new(),
+        request_digest: None,
         attributes: elevation.attributes.clone(),
         created_at: now,
         expires_at: now + duration,

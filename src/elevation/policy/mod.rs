@@ -4,12 +4,15 @@
 //! and when a grant ends ([`lifecycle`]). The broker wraps them with
 //! locking, the state store and publishing.
 
+pub mod approval;
 pub mod approver;
 pub mod auto_approve;
+pub mod exact;
 pub mod freeze;
 pub mod lifecycle;
 pub mod rate;
 pub mod request;
+pub mod shadow;
 
 use std::collections::BTreeMap;
 
@@ -175,6 +178,11 @@ agents:
             resolved_by: None,
             comment: None,
             grant: None,
+            ticket: None,
+            required_approvals: 0,
+            approvals: Vec::new(),
+            shadow: Vec::new(),
+            request: None,
             waiters: 1,
         }
     }

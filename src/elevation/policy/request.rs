@@ -10,12 +10,13 @@ use crate::elevation::{Elevation, ElevationError, ElevationState};
 use crate::engine::{Decision, Reason, Request};
 use crate::model::{principal_key, Agent};
 
-use super::{bounded, MAX_TEXT};
+use super::{approval, bounded, exact, MAX_TEXT};
 
 /// The default wait for a decision (docs/agents-and-elevation.md#requestelevation).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// What an agent asks for.
+#[derive(Default)]
 pub struct ElevationRequest<'a> {
     pub principal_id: &'a str,
     pub action: &'a str,
@@ -26,6 +27,12 @@ pub struct ElevationRequest<'a> {
     pub wait_timeout: Option<Duration>,
     /// Request attributes for ABAC conditions; bounded at the edge.
     pub attributes: BTreeMap<String, String>,
+    /// A ticket reference (blank: none); required where the agent's
+    /// approval policy says `requireTicket`.
+    pub ticket: &'a str,
+    /// The HTTP request this is for, when known; its digest is in
+    /// `attributes` too ([`exact::DIGEST_ATTRIBUTE`]).
+    pub exact: Option<exact::ExactRequest>,
 }
 
 impl ElevationRequest<'_> {
@@ -62,22 +69,28 @@ pub fn check_justification(text: &str) -> Result<(), ElevationError> {
 }
 
 /// The elevation `r` creates when Authorize requires approval, and how
-/// long its caller waits: the agent's limits cap the caller's wait and
-/// duration.
+/// long its caller waits: the agent's limits and its approval policy cap
+/// the caller's wait and duration; a policy's `requireTicket` refuses a
+/// request without a ticket.
 pub fn pending(
     r: &ElevationRequest<'_>,
     agent: &Agent,
     decision: &Decision<'_>,
     now: SystemTime,
-) -> (Elevation, Duration) {
+) -> Result<(Elevation, Duration), ElevationError> {
+    let policy = approval::requirement(agent, r.action, r.scope, r.data_action);
+    let ticket = approval::check_ticket(r.ticket, policy.require_ticket)?;
     let wait = r
         .wait_timeout
         .unwrap_or(DEFAULT_WAIT)
         .min(agent.elevation.max_wait);
-    let duration = r
+    let mut duration = r
         .requested_duration
         .unwrap_or(agent.elevation.default_duration)
         .min(agent.elevation.max_duration);
+    if let Some(max) = policy.max_duration {
+        duration = duration.min(max);
+    }
     let elevation = Elevation {
         id: new_id(),
         principal_id: r.principal_id.to_owned(),
@@ -97,9 +110,14 @@ pub fn pending(
         resolved_by: None,
         comment: None,
         grant: None,
+        ticket,
+        required_approvals: policy.required,
+        approvals: Vec::new(),
+        shadow: Vec::new(),
+        request: r.exact.clone(),
         waiters: 1,
     };
-    (elevation, wait)
+    Ok((elevation, wait))
 }
 
 /// The answer when Authorize already allows `r`: `NOT_NEEDED`, resolved at
@@ -129,6 +147,11 @@ pub fn not_needed(
         resolved_by: Some("rampart".into()),
         comment: Some("Authorize already allows this".into()),
         grant: None,
+        ticket: approval::check_ticket(r.ticket, false).ok().flatten(),
+        required_approvals: 0,
+        approvals: Vec::new(),
+        shadow: Vec::new(),
+        request: None,
         waiters: 0,
     }
 }
@@ -181,6 +204,8 @@ mod tests {
             requested_duration: None,
             wait_timeout: None,
             attributes: BTreeMap::new(),
+            ticket: "",
+            exact: None,
         }
     }
 
@@ -222,7 +247,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(decision.verdict, Verdict::ApprovalRequired);
         let now = SystemTime::now();
-        let (e, wait) = pending(&r, agent, &decision, now);
+        let (e, wait) = pending(&r, agent, &decision, now).unwrap_or_else(|e| panic!("{e}"));
         // maxDuration: 1h in the fixture; the wait is capped by max_wait.
         assert_eq!(e.requested_duration, Duration::from_secs(3600));
         assert_eq!(wait, agent.elevation.max_wait);
@@ -234,9 +259,38 @@ mod tests {
         assert_eq!(e.agent_id, "auto");
         // Silent on duration and wait: the defaults.
         let r = ask(AGENT_A, "disk pressure");
-        let (e, wait) = pending(&r, agent, &decision, now);
+        let (e, wait) = pending(&r, agent, &decision, now).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.requested_duration, agent.elevation.default_duration);
         assert_eq!(wait, DEFAULT_WAIT.min(agent.elevation.max_wait));
+    }
+
+    #[test]
+    fn an_approval_policy_caps_the_duration_records_the_bar_and_may_require_a_ticket() {
+        let yaml = SNAPSHOT.replace(
+            "      maxDuration: 1h\n",
+            "      maxDuration: 1h\n      approvalPolicies:\n        - { actions: [\"Microsoft.Compute/*\"], required: 2, requireTicket: true, maxDuration: 20m }\n",
+        );
+        let loaded = loaded_from(&yaml);
+        let agent = agent_by_id(&loaded.snapshot, "auto").unwrap_or_else(|| panic!());
+        let mut r = ask(AGENT_A, "disk pressure");
+        let decision = loaded
+            .decide(&r.question())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = SystemTime::now();
+        let refused = pending(&r, agent, &decision, now).err();
+        assert!(matches!(
+            refused,
+            Some(ElevationError::InvalidRequest {
+                field: "ticket",
+                ..
+            })
+        ));
+        r.ticket = "INC-7";
+        r.requested_duration = Some(Duration::from_secs(3600));
+        let (e, _) = pending(&r, agent, &decision, now).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.ticket.as_deref(), Some("INC-7"));
+        assert_eq!(e.required_approvals, 2);
+        assert_eq!(e.requested_duration, Duration::from_secs(20 * 60));
     }
 
     #[test]

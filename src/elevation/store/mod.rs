@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use super::events::AuditEvent;
 use super::policy::freeze::FreezeState;
-use super::{Elevation, ElevationState, Grant};
+use super::{ApprovalRecord, Elevation, ElevationState, Grant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -162,6 +162,17 @@ pub trait StateStore: Send + Sync {
     /// Records a grant's uses, its reservation of uses or its end, as the
     /// grant stands. An ended grant is never made active again.
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError>;
+
+    /// Adds one approval to a `PENDING` elevation that needs several,
+    /// atomically: appended unless its approver's is recorded already (an
+    /// approver counts once, across replicas). The elevation as stored
+    /// after — with its state, should it no longer be pending (nothing is
+    /// then written) — or `None` when there is no such elevation.
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError>;
 
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError>;
 
@@ -329,6 +340,13 @@ impl<S: StateStore + ?Sized> StateStore for Arc<S> {
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
         (**self).put_grant(g)
     }
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        (**self).add_approval(id, approval)
+    }
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
         (**self).elevation(id)
     }
@@ -387,6 +405,13 @@ impl<S: StateStore + ?Sized> StateStore for Box<S> {
     }
     fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
         (**self).put_grant(g)
+    }
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        (**self).add_approval(id, approval)
     }
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
         (**self).elevation(id)

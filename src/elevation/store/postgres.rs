@@ -45,10 +45,11 @@ use super::{
     Resolved, SharedState, StateStore, StoreError,
 };
 use crate::elevation::events::AuditEvent;
+use crate::elevation::policy::approval::has_approved;
 use crate::elevation::policy::rate::Bucket;
 use crate::elevation::policy::request;
 use crate::elevation::store::FreezeState;
-use crate::elevation::{Elevation, ElevationState, Grant};
+use crate::elevation::{ApprovalRecord, Elevation, ElevationState, Grant};
 use crate::model::principal_key;
 
 mod tls;
@@ -853,6 +854,47 @@ impl StateStore for PgStore {
             notify(&tx, seq).await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        let id = id.to_owned();
+        let approval = approval.clone();
+        self.run(move |pool, writer| async move {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            // The sequence row first, as every writer takes it.
+            let seq = next_seq(&tx).await?;
+            let stmt = tx
+                .prepare_cached("SELECT body, waiters FROM elevations WHERE id = $1 FOR UPDATE")
+                .await?;
+            let Some(row) = tx.query_opt(&stmt, &[&id]).await? else {
+                return Ok(None);
+            };
+            let mut e = elevation_row(&row)?;
+            if !e.state.is_pending() || has_approved(&e, &approval.by) {
+                return Ok(Some(e));
+            }
+            e.approvals.push(approval);
+            let body = serde_json::to_string(&e)?;
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE elevations SET body = $2, seq = $3, writer = $4, updated_ms = $5
+                     WHERE id = $1 AND state = 'PENDING'",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[&id, &body, &seq, &&*writer, &unix_ms(SystemTime::now())],
+            )
+            .await?;
+            notify(&tx, seq).await?;
+            tx.commit().await?;
+            Ok(Some(e))
         })
     }
 

@@ -23,8 +23,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{Cursor, ElevationQuery, GrantQuery, Page, Purged, Resolved, StateStore, StoreError};
 use crate::elevation::events::AuditEvent;
+use crate::elevation::policy::approval::has_approved;
 use crate::elevation::policy::freeze::FreezeState;
-use crate::elevation::{Elevation, ElevationState, Grant};
+use crate::elevation::{ApprovalRecord, Elevation, ElevationState, Grant};
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -465,6 +466,33 @@ impl StateStore for Store {
         upsert_grant(&self.conn(), g)
     }
 
+    fn add_approval(
+        &self,
+        id: &str,
+        approval: &ApprovalRecord,
+    ) -> Result<Option<Elevation>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT body FROM elevations WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(body) = stored else {
+            return Ok(None);
+        };
+        let mut e: Elevation = serde_json::from_str(&body)?;
+        if !e.state.is_pending() || has_approved(&e, &approval.by) {
+            return Ok(Some(e));
+        }
+        e.approvals.push(approval.clone());
+        upsert_elevation(&tx, &e)?;
+        tx.commit()?;
+        Ok(Some(e))
+    }
+
     fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
         let body: Option<String> = self
             .conn()
@@ -640,6 +668,56 @@ mod tests {
                 |row| row.get(0),
             )
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn approvals_are_added_once_per_approver_and_only_while_pending() {
+        let store = store();
+        let mut e = elevation(AGENT_R, "reviewer", RESTART, VM);
+        let approval = |by: &str| ApprovalRecord {
+            by: by.into(),
+            at: SystemTime::now(),
+            duration: None,
+            max_uses: 0,
+            comment: None,
+            bind: None,
+        };
+        assert!(store
+            .add_approval(&e.id, &approval("oncall"))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .is_none());
+        store
+            .create_elevation(&e)
+            .unwrap_or_else(|err| panic!("{err}"));
+        for by in ["oncall", "oncall", "oncall2"] {
+            store
+                .add_approval(&e.id, &approval(by))
+                .unwrap_or_else(|err| panic!("{err}"));
+        }
+        let stored = store
+            .elevation(&e.id)
+            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_else(|| panic!("gone"));
+        let by: Vec<&str> = stored.approvals.iter().map(|a| a.by.as_str()).collect();
+        assert_eq!(by, ["oncall", "oncall2"]);
+        // Resolved: nothing more is added.
+        resolve(
+            &mut e,
+            ElevationState::Denied,
+            None,
+            "oncall",
+            None,
+            SystemTime::now(),
+        );
+        store
+            .resolve(&e, None)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let after = store
+            .add_approval(&e.id, &approval("third"))
+            .unwrap_or_else(|err| panic!("{err}"))
+            .unwrap_or_else(|| panic!("gone"));
+        assert_eq!(after.state, ElevationState::Denied);
+        assert!(after.approvals.is_empty());
     }
 
     #[test]

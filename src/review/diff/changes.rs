@@ -540,15 +540,24 @@ fn agent_changes(ot: &Tenant, a: &Agent, nt: &Tenant, b: &Agent) -> Vec<AgentCha
 }
 
 /// Added rules are gains of autonomy, removed ones losses; a changed rule
-/// is both.
+/// is both. Shadow rules never act, so they are neither: a rule turned
+/// shadow is a loss, a shadow turned live a gain.
 fn rule_changes(
     ot: &Tenant,
     nt: &Tenant,
     old: &[AutoApproveRule],
     new: &[AutoApproveRule],
 ) -> Vec<AgentChange> {
-    let old_rules: Vec<serde_json::Value> = old.iter().map(|r| rule_json(ot, r)).collect();
-    let new_rules: Vec<serde_json::Value> = new.iter().map(|r| rule_json(nt, r)).collect();
+    let old_rules: Vec<serde_json::Value> = old
+        .iter()
+        .filter(|r| !r.shadow)
+        .map(|r| rule_json(ot, r))
+        .collect();
+    let new_rules: Vec<serde_json::Value> = new
+        .iter()
+        .filter(|r| !r.shadow)
+        .map(|r| rule_json(nt, r))
+        .collect();
     let mut out = Vec::new();
     for r in &new_rules {
         if !old_rules.contains(r) {

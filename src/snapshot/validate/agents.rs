@@ -8,10 +8,10 @@ use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, RoleIndex, Roles};
 use super::Problems;
 use crate::model::{
-    check_operation, Agent, AutoApproveRule, ElevationSettings, ExecutionMode, Hierarchy,
-    PermissionLevel, Principal, PrincipalType, RoleAssignment, Scope, ScopeKind,
+    check_operation, Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode,
+    Hierarchy, PermissionLevel, Principal, PrincipalType, RoleAssignment, Scope, ScopeKind,
 };
-use crate::snapshot::schema::{AgentEntry, AutoApproveEntry, ElevationEntry};
+use crate::snapshot::schema::{AgentEntry, ApprovalPolicyEntry, AutoApproveEntry, ElevationEntry};
 
 /// What an agent's checks look things up in.
 pub(super) struct Context<'a> {
@@ -114,6 +114,7 @@ fn agent(
         &format!("{path}.elevation"),
         id,
         &managed_scopes,
+        principal,
         cx,
         problems,
     );
@@ -142,6 +143,7 @@ fn elevation(
     path: &str,
     id: Option<&str>,
     managed_scopes: &[Scope],
+    identity: Option<usize>,
     cx: &Context<'_>,
     problems: &mut Problems,
 ) -> Option<ElevationSettings> {
@@ -221,6 +223,21 @@ fn elevation(
             auto_approve_rule(rule, &rpath, id, managed_scopes, max_duration, cx, problems)
         })
         .collect();
+    let approval_policies = e
+        .approval_policies
+        .iter()
+        .enumerate()
+        .map(|(r, policy)| {
+            let rpath = format!("{path}.approvalPolicies[{r}]");
+            let scope_of = Rule {
+                path: &rpath,
+                id,
+                managed_scopes,
+                agent_max_duration: max_duration,
+            };
+            approval_policy(policy, &scope_of, identity, cx, problems)
+        })
+        .collect();
     Some(ElevationSettings {
         default_duration,
         max_duration,
@@ -228,6 +245,7 @@ fn elevation(
         interact_action,
         privileged_role: privileged_role?,
         auto_approve,
+        approval_policies,
         max_requests_per_minute,
     })
 }
@@ -302,7 +320,122 @@ fn auto_approve_rule(
         max_duration,
         on_behalf_of: on_behalf_of?,
         max_per_hour: rule.max_per_hour,
+        shadow: rule.shadow,
     })
+}
+
+/// Where a rule of an agent's elevation section sits, and what bounds it.
+struct Rule<'a> {
+    path: &'a str,
+    id: Option<&'a str>,
+    managed_scopes: &'a [Scope],
+    agent_max_duration: Duration,
+}
+
+/// One approval policy; every problem is reported, unknown approvers left
+/// out of the result.
+fn approval_policy(
+    p: &ApprovalPolicyEntry,
+    rule: &Rule<'_>,
+    identity: Option<usize>,
+    cx: &Context<'_>,
+    problems: &mut Problems,
+) -> ApprovalPolicy {
+    let (path, id) = (rule.path, rule.id);
+    if p.actions.is_empty() {
+        problems.push(
+            format!("{path}.actions"),
+            id,
+            "an approval policy needs at least one action pattern (\"*\" for every operation)",
+        );
+    }
+    let actions = patterns(&p.actions, &format!("{path}.actions"), id, problems)
+        .iter()
+        .cloned()
+        .collect();
+    let mut scopes = Vec::with_capacity(p.scopes.len());
+    for (s, text) in p.scopes.iter().enumerate() {
+        let spath = format!("{path}.scopes[{s}]");
+        let Some(sc) = scope(text, &spath, id, problems) else {
+            continue;
+        };
+        if !rule
+            .managed_scopes
+            .iter()
+            .any(|m| sc.is_structurally_within(m))
+        {
+            problems.push(
+                spath,
+                id,
+                format!("scope '{sc}' is outside the agent's managed scopes"),
+            );
+        }
+        scopes.push(sc);
+    }
+    let required = p.required.unwrap_or(1);
+    let most = ElevationSettings::MAX_REQUIRED_APPROVERS;
+    if !(1..=most).contains(&required) {
+        problems.push(
+            format!("{path}.required"),
+            id,
+            format!("required must be from 1 to {most} distinct approvers, not {required}"),
+        );
+    }
+    let mut approvers = Vec::with_capacity(p.approvers.len());
+    for (a, text) in p.approvers.iter().enumerate() {
+        let apath = format!("{path}.approvers[{a}]");
+        match cx.principal_index.resolve(text) {
+            None => problems.push(
+                apath,
+                id,
+                format!("unknown principal '{text}' (list users, service principals or groups of the snapshot)"),
+            ),
+            Some(i) if Some(i) == identity => problems.push(
+                apath,
+                id,
+                format!("'{text}' is the agent's own identity, which never approves its own elevations; remove it"),
+            ),
+            Some(i) if approvers.contains(&i) => problems.push(
+                apath,
+                id,
+                format!("'{text}' is listed twice; list each approver once"),
+            ),
+            Some(i) => approvers.push(i),
+        }
+    }
+    let has_group = approvers
+        .iter()
+        .any(|&i| cx.principals[i].kind == PrincipalType::Group);
+    if !approvers.is_empty() && !has_group && (approvers.len() as u32) < required {
+        problems.push(
+            format!("{path}.approvers"),
+            id,
+            format!(
+                "required is {required} but only {} approvers are listed, so nothing could ever be approved; list more approvers (or a group) or lower required",
+                approvers.len()
+            ),
+        );
+    }
+    let max_duration = p
+        .max_duration
+        .as_ref()
+        .map(|text| duration(text, format!("{path}.maxDuration"), id, problems));
+    if max_duration.is_some_and(|m| m > rule.agent_max_duration) {
+        problems.push(
+            format!("{path}.maxDuration"),
+            id,
+            "the policy's maxDuration is longer than the agent's; shorten it or raise elevation.maxDuration",
+        );
+    }
+    ApprovalPolicy {
+        actions,
+        scopes,
+        data_action: p.data_action,
+        required,
+        approvers,
+        require_ticket: p.require_ticket,
+        max_duration,
+    }
 }
 
 /// The standing assignments an agent's level derives: its
@@ -732,5 +865,87 @@ mod tests {
             rule.max_duration,
             Some(std::time::Duration::from_secs(3600))
         );
+    }
+
+    #[test]
+    fn approval_policies_default_to_none_and_keep_their_fields() {
+        assert!(valid(&agent(&[])).agents[0]
+            .elevation
+            .approval_policies
+            .is_empty());
+        let t = valid(&elevation("approvalPolicies: [{ actions: [\"Microsoft.Authorization/*\"], scopes: [/subscriptions/s1/resourceGroups/rg], dataAction: false, required: 2, approvers: [bob, team], requireTicket: true, maxDuration: 1h }]"));
+        let p = &t.agents[0].elevation.approval_policies[0];
+        assert_eq!(p.required, 2);
+        let names: Vec<&str> = p
+            .approvers
+            .iter()
+            .map(|&i| t.principals[i].id.as_str())
+            .collect();
+        assert_eq!(names, ["bob", "team"]);
+        assert!(p.require_ticket);
+        assert_eq!(p.data_action, Some(false));
+        assert_eq!(p.max_duration, Some(std::time::Duration::from_secs(3600)));
+        // `required` defaults to one approver.
+        let t = valid(&elevation(
+            "approvalPolicies: [{ actions: [\"*\"], requireTicket: true }]",
+        ));
+        assert_eq!(t.agents[0].elevation.approval_policies[0].required, 1);
+    }
+
+    #[test]
+    fn approval_policy_fields_are_checked_with_the_fix_named() {
+        assert_problems(
+            &elevation("maxDuration: 1h, approvalPolicies: [{ required: 0, scopes: [/subscriptions/s1/resourceGroups/other], approvers: [ghost, mi, bob, bob], maxDuration: 2h }]"),
+            &[
+                ("agents[0].elevation.approvalPolicies[0].actions", Some("ag"), "an approval policy needs at least one action pattern (\"*\" for every operation)"),
+                ("agents[0].elevation.approvalPolicies[0].scopes[0]", Some("ag"), "scope '/subscriptions/s1/resourceGroups/other' is outside the agent's managed scopes"),
+                ("agents[0].elevation.approvalPolicies[0].required", Some("ag"), "required must be from 1 to 10 distinct approvers, not 0"),
+                ("agents[0].elevation.approvalPolicies[0].approvers[0]", Some("ag"), "unknown principal 'ghost' (list users, service principals or groups of the snapshot)"),
+                ("agents[0].elevation.approvalPolicies[0].approvers[1]", Some("ag"), "'mi' is the agent's own identity, which never approves its own elevations; remove it"),
+                ("agents[0].elevation.approvalPolicies[0].approvers[3]", Some("ag"), "'bob' is listed twice; list each approver once"),
+                ("agents[0].elevation.approvalPolicies[0].maxDuration", Some("ag"), "the policy's maxDuration is longer than the agent's; shorten it or raise elevation.maxDuration"),
+            ],
+        );
+        assert_problems(
+            &elevation("approvalPolicies: [{ actions: [\"*\"], required: 11 }]"),
+            &[(
+                "agents[0].elevation.approvalPolicies[0].required",
+                Some("ag"),
+                "required must be from 1 to 10 distinct approvers, not 11",
+            )],
+        );
+    }
+
+    #[test]
+    fn an_approval_policy_that_could_never_be_met_is_refused() {
+        assert_problems(
+            &elevation("approvalPolicies: [{ actions: [\"*\"], required: 2, approvers: [bob] }]"),
+            &[("agents[0].elevation.approvalPolicies[0].approvers", Some("ag"), "required is 2 but only 1 approvers are listed, so nothing could ever be approved; list more approvers (or a group) or lower required")],
+        );
+        // A group may hold any number of members.
+        valid(&elevation(
+            "approvalPolicies: [{ actions: [\"*\"], required: 3, approvers: [team] }]",
+        ));
+    }
+
+    #[test]
+    fn unknown_approval_policy_fields_are_refused() {
+        let yaml = elevation("approvalPolicies: [{ actions: [\"*\"], requiredApprovers: 2 }]");
+        let err = crate::snapshot::load_str(&yaml, "test")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("requiredApprovers")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_auto_approve_rule_may_be_a_shadow() {
+        let t = valid(&elevation("autoApprove: [{ onBehalfOf: bob, actions: [\"*/read\"], shadow: true }, { onBehalfOf: bob, actions: [\"*/read\"] }]"));
+        let rules = &t.agents[0].elevation.auto_approve;
+        assert!(rules[0].shadow);
+        assert!(!rules[1].shadow);
     }
 }

@@ -111,12 +111,37 @@
     list.appendChild(li);
   }
 
+  /// The ticket, the approvals so far of the ones required, and what
+  /// shadow auto-approve rules would have done: shown only when there.
+  function renderPolicy(li, e) {
+    const show = (name, text) => {
+      const row = li.querySelector('[data-show="' + name + '"]');
+      if (!row) return;
+      row.hidden = !text;
+      fill(li, name, text || '');
+    };
+    show('ticket', e.ticket);
+    const required = e.requiredApprovals || 1;
+    const approvals = e.approvals || [];
+    show('approvals', required > 1 || approvals.length > 1
+      ? approvals.length + ' of ' + required + ' distinct approvers' +
+        (approvals.length ? ': ' + approvals.map((a) => a.by).join(', ') : '')
+      : '');
+    const r = e.request;
+    show('exact', r ? r.method + ' ' + r.path + ' (SHA-256 ' + r.digest + ')' : '');
+    show('body', r && r.bodyPreview ? r.bodyPreview : '');
+    show('shadow', (e.shadow || []).map((v) =>
+      'rule ' + v.rule + ' ' + v.outcome + ' (on behalf of ' + v.onBehalfOf + ')').join('; '));
+  }
+
   function renderPending(e) {
     const existing = state.pending.get(e.id);
     if (existing) {
-      // Keep what the approver is typing; only the numbers move.
+      // Keep what the approver is typing; only the numbers and the
+      // approvals so far move.
       existing.data = e;
       existing.receivedAt = Date.now();
+      renderPolicy(existing.li, e);
       tickPending(existing);
       return;
     }
@@ -129,6 +154,7 @@
     fill(li, 'plane', e.dataAction ? 'data plane' : 'control plane');
     fill(li, 'requested', duration(e.requestedDurationSeconds));
     fill(li, 'justification', e.justification);
+    renderPolicy(li, e);
     const p = e.preview || {};
     fill(li, 'lends', p.lends || (e.action + ' at ' + e.scope));
     const n = p.resourcesUnderScope || 0;
@@ -158,6 +184,11 @@
       d.setAttribute('aria-label', 'Duration, at most ' + duration(e.requestedDurationSeconds) + ' (e.g. 10m); empty keeps the request');
       approve.elements.maxUses.setAttribute('aria-label', 'Max uses, 0 for unlimited');
       approve.elements.comment.setAttribute('aria-label', 'Approval comment');
+      const bind = approve.querySelector('[data-show="bind"]');
+      if (e.request) {
+        bind.hidden = false;
+        approve.elements.bindToRequest.checked = !e.readOnly;
+      }
       approve.querySelector('button').setAttribute('aria-label', 'Approve ' + label);
       approve.addEventListener('submit', (ev) => {
         ev.preventDefault();
@@ -165,6 +196,7 @@
           duration: approve.elements.duration.value.trim() || null,
           maxUses: parseInt(approve.elements.maxUses.value || '0', 10) || 0,
           comment: approve.elements.comment.value,
+          bindToRequest: e.request ? approve.elements.bindToRequest.checked : null,
         });
       });
     } else {
@@ -235,6 +267,21 @@
     if (entry) fill(entry.li, 'error', '');
     try {
       const e = await call('/elevations/' + encodeURIComponent(id) + '/' + verb, body);
+      if (e.state === 'PENDING') {
+        // One approval of several: the card stays, without this
+        // approver's form (an approver counts once).
+        renderPending(e);
+        if (entry) {
+          const approve = entry.li.querySelector('form.approve');
+          if (approve) approve.remove();
+          fill(entry.li, 'rights', 'You approved; waiting for ' +
+            ((e.requiredApprovals || 1) - (e.approvals || []).length) + ' more approver(s).');
+          entry.li.querySelector('.card-title').focus();
+        }
+        announce('Approval recorded for ' + who(e) + ': ' + (e.approvals || []).length +
+          ' of ' + (e.requiredApprovals || 1));
+        return;
+      }
       resolved(e);
     } catch (err) {
       busy(form, false);
@@ -311,7 +358,7 @@
     fill(li, 'agentId', g.agentId);
     fill(li, 'action', g.action);
     fill(li, 'scope', g.scope);
-    fill(li, 'onBehalfOf', g.onBehalfOf);
+    fill(li, 'onBehalfOf', [g.onBehalfOf].concat(g.coLenders || []).join(' and '));
     fill(li, 'uses', g.maxUses ? g.uses + ' of ' + g.maxUses : g.uses + ' (unlimited)');
     const form = li.querySelector('form.revoke');
     form.elements.comment.setAttribute('aria-label', 'Revocation comment');
