@@ -1072,3 +1072,39 @@ async fn a_freeze_given_to_one_replica_holds_for_the_fleet_and_survives_a_restar
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_approvers_on_two_replicas_make_one_two_person_approval() {
+    let Some(db) = test_db() else { return };
+    let policies = include_str!("fixtures/approval_policies.yaml");
+    let (a, b) = (db.replica(policies), db.replica(policies));
+    let scope = vm("web-1");
+    let caller = {
+        let a = a.clone();
+        let scope = scope.clone();
+        tokio::spawn(async move {
+            a.request(ask("agent-r", &scope, Duration::from_secs(30)))
+                .await
+        })
+    };
+    let e = pending_on(&b, &scope).await;
+
+    // The first approval, on B, is recorded; the elevation stays pending.
+    let first = ok(b.approve("oncall", &e.id, approval(0)).await);
+    assert_eq!(first.state, ElevationState::Pending);
+    // The same approver again, on A, counts once.
+    assert!(a.approve("oncall", &e.id, approval(0)).await.is_err());
+    assert_eq!(authorize(&a, "agent-r", &scope), Verdict::ApprovalRequired);
+
+    // The second, on A: approved, the caller answered, both lenders named.
+    let second = ok(a.approve("oncall2", &e.id, approval(0)).await);
+    assert_eq!(second.state, ElevationState::Approved);
+    let answer = ok(ok(caller.await));
+    assert_eq!(answer.state, ElevationState::Approved);
+    assert!(
+        eventually(Duration::from_secs(10), || authorize(&b, "agent-r", &scope)
+            == Verdict::Allow)
+        .await,
+        "B honours the two-person grant"
+    );
+}
