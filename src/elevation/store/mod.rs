@@ -326,137 +326,84 @@ pub trait SharedState: Send + Sync {
     fn end_grant(&self, g: &Grant) -> Result<bool, StoreError>;
 }
 
-/// A store shared behind an `Arc` (a broker and a test, say).
-impl<S: StateStore + ?Sized> StateStore for Arc<S> {
-    fn load_live(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError> {
-        (**self).load_live()
-    }
-    fn create_elevation(&self, e: &Elevation) -> Result<(), StoreError> {
-        (**self).create_elevation(e)
-    }
-    fn resolve(&self, e: &Elevation, grant: Option<&Grant>) -> Result<Resolved, StoreError> {
-        (**self).resolve(e, grant)
-    }
-    fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
-        (**self).put_grant(g)
-    }
-    fn add_approval(
-        &self,
-        id: &str,
-        approval: &ApprovalRecord,
-    ) -> Result<Option<Elevation>, StoreError> {
-        (**self).add_approval(id, approval)
-    }
-    fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
-        (**self).elevation(id)
-    }
-    fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
-        (**self).grant(id)
-    }
-    fn elevations(
-        &self,
-        query: &ElevationQuery,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Page<Elevation>, StoreError> {
-        (**self).elevations(query, after, limit)
-    }
-    fn grants(
-        &self,
-        query: &GrantQuery,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Page<Grant>, StoreError> {
-        (**self).grants(query, after, limit)
-    }
-    fn count_elevations(&self) -> Result<usize, StoreError> {
-        (**self).count_elevations()
-    }
-    fn purge(&self, before: SystemTime) -> Result<Purged, StoreError> {
-        (**self).purge(before)
-    }
-    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        (**self).append_audit(event)
-    }
-    fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        (**self).audit_events()
-    }
-    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
-        (**self).freeze()
-    }
-    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
-        (**self).put_freeze(state)
-    }
-    fn shared(&self) -> Option<&dyn SharedState> {
-        (**self).shared()
-    }
+/// Implements [`StateStore`] for a pointer to one by forwarding every
+/// method: a store shared behind an `Arc` (a broker and a test, say), or
+/// chosen at run time behind a `Box` (`--state-dir` or `--state-db`).
+macro_rules! forward_state_store {
+    ($pointer:ident) => {
+        impl<S: StateStore + ?Sized> StateStore for $pointer<S> {
+            fn load_live(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError> {
+                (**self).load_live()
+            }
+            fn create_elevation(&self, e: &Elevation) -> Result<(), StoreError> {
+                (**self).create_elevation(e)
+            }
+            fn resolve(
+                &self,
+                e: &Elevation,
+                grant: Option<&Grant>,
+            ) -> Result<Resolved, StoreError> {
+                (**self).resolve(e, grant)
+            }
+            fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
+                (**self).put_grant(g)
+            }
+            fn add_approval(
+                &self,
+                id: &str,
+                approval: &ApprovalRecord,
+            ) -> Result<Option<Elevation>, StoreError> {
+                (**self).add_approval(id, approval)
+            }
+            fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
+                (**self).elevation(id)
+            }
+            fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
+                (**self).grant(id)
+            }
+            fn elevations(
+                &self,
+                query: &ElevationQuery,
+                after: Option<&Cursor>,
+                limit: usize,
+            ) -> Result<Page<Elevation>, StoreError> {
+                (**self).elevations(query, after, limit)
+            }
+            fn grants(
+                &self,
+                query: &GrantQuery,
+                after: Option<&Cursor>,
+                limit: usize,
+            ) -> Result<Page<Grant>, StoreError> {
+                (**self).grants(query, after, limit)
+            }
+            fn count_elevations(&self) -> Result<usize, StoreError> {
+                (**self).count_elevations()
+            }
+            fn purge(&self, before: SystemTime) -> Result<Purged, StoreError> {
+                (**self).purge(before)
+            }
+            fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+                (**self).append_audit(event)
+            }
+            fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+                (**self).audit_events()
+            }
+            fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
+                (**self).freeze()
+            }
+            fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
+                (**self).put_freeze(state)
+            }
+            fn shared(&self) -> Option<&dyn SharedState> {
+                (**self).shared()
+            }
+        }
+    };
 }
 
-/// A store chosen at run time (`--state-dir` or `--state-db`).
-impl<S: StateStore + ?Sized> StateStore for Box<S> {
-    fn load_live(&self) -> Result<(Vec<Elevation>, Vec<Grant>), StoreError> {
-        (**self).load_live()
-    }
-    fn create_elevation(&self, e: &Elevation) -> Result<(), StoreError> {
-        (**self).create_elevation(e)
-    }
-    fn resolve(&self, e: &Elevation, grant: Option<&Grant>) -> Result<Resolved, StoreError> {
-        (**self).resolve(e, grant)
-    }
-    fn put_grant(&self, g: &Grant) -> Result<(), StoreError> {
-        (**self).put_grant(g)
-    }
-    fn add_approval(
-        &self,
-        id: &str,
-        approval: &ApprovalRecord,
-    ) -> Result<Option<Elevation>, StoreError> {
-        (**self).add_approval(id, approval)
-    }
-    fn elevation(&self, id: &str) -> Result<Option<Elevation>, StoreError> {
-        (**self).elevation(id)
-    }
-    fn grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
-        (**self).grant(id)
-    }
-    fn elevations(
-        &self,
-        query: &ElevationQuery,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Page<Elevation>, StoreError> {
-        (**self).elevations(query, after, limit)
-    }
-    fn grants(
-        &self,
-        query: &GrantQuery,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> Result<Page<Grant>, StoreError> {
-        (**self).grants(query, after, limit)
-    }
-    fn count_elevations(&self) -> Result<usize, StoreError> {
-        (**self).count_elevations()
-    }
-    fn purge(&self, before: SystemTime) -> Result<Purged, StoreError> {
-        (**self).purge(before)
-    }
-    fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
-        (**self).append_audit(event)
-    }
-    fn audit_events(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        (**self).audit_events()
-    }
-    fn freeze(&self) -> Result<Option<FreezeState>, StoreError> {
-        (**self).freeze()
-    }
-    fn put_freeze(&self, state: &FreezeState) -> Result<(), StoreError> {
-        (**self).put_freeze(state)
-    }
-    fn shared(&self) -> Option<&dyn SharedState> {
-        (**self).shared()
-    }
-}
+forward_state_store!(Arc);
+forward_state_store!(Box);
 
 #[cfg(test)]
 mod tests {
