@@ -1,21 +1,23 @@
 //! Effective permissions of one principal at one scope anchor: everything
 //! that does not depend on the operation, resolved once and cached.
 
-use crate::snapshot::{Anchor, CompiledSnapshot, NodeId};
+use crate::snapshot::{
+    AgentIx, Anchor, AssignmentIx, CompiledSnapshot, DenyIx, NodeId, Position, PrincipalIx, RoleIx,
+};
 
 /// An applicable role assignment and the group it came through: a source
 /// of the principal's permissions (not an elevation grant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AssignmentSource {
-    pub assignment: u32,
+    pub assignment: AssignmentIx,
     /// The group the assignment names, when it is not the principal itself.
-    pub via: Option<u32>,
+    pub via: Option<PrincipalIx>,
 }
 
 /// A permission block of a role, by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockRef {
-    pub role: u32,
+    pub role: RoleIx,
     pub block: u32,
 }
 
@@ -34,29 +36,28 @@ pub struct Effective {
     pub conditional: Box<[AssignmentSource]>,
     /// Deny assignments that apply to the principal at this scope; whether
     /// they cover the operation is checked per request.
-    pub denies: Box<[u32]>,
+    pub denies: Box<[DenyIx]>,
     /// For an agent's identity: whether the scope is inside its managed scopes.
     pub agent: Option<AgentPosition>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentPosition {
-    pub agent: u32,
+    pub agent: AgentIx,
     pub in_scope: bool,
 }
 
 /// Resolves the effective permissions of `principal` at `anchor`.
-pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> Effective {
+pub fn resolve(snapshot: &CompiledSnapshot, principal: PrincipalIx, anchor: Anchor) -> Effective {
     let tenant = &snapshot.tenant;
     let chain: Vec<NodeId> = snapshot.chain(anchor.node).collect();
     let on_chain = |node: NodeId| chain.contains(&node);
-    let p = principal as usize;
-    let members = std::iter::once(principal).chain(snapshot.groups[p].iter().copied());
+    let members = std::iter::once(principal).chain(snapshot.groups[principal].iter().copied());
 
     let mut sources = Vec::new();
     for member in members.clone() {
-        for &a in snapshot.assignments_of[member as usize].iter() {
-            if on_chain(snapshot.assignment_node[a as usize]) {
+        for &a in snapshot.assignments_of[member].iter() {
+            if on_chain(snapshot.assignment_node[a]) {
                 sources.push(AssignmentSource {
                     assignment: a,
                     via: (member != principal).then_some(member),
@@ -69,7 +70,7 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
     let mut data_blocks = Vec::new();
     let mut conditional = Vec::new();
     for g in &sources {
-        let assignment = &tenant.role_assignments[g.assignment as usize];
+        let assignment = &tenant.role_assignments[g.assignment];
         let role = &tenant.role_definitions[assignment.role];
         if assignment.condition.is_some() || role.permissions.iter().any(|b| b.condition.is_some())
         {
@@ -78,7 +79,7 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
         }
         for (b, block) in role.permissions.iter().enumerate() {
             let r = BlockRef {
-                role: assignment.role as u32,
+                role: RoleIx::at(assignment.role),
                 block: b as u32,
             };
             if !block.actions.is_empty() && !control_blocks.contains(&r) {
@@ -90,28 +91,31 @@ pub fn resolve(snapshot: &CompiledSnapshot, principal: u32, anchor: Anchor) -> E
         }
     }
 
-    let is_member = |candidate: u32| {
-        candidate == principal || snapshot.groups[p].binary_search(&candidate).is_ok()
+    let is_member = |candidate: PrincipalIx| {
+        candidate == principal || snapshot.groups[principal].binary_search(&candidate).is_ok()
     };
     let mut denies = Vec::new();
-    let targeted = members.flat_map(|m| snapshot.denies_of[m as usize].iter().copied());
+    let targeted = members.flat_map(|m| snapshot.denies_of[m].iter().copied());
     for d in snapshot.everyone_denies.iter().copied().chain(targeted) {
         if denies.contains(&d) {
             continue;
         }
-        let deny = &tenant.deny_assignments[d as usize];
-        let node = snapshot.deny_node[d as usize];
+        let deny = &tenant.deny_assignments[d];
+        let node = snapshot.deny_node[d];
         let at_scope = node == anchor.node && anchor.exact;
         let applies_here = at_scope || (!deny.do_not_apply_to_child_scopes && on_chain(node));
-        let excluded = deny.exclude_principals.iter().any(|&x| is_member(x as u32));
+        let excluded = deny
+            .exclude_principals
+            .iter()
+            .any(|&x| is_member(PrincipalIx::at(x)));
         if applies_here && !excluded {
             denies.push(d);
         }
     }
 
-    let agent = snapshot.agent_of[p].map(|agent| AgentPosition {
+    let agent = snapshot.agent_of[principal].map(|agent| AgentPosition {
         agent,
-        in_scope: snapshot.agent_managed_nodes[agent as usize]
+        in_scope: snapshot.agent_managed_nodes[agent]
             .iter()
             .any(|&m| on_chain(m)),
     });

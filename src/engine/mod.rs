@@ -33,7 +33,7 @@ use crate::model::{
     check_operation, check_principal_id, ActionPattern, Condition, ConditionInput, ExecutionMode,
     Scope,
 };
-use crate::snapshot::{Anchor, CompiledSnapshot};
+use crate::snapshot::{AccessKeyIx, Anchor, CompiledSnapshot, PrincipalIx};
 
 /// Bounds on the caches, so hostile or wide traffic cannot grow memory
 /// without limit; past them decisions are computed, not cached.
@@ -136,7 +136,7 @@ impl Loaded {
     }
 
     /// The effective permissions of `principal` at `anchor`, resolved once.
-    fn effective(&self, principal: u32, anchor: Anchor) -> EffectiveRef<'_> {
+    fn effective(&self, principal: PrincipalIx, anchor: Anchor) -> EffectiveRef<'_> {
         let key =
             (u64::from(principal) << 33) | (u64::from(anchor.node) << 1) | u64::from(anchor.exact);
         if let Some(hit) = self.effective.get(&key) {
@@ -155,7 +155,7 @@ impl Loaded {
     }
 
     /// The effective permissions of a principal at a scope, for admin views.
-    pub fn effective_permissions(&self, principal: u32, scope: &Scope) -> Effective {
+    pub fn effective_permissions(&self, principal: PrincipalIx, scope: &Scope) -> Effective {
         effective::resolve(&self.snapshot, principal, self.snapshot.anchor(scope))
     }
 
@@ -229,7 +229,7 @@ impl Loaded {
         {
             decision.reason = Reason::OutOfAgentScope;
             if req.explain {
-                let agent = &snapshot.tenant.agents[agent as usize];
+                let agent = &snapshot.tenant.agents[agent];
                 for scope in &agent.managed_scopes {
                     decision.matches.push(Match::new(
                         MatchKind::AgentScope,
@@ -245,7 +245,7 @@ impl Loaded {
         let tenant = &snapshot.tenant;
         let mut denied = false;
         for &d in effective.denies.iter() {
-            let deny = &tenant.deny_assignments[d as usize];
+            let deny = &tenant.deny_assignments[d];
             if deny.covers(req.action, req.data_action) {
                 denied = true;
                 if !req.explain {
@@ -298,7 +298,7 @@ impl Loaded {
             None if condition_unmet => (Verdict::Deny, Reason::ConditionNotMet),
             None => (Verdict::Deny, Reason::NoMatchingAssignment),
             Some(position) => {
-                let mode = tenant.agents[position.agent as usize].execution_mode;
+                let mode = tenant.agents[position.agent].execution_mode;
                 let by_roles = match (has, operation.read_only, mode) {
                     (false, _, _) => (Verdict::ApprovalRequired, Reason::NeedsElevation),
                     (true, true, _) | (true, false, ExecutionMode::Auto) => {
@@ -310,7 +310,7 @@ impl Loaded {
                 };
                 let grant = match (by_roles.0, live.map(|l| l.grants)) {
                     (Verdict::ApprovalRequired, Some(table)) if !table.is_empty() => {
-                        let p = &tenant.principals[principal as usize];
+                        let p = &tenant.principals[principal];
                         table.find(
                             &crate::model::principal_key(&p.id),
                             req,
@@ -361,15 +361,21 @@ impl Loaded {
             })
     }
 
-    fn decide_key(&self, key: u32, anchor: Anchor, req: &Request<'_>, decision: &mut Decision<'_>) {
+    fn decide_key(
+        &self,
+        key: AccessKeyIx,
+        anchor: Anchor,
+        req: &Request<'_>,
+        decision: &mut Decision<'_>,
+    ) {
         let snapshot = &self.snapshot;
-        let access_key = &snapshot.tenant.access_keys[key as usize];
-        let key_node = snapshot.access_key_node[key as usize];
+        let access_key = &snapshot.tenant.access_keys[key];
+        let key_node = snapshot.access_key_node[key];
         let inside = snapshot.chain(anchor.node).any(|n| n == key_node);
         let disabled = snapshot
             .resource_at
             .get(&key_node)
-            .is_some_and(|&r| snapshot.tenant.resources[r as usize].disable_local_auth);
+            .is_some_and(|&r| snapshot.tenant.resources[r].disable_local_auth);
         let (verdict, reason) = if !req.data_action || !inside {
             (Verdict::Deny, Reason::NoMatchingAssignment)
         } else if disabled {
@@ -402,7 +408,7 @@ impl Loaded {
     fn allowed_by_roles(
         &self,
         effective: &Effective,
-        principal: u32,
+        principal: PrincipalIx,
         anchor: Anchor,
         req: &Request<'_>,
     ) -> bool {
@@ -414,7 +420,7 @@ impl Loaded {
         };
         for r in blocks.iter() {
             let (allow, subtract) =
-                roles[r.role as usize].permissions[r.block as usize].plane(req.data_action);
+                roles[r.role].permissions[r.block as usize].plane(req.data_action);
             if allow.matches(req.action) && !subtract.matches(req.action) {
                 return true;
             }
@@ -433,12 +439,12 @@ impl Loaded {
     fn evaluate_blocks<'s>(
         &'s self,
         source: &AssignmentSource,
-        principal: u32,
+        principal: PrincipalIx,
         anchor: Anchor,
         req: &'s Request<'s>,
     ) -> impl Iterator<Item = Result<&'s ActionPattern, &'s Condition>> + 's {
         let tenant = &self.snapshot.tenant;
-        let assignment = &tenant.role_assignments[source.assignment as usize];
+        let assignment = &tenant.role_assignments[source.assignment];
         let role = &tenant.role_definitions[assignment.role];
         let assignment_holds = std::cell::Cell::new(None::<bool>);
         role.permissions.iter().filter_map(move |block| {
@@ -468,16 +474,16 @@ impl Loaded {
 
     fn condition_input<'r>(
         &'r self,
-        principal: u32,
+        principal: PrincipalIx,
         anchor: Anchor,
         req: &'r Request<'_>,
     ) -> ConditionInput<'r> {
         let snapshot = &self.snapshot;
-        let p = &snapshot.tenant.principals[principal as usize];
+        let p = &snapshot.tenant.principals[principal];
         let resource_tags = snapshot
             .chain(anchor.node)
             .find_map(|n| snapshot.resource_at.get(&n))
-            .map(|&r| &snapshot.tenant.resources[r as usize].tags);
+            .map(|&r| &snapshot.tenant.resources[r].tags);
         ConditionInput {
             action: req.action,
             data_action: req.data_action,
@@ -493,7 +499,7 @@ impl Loaded {
     /// A role-assignment match for explanations.
     fn assignment_match(&self, source: &AssignmentSource, kind: MatchKind) -> Match {
         let tenant = &self.snapshot.tenant;
-        let assignment = &tenant.role_assignments[source.assignment as usize];
+        let assignment = &tenant.role_assignments[source.assignment];
         let role = &tenant.role_definitions[assignment.role];
         Match {
             kind,
@@ -501,7 +507,7 @@ impl Loaded {
             role_id: role.id.clone(),
             role_name: role.role_name.clone(),
             scope: assignment.scope.as_str().to_owned(),
-            via_group: source.via.map(|v| tenant.principals[v as usize].id.clone()),
+            via_group: source.via.map(|v| tenant.principals[v].id.clone()),
             derived_from_agent: assignment
                 .derived_from_agent
                 .map(|a| tenant.agents[a].id.clone()),
@@ -515,7 +521,7 @@ impl Loaded {
     fn explain_unmet_conditions(
         &self,
         effective: &Effective,
-        principal: u32,
+        principal: PrincipalIx,
         anchor: Anchor,
         req: &Request<'_>,
         out: &mut Vec<Match>,
@@ -537,7 +543,7 @@ impl Loaded {
     fn explain_sources(
         &self,
         effective: &Effective,
-        principal: u32,
+        principal: PrincipalIx,
         anchor: Anchor,
         req: &Request<'_>,
         out: &mut Vec<Match>,

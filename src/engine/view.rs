@@ -4,7 +4,7 @@
 
 use super::effective;
 use crate::model::{DenyAssignment, PermissionBlock, Principal, Scope};
-use crate::snapshot::CompiledSnapshot;
+use crate::snapshot::{CompiledSnapshot, Position, PrincipalIx};
 
 /// Everything one principal holds at one scope.
 #[derive(Debug)]
@@ -61,15 +61,15 @@ pub fn effective_view<'a>(
 ) -> Option<EffectiveView<'a>> {
     let t = &snapshot.tenant;
     let principal = snapshot.principal(principal_id)?;
-    let groups = &snapshot.groups[principal as usize];
-    let principal_name = |p: usize| t.principals[p].id.as_str();
+    let groups = &snapshot.groups[principal];
+    let principal_name = |p: PrincipalIx| t.principals[p].id.as_str();
     let effective = effective::resolve(snapshot, principal, snapshot.anchor(scope));
 
     let assignments = effective
         .sources
         .iter()
         .map(|g| {
-            let a = &t.role_assignments[g.assignment as usize];
+            let a = &t.role_assignments[g.assignment];
             let role = &t.role_definitions[a.role];
             AssignmentView {
                 id: &a.id,
@@ -77,7 +77,7 @@ pub fn effective_view<'a>(
                 role_name: &role.role_name,
                 permissions: &role.permissions,
                 scope: &a.scope,
-                via_group: g.via.map(|v| principal_name(v as usize)),
+                via_group: g.via.map(|v| principal_name(v)),
                 derived_from_agent: a.derived_from_agent.map(|i| t.agents[i].id.as_str()),
                 condition: a.condition.as_ref().map(|c| c.as_str()),
             }
@@ -87,20 +87,21 @@ pub fn effective_view<'a>(
         .denies
         .iter()
         .map(|&d| {
-            let deny = &t.deny_assignments[d as usize];
+            let deny = &t.deny_assignments[d];
             let via_group = deny
                 .principals
                 .iter()
-                .find(|&&x| groups.binary_search(&(x as u32)).is_ok())
-                .map(|&x| principal_name(x));
+                .map(|&x| PrincipalIx::at(x))
+                .find(|x| groups.binary_search(x).is_ok())
+                .map(principal_name);
             DenyView { deny, via_group }
         })
         .collect();
     Some(EffectiveView {
-        principal: &t.principals[principal as usize],
-        groups: groups.iter().map(|&g| principal_name(g as usize)).collect(),
+        principal: &t.principals[principal],
+        groups: groups.iter().map(|&g| principal_name(g)).collect(),
         agent: effective.agent.map(|a| AgentView {
-            id: &t.agents[a.agent as usize].id,
+            id: &t.agents[a.agent].id,
             in_scope: a.in_scope,
         }),
         assignments,

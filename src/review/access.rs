@@ -17,15 +17,15 @@ use crate::model::{
     AccessKey, ActionPattern, DenyAssignment, ExecutionMode, PatternSet, RoleAssignment,
     RoleDefinition,
 };
-use crate::snapshot::{Anchor, CompiledSnapshot};
+use crate::snapshot::{AccessKeyIx, Anchor, CompiledSnapshot, PrincipalIx};
 
 use super::patterns::disjoint;
 
 /// Who a request names, in one snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject {
-    Principal(u32),
-    Key(u32),
+    Principal(PrincipalIx),
+    Key(AccessKeyIx),
     /// Neither a principal nor an access key of the snapshot.
     Unknown,
 }
@@ -160,13 +160,13 @@ impl<'s> Holding<'s> {
                 denies: Vec::new(),
             },
             Subject::Key(k) => {
-                let key = &tenant.access_keys[k as usize];
-                let key_node = snapshot.access_key_node[k as usize];
+                let key = &tenant.access_keys[k];
+                let key_node = snapshot.access_key_node[k];
                 let inside = snapshot.chain(anchor.node).any(|n| n == key_node);
                 let disabled = snapshot
                     .resource_at
                     .get(&key_node)
-                    .is_some_and(|&r| tenant.resources[r as usize].disable_local_auth);
+                    .is_some_and(|&r| tenant.resources[r].disable_local_auth);
                 let grants = if inside && !disabled {
                     vec![Term {
                         data: true,
@@ -189,18 +189,18 @@ impl<'s> Holding<'s> {
                 let gate = match resolved.agent {
                     Some(position) if !position.in_scope => Gate::OutOfAgentScope,
                     Some(position) => Gate::Open {
-                        agent: Some(tenant.agents[position.agent as usize].execution_mode),
+                        agent: Some(tenant.agents[position.agent].execution_mode),
                     },
                     None => Gate::Open { agent: None },
                 };
                 let mut grants = Vec::new();
                 for g in resolved.sources.iter() {
-                    let assignment = &tenant.role_assignments[g.assignment as usize];
+                    let assignment = &tenant.role_assignments[g.assignment];
                     let role = &tenant.role_definitions[assignment.role];
                     let source = Source::Assignment {
                         assignment,
                         role,
-                        group: g.via.map(|v| tenant.principals[v as usize].id.as_str()),
+                        group: g.via.map(|v| tenant.principals[v].id.as_str()),
                         agent: assignment
                             .derived_from_agent
                             .map(|a| tenant.agents[a].id.as_str()),
@@ -220,7 +220,7 @@ impl<'s> Holding<'s> {
                 }
                 let mut denies = Vec::new();
                 for &d in resolved.denies.iter() {
-                    let deny = &tenant.deny_assignments[d as usize];
+                    let deny = &tenant.deny_assignments[d];
                     let source = Source::Deny(deny);
                     push_terms(
                         &mut denies,

@@ -104,11 +104,7 @@ impl Tokens {
 /// The kind of principal `id` is in `snapshot`, if it is there.
 fn principal_kind(snapshot: &CompiledSnapshot, id: &str) -> Option<PrincipalType> {
     let index = snapshot.principal(id)?;
-    snapshot
-        .tenant
-        .principals
-        .get(index as usize)
-        .map(|p| p.kind)
+    Some(snapshot.tenant.principals[index].kind)
 }
 
 /// Warns when a secrets file can be read by others, or by a group other

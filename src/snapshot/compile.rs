@@ -12,13 +12,13 @@ use std::time::SystemTime;
 
 use foldhash::fast::RandomState;
 
+use super::index::{
+    AccessKeyIx, AgentIx, AssignmentIx, DenyIx, Position, PrincipalIx, ResourceIx, Table,
+};
+pub use super::index::{NodeId, ROOT_NODE};
 use crate::extauthz::RouteTable;
 use crate::model::tenant::{management_group_scope_key, subscription_scope_key};
 use crate::model::{is_guid, principal_key, Scope, Tenant};
-
-/// Index of an interned scope. The root `/` is always node 0.
-pub type NodeId = u32;
-pub const ROOT_NODE: NodeId = 0;
 
 /// An interned scope.
 #[derive(Debug, Clone)]
@@ -48,30 +48,30 @@ pub struct SnapshotInfo {
     pub loaded_at: SystemTime,
 }
 
-/// The immutable, indexed snapshot. Indices (`u32`) point into the
-/// tenant's vectors of the same name.
+/// The immutable, indexed snapshot. Positions ([`super::index`]) point
+/// into the tenant's vectors and the tables here.
 pub struct CompiledSnapshot {
     pub tenant: Tenant,
     pub info: SnapshotInfo,
-    pub nodes: Vec<ScopeNode>,
+    pub nodes: Table<NodeId, ScopeNode>,
     node_by_key: HashMap<Box<str>, NodeId, RandomState>,
-    principal_by_key: HashMap<Box<str>, u32, RandomState>,
-    access_key_by_id: HashMap<Box<str>, u32, RandomState>,
-    /// Transitive groups of each principal, itself excluded.
-    pub groups: Vec<Box<[u32]>>,
+    principal_by_key: HashMap<Box<str>, PrincipalIx, RandomState>,
+    access_key_by_id: HashMap<Box<str>, AccessKeyIx, RandomState>,
+    /// Transitive groups of each principal, itself excluded, sorted.
+    pub groups: Table<PrincipalIx, Box<[PrincipalIx]>>,
     /// Role assignments made directly to each principal.
-    pub assignments_of: Vec<Box<[u32]>>,
-    pub assignment_node: Box<[NodeId]>,
+    pub assignments_of: Table<PrincipalIx, Box<[AssignmentIx]>>,
+    pub assignment_node: Table<AssignmentIx, NodeId>,
     /// Deny assignments that list each principal (or group) directly.
-    pub denies_of: Vec<Box<[u32]>>,
-    pub everyone_denies: Box<[u32]>,
-    pub deny_node: Box<[NodeId]>,
+    pub denies_of: Table<PrincipalIx, Box<[DenyIx]>>,
+    pub everyone_denies: Box<[DenyIx]>,
+    pub deny_node: Table<DenyIx, NodeId>,
     /// The agent whose identity each principal is, if any.
-    pub agent_of: Vec<Option<u32>>,
-    pub agent_managed_nodes: Vec<Box<[NodeId]>>,
-    pub access_key_node: Box<[NodeId]>,
+    pub agent_of: Table<PrincipalIx, Option<AgentIx>>,
+    pub agent_managed_nodes: Table<AgentIx, Box<[NodeId]>>,
+    pub access_key_node: Table<AccessKeyIx, NodeId>,
     /// Declared resources by node.
-    pub resource_at: HashMap<NodeId, u32, RandomState>,
+    pub resource_at: HashMap<NodeId, ResourceIx, RandomState>,
     /// The ext_authz routes, swapped with everything else on a reload.
     pub routes: RouteTable,
 }
@@ -91,17 +91,17 @@ impl CompiledSnapshot {
                 &format!("/subscriptions/{}", sub.id),
             );
         }
-        let assignment_node: Box<[NodeId]> = tenant
+        let assignment_node: Table<AssignmentIx, NodeId> = tenant
             .role_assignments
             .iter()
             .map(|a| interner.intern(&a.scope))
             .collect();
-        let deny_node: Box<[NodeId]> = tenant
+        let deny_node: Table<DenyIx, NodeId> = tenant
             .deny_assignments
             .iter()
             .map(|d| interner.intern(&d.scope))
             .collect();
-        let agent_managed_nodes: Vec<Box<[NodeId]>> = tenant
+        let agent_managed_nodes: Table<AgentIx, Box<[NodeId]>> = tenant
             .agents
             .iter()
             .map(|a| {
@@ -112,7 +112,7 @@ impl CompiledSnapshot {
                     .collect()
             })
             .collect();
-        let access_key_node: Box<[NodeId]> = tenant
+        let access_key_node: Table<AccessKeyIx, NodeId> = tenant
             .access_keys
             .iter()
             .map(|k| interner.intern(&k.resource))
@@ -121,7 +121,7 @@ impl CompiledSnapshot {
             .resources
             .iter()
             .enumerate()
-            .map(|(i, r)| (interner.intern(&r.scope), i as u32))
+            .map(|(i, r)| (interner.intern(&r.scope), ResourceIx::at(i)))
             .collect();
         let nodes = interner.link(&tenant);
 
@@ -129,34 +129,40 @@ impl CompiledSnapshot {
             .principals
             .iter()
             .enumerate()
-            .map(|(i, p)| (principal_key(&p.id).into_owned().into_boxed_str(), i as u32))
+            .map(|(i, p)| {
+                let key = principal_key(&p.id).into_owned().into_boxed_str();
+                (key, PrincipalIx::at(i))
+            })
             .collect();
         let access_key_by_id = tenant
             .access_keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (principal_key(&k.id).into_owned().into_boxed_str(), i as u32))
+            .map(|(i, k)| {
+                let key = principal_key(&k.id).into_owned().into_boxed_str();
+                (key, AccessKeyIx::at(i))
+            })
             .collect();
 
         let n = tenant.principals.len();
         let groups = transitive_groups(&tenant);
         let mut assignments_of = vec![Vec::new(); n];
         for (i, a) in tenant.role_assignments.iter().enumerate() {
-            assignments_of[a.principal].push(i as u32);
+            assignments_of[a.principal].push(AssignmentIx::at(i));
         }
         let mut denies_of = vec![Vec::new(); n];
         let mut everyone_denies = Vec::new();
         for (i, d) in tenant.deny_assignments.iter().enumerate() {
             if d.everyone {
-                everyone_denies.push(i as u32);
+                everyone_denies.push(DenyIx::at(i));
             }
             for &p in &d.principals {
-                denies_of[p].push(i as u32);
+                denies_of[p].push(DenyIx::at(i));
             }
         }
         let mut agent_of = vec![None; n];
         for (i, a) in tenant.agents.iter().enumerate() {
-            agent_of[a.principal] = Some(i as u32);
+            agent_of[a.principal] = Some(AgentIx::at(i));
         }
 
         CompiledSnapshot {
@@ -169,11 +175,12 @@ impl CompiledSnapshot {
                 .into_iter()
                 .map(Vec::into_boxed_slice)
                 .collect(),
+
             assignment_node,
             denies_of: denies_of.into_iter().map(Vec::into_boxed_slice).collect(),
             everyone_denies: everyone_denies.into_boxed_slice(),
             deny_node,
-            agent_of,
+            agent_of: agent_of.into(),
             agent_managed_nodes,
             access_key_node,
             resource_at,
@@ -192,13 +199,13 @@ impl CompiledSnapshot {
 
     /// The principal with this id (GUIDs in any case), without allocating.
     #[inline]
-    pub fn principal(&self, id: &str) -> Option<u32> {
+    pub fn principal(&self, id: &str) -> Option<PrincipalIx> {
         lookup_id(&self.principal_by_key, id)
     }
 
     /// The access key with this id, without allocating.
     #[inline]
-    pub fn access_key(&self, id: &str) -> Option<u32> {
+    pub fn access_key(&self, id: &str) -> Option<AccessKeyIx> {
         if self.access_key_by_id.is_empty() {
             return None;
         }
@@ -222,7 +229,7 @@ impl CompiledSnapshot {
         let mut next = Some(node);
         std::iter::from_fn(move || {
             let current = next?;
-            next = self.nodes[current as usize].parent;
+            next = self.nodes[current].parent;
             Some(current)
         })
     }
@@ -231,7 +238,7 @@ impl CompiledSnapshot {
 /// Looks up an id by the principal-key rule: GUIDs are folded to lowercase
 /// in a stack buffer, other ids are looked up as given.
 #[inline]
-fn lookup_id(map: &HashMap<Box<str>, u32, RandomState>, id: &str) -> Option<u32> {
+fn lookup_id<I: Copy>(map: &HashMap<Box<str>, I, RandomState>, id: &str) -> Option<I> {
     if is_guid(id) {
         let mut buf = [0u8; crate::model::principal::GUID_LEN];
         buf.copy_from_slice(id.as_bytes());
@@ -259,7 +266,7 @@ impl Interner {
         if let Some(&n) = self.by_key.get(key.as_str()) {
             return n;
         }
-        let n = self.texts.len() as NodeId;
+        let n = NodeId::at(self.texts.len());
         self.texts.push(text.into());
         self.by_key.insert(key.into_boxed_str(), n);
         n
@@ -279,13 +286,13 @@ impl Interner {
 
     /// Links every node to its nearest interned ancestor: a structural
     /// prefix, else the management group above its subscription or group.
-    fn link(&self, tenant: &Tenant) -> Vec<ScopeNode> {
+    fn link(&self, tenant: &Tenant) -> Table<NodeId, ScopeNode> {
         let h = &tenant.hierarchy;
         self.texts
             .iter()
             .enumerate()
             .map(|(i, text)| {
-                if i as NodeId == ROOT_NODE {
+                if NodeId::at(i) == ROOT_NODE {
                     return ScopeNode {
                         text: text.clone(),
                         parent: None,
@@ -314,7 +321,7 @@ impl Interner {
 
 /// Transitive group closure per principal. Validation has rejected cycles;
 /// the visited set keeps this finite regardless.
-fn transitive_groups(tenant: &Tenant) -> Vec<Box<[u32]>> {
+fn transitive_groups(tenant: &Tenant) -> Table<PrincipalIx, Box<[PrincipalIx]>> {
     let principals = &tenant.principals;
     let mut out = Vec::with_capacity(principals.len());
     let mut seen = vec![usize::MAX; principals.len()];
@@ -327,11 +334,11 @@ fn transitive_groups(tenant: &Tenant) -> Vec<Box<[u32]>> {
                 continue;
             }
             seen[g] = i;
-            groups.push(g as u32);
+            groups.push(PrincipalIx::at(g));
             stack.extend(&principals[g].member_of);
         }
         groups.sort_unstable();
         out.push(groups.into_boxed_slice());
     }
-    out
+    out.into()
 }

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod compile;
 pub mod error;
 pub mod import;
+pub mod index;
 pub mod locate;
 pub mod reload;
 pub mod schema;
@@ -18,8 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-pub use compile::{Anchor, CompiledSnapshot, NodeId, SnapshotInfo, ROOT_NODE};
+pub use compile::{Anchor, CompiledSnapshot, SnapshotInfo};
 pub use error::{Problem, SnapshotError};
+pub use index::{
+    AccessKeyIx, AgentIx, AssignmentIx, DenyIx, NodeId, Position, PrincipalIx, ResourceIx, RoleIx,
+    Table, ROOT_NODE,
+};
 use schema::SnapshotFile;
 
 /// The demo tenant served when no `--snapshot` is given.

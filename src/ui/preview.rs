@@ -74,7 +74,7 @@ pub fn resources_under(snapshot: &CompiledSnapshot, scope: &Scope) -> usize {
         .resource_at
         .iter()
         .filter(|&(&node, &index)| {
-            let resource = &snapshot.tenant.resources[index as usize].scope;
+            let resource = &snapshot.tenant.resources[index].scope;
             resource.is_structurally_within(scope)
                 || (anchor.exact && snapshot.chain(node).any(|n| n == anchor.node))
         })

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::elevation::{ApprovalRecord, Elevation, ElevationError};
 use crate::engine::Loaded;
 use crate::model::{principal_key, Agent, ApprovalPolicy, Scope};
-use crate::snapshot::CompiledSnapshot;
+use crate::snapshot::{CompiledSnapshot, Position, PrincipalIx};
 
 use super::approver::{may_approve, Refusal};
 use super::exact;
@@ -133,9 +133,10 @@ pub fn is_listed(snapshot: &CompiledSnapshot, approvers: &[usize], caller: &str)
     let Some(p) = snapshot.principal(caller) else {
         return false;
     };
-    approvers
-        .iter()
-        .any(|&a| a == p as usize || snapshot.groups[p as usize].iter().any(|&g| g as usize == a))
+    approvers.iter().any(|&a| {
+        let a = PrincipalIx::at(a);
+        a == p || snapshot.groups[p].binary_search(&a).is_ok()
+    })
 }
 
 /// Rules (c), (a), (b), then the policy's approvers list and ticket, for

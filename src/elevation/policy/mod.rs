@@ -54,8 +54,8 @@ pub fn allows(
 /// The agent whose identity is `principal_id`.
 pub fn agent_of<'s>(snapshot: &'s CompiledSnapshot, principal_id: &str) -> Option<&'s Agent> {
     let p = snapshot.principal(principal_id)?;
-    let a = snapshot.agent_of[p as usize]?;
-    snapshot.tenant.agents.get(a as usize)
+    let a = snapshot.agent_of[p]?;
+    Some(&snapshot.tenant.agents[a])
 }
 
 /// The agent with this id.

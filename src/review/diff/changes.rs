@@ -19,7 +19,7 @@ use crate::model::{
     check_operation, principal_key, Agent, AutoApproveRule, DenyAssignment, PatternSet,
     PermissionBlock, Tenant,
 };
-use crate::snapshot::CompiledSnapshot;
+use crate::snapshot::{CompiledSnapshot, Position};
 
 /// Hash maps over whole snapshots, with a fast hasher seeded per process.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -103,7 +103,7 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
     for (a, b) in [(old, new), (new, old)] {
         for p in &a.tenant.principals {
             let same = b.principal(&p.id).is_some_and(|j| {
-                let q = &b.tenant.principals[j as usize];
+                let q = &b.tenant.principals[j];
                 let groups = |t: &Tenant, list: &[usize]| -> Vec<String> {
                     let mut v: Vec<String> = list
                         .iter()
@@ -146,12 +146,12 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
         s.tenant
             .access_keys
             .iter()
-            .enumerate()
-            .map(|(i, k)| {
+            .zip(s.access_key_node.iter())
+            .map(|(k, node)| {
                 let disabled = s
                     .resource_at
-                    .get(&s.access_key_node[i])
-                    .is_some_and(|&r| s.tenant.resources[r as usize].disable_local_auth);
+                    .get(node)
+                    .is_some_and(|&r| s.tenant.resources[r].disable_local_auth);
                 let id = principal_key(&k.id).into_owned();
                 (id, (k.resource.key().to_owned(), disabled))
             })
@@ -189,8 +189,8 @@ pub(super) fn affected(old: &CompiledSnapshot, new: &CompiledSnapshot) -> Affect
                 .iter()
                 .map(|p| direct.contains(principal_key(&p.id).as_ref()))
                 .collect();
-            for (i, p) in s.tenant.principals.iter().enumerate() {
-                if s.groups[i].iter().any(|&g| touched[g as usize]) {
+            for (p, groups) in s.tenant.principals.iter().zip(s.groups.iter()) {
+                if groups.iter().any(|&g| touched[g.get()]) {
                     subjects.insert(principal_key(&p.id).into_owned());
                 }
             }
@@ -682,7 +682,7 @@ pub(super) fn condition_inputs(
     for p in &old_s.tenant.principals {
         let b = new_s
             .principal(&p.id)
-            .map_or(&empty, |j| &new.principals[j as usize].attributes);
+            .map_or(&empty, |j| &new.principals[j].attributes);
         if p.attributes != *b {
             changed.push((p.id.clone(), &p.attributes, b));
         }

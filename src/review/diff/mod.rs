@@ -245,7 +245,7 @@ fn anchors(snapshot: &CompiledSnapshot, scope: &Scope) -> (Anchor, Anchor) {
 fn describe(s: &CompiledSnapshot, subject: Subject) -> Option<(String, Option<String>, String)> {
     match subject {
         Subject::Principal(p) => {
-            let p = &s.tenant.principals[p as usize];
+            let p = &s.tenant.principals[p];
             Some((
                 p.kind.as_str().to_owned(),
                 p.display_name.clone(),
@@ -255,7 +255,7 @@ fn describe(s: &CompiledSnapshot, subject: Subject) -> Option<(String, Option<St
         Subject::Key(k) => Some((
             "AccessKey".to_owned(),
             None,
-            s.tenant.access_keys[k as usize].id.clone(),
+            s.tenant.access_keys[k].id.clone(),
         )),
         Subject::Unknown => None,
     }
@@ -271,7 +271,7 @@ fn memberships(
 ) -> (Vec<String>, Vec<String>) {
     let direct = |s: &CompiledSnapshot, subject: Subject| -> BTreeMap<String, String> {
         match subject {
-            Subject::Principal(p) => s.tenant.principals[p as usize]
+            Subject::Principal(p) => s.tenant.principals[p]
                 .member_of
                 .iter()
                 .map(|&g| {
@@ -315,25 +315,25 @@ fn positions<'s>(
         let t = &s.tenant;
         match subject {
             Subject::Principal(p) => {
-                let members = std::iter::once(p).chain(s.groups[p as usize].iter().copied());
+                let members = std::iter::once(p).chain(s.groups[p].iter().copied());
                 for m in members {
-                    for &a in s.assignments_of[m as usize].iter() {
-                        add(&t.role_assignments[a as usize].scope);
+                    for &a in s.assignments_of[m].iter() {
+                        add(&t.role_assignments[a].scope);
                     }
-                    for &d in s.denies_of[m as usize].iter() {
-                        add(&t.deny_assignments[d as usize].scope);
+                    for &d in s.denies_of[m].iter() {
+                        add(&t.deny_assignments[d].scope);
                     }
                 }
                 for &d in s.everyone_denies.iter() {
-                    add(&t.deny_assignments[d as usize].scope);
+                    add(&t.deny_assignments[d].scope);
                 }
-                if let Some(agent) = s.agent_of[p as usize] {
-                    for scope in &t.agents[agent as usize].managed_scopes {
+                if let Some(agent) = s.agent_of[p] {
+                    for scope in &t.agents[agent].managed_scopes {
                         add(scope);
                     }
                 }
             }
-            Subject::Key(k) => add(&t.access_keys[k as usize].resource),
+            Subject::Key(k) => add(&t.access_keys[k].resource),
             Subject::Unknown => {}
         }
     }
