@@ -107,6 +107,25 @@ pub struct ApprovalPolicy {
     pub max_duration: Option<Duration>,
 }
 
+/// Writes a duration the way [`parse_duration`] reads it (`1h30m`, `90s`),
+/// for logs and messages; below a second, in milliseconds (`250ms`).
+pub fn duration_text(d: Duration) -> String {
+    let total = d.as_secs();
+    if total == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let mut out = String::new();
+    let mut rest = total;
+    for (unit, seconds) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        let n = rest / seconds;
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+            rest %= seconds;
+        }
+    }
+    out
+}
+
 /// Parses durations such as `15m`, `8h`, `1h30m`, `90s`, `2d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -161,5 +180,15 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("15x").is_err());
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        for text in ["45s", "15m", "1h30m", "2d", "1d1h1m1s"] {
+            let d = parse_duration(text).expect("a duration");
+            assert_eq!(duration_text(d), text);
+        }
+        assert_eq!(duration_text(Duration::from_secs(90)), "1m30s");
+        assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
     }
 }

@@ -12,7 +12,8 @@ pub mod scope;
 
 pub use action::{check_operation, ActionPattern, OperationError, OperationInfo, PatternSet};
 pub use agent::{
-    Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode, PermissionLevel,
+    duration_text, Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode,
+    PermissionLevel,
 };
 pub use condition::{Condition, ConditionError, ConditionInput, RequestAttributes};
 pub use principal::{check_principal_id, is_guid, principal_key, Principal, PrincipalType};

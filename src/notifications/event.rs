@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::config::Format;
 use crate::elevation::{Elevation, ElevationState};
+use crate::model::duration_text;
 use crate::ui::json;
 
 /// The change a notification reports.
@@ -126,14 +127,6 @@ fn cut(text: &str, max: usize) -> String {
     out
 }
 
-fn duration_text(seconds: u64) -> String {
-    match seconds {
-        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// One line summing the change up, for notifications and previews.
 fn summary(e: &Elevation, kind: Kind) -> String {
     let what = format!("{} at {}", e.action, e.scope);
@@ -158,7 +151,7 @@ pub fn slack(e: &Elevation, kind: Kind, page_url: Option<&Url>) -> Value {
         json!({"type": "mrkdwn", "text": format!("*Principal*\n{}", slack_escape(&e.principal_id))}),
         json!({"type": "mrkdwn", "text": format!("*Operation*\n{}", cut(&slack_escape(&e.action), 1900))}),
         json!({"type": "mrkdwn", "text": format!("*Scope*\n{}", cut(&slack_escape(&e.scope), 1900))}),
-        json!({"type": "mrkdwn", "text": format!("*Requested for*\n{}", duration_text(e.requested_duration.as_secs()))}),
+        json!({"type": "mrkdwn", "text": format!("*Requested for*\n{}", duration_text(e.requested_duration))}),
     ];
     if let Some(by) = &e.resolved_by {
         fields.push(json!({"type": "mrkdwn", "text": format!("*Resolved by*\n{}", cut(&slack_escape(by), 1900))}));
@@ -206,10 +199,7 @@ pub fn teams(e: &Elevation, kind: Kind, page_url: Option<&Url>) -> Value {
         teams_line("Principal", &e.principal_id),
         teams_line("Operation", &e.action),
         teams_line("Scope", &e.scope),
-        teams_line(
-            "Requested for",
-            &duration_text(e.requested_duration.as_secs()),
-        ),
+        teams_line("Requested for", &duration_text(e.requested_duration)),
         teams_line("Justification", &e.justification),
     ];
     if let Some(by) = &e.resolved_by {

@@ -29,6 +29,7 @@ use queue::Queue;
 
 use crate::audit::AuditLog;
 use crate::elevation::{Broker, Elevation};
+use crate::model::duration_text;
 use crate::server::metrics::{sink_metrics, SinkMetrics};
 
 /// One change, waiting for a sink.
@@ -323,7 +324,7 @@ async fn deliver(sink: &Sink, shared: &Shared, n: &Notification) {
                             random_unit(),
                         )
                     });
-                tracing::info!(sink = %sink.config.name, elevation = %n.elevation.id, attempt = tries, %why, ?wait, "notification not delivered; retrying");
+                tracing::info!(sink = %sink.config.name, elevation = %n.elevation.id, attempt = tries, %why, wait = %duration_text(wait), "notification not delivered; retrying");
                 sink.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(wait).await;
             }

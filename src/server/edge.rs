@@ -32,6 +32,8 @@ use tonic::service::Routes;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tower_service::Service;
 
+use crate::model::duration_text;
+
 /// Timeouts and keepalive, shared by every listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {
@@ -418,7 +420,7 @@ pub async fn serve(
                             return;
                         }
                         Err(_) => {
-                            tracing::debug!(listener = flag, peer = %peer, "no TLS handshake within {:?}; closed", settings.handshake_timeout);
+                            tracing::debug!(listener = flag, peer = %peer, "no TLS handshake within {}; closed", duration_text(settings.handshake_timeout));
                             return;
                         }
                     }
@@ -464,14 +466,14 @@ pub async fn serve(
                     () = &mut first_bytes, if waiting_first => {
                         waiting_first = false;
                         if !state.heard.load(Ordering::Relaxed) {
-                            tracing::debug!(listener = flag, peer = %peer, "nothing received within {:?}; closed", settings.handshake_timeout);
+                            tracing::debug!(listener = flag, peer = %peer, "nothing received within {}; closed", duration_text(settings.handshake_timeout));
                             return;
                         }
                     }
                     _ = idle.tick(), if !closing => {
                         let started = state.started.load(Ordering::Relaxed);
                         if started == seen && state.in_flight.load(Ordering::Acquire) == 0 {
-                            tracing::debug!(listener = flag, peer = %peer, "no call for {:?}; closing", settings.idle_timeout);
+                            tracing::debug!(listener = flag, peer = %peer, "no call for {}; closing", duration_text(settings.idle_timeout));
                             connection.as_mut().graceful_shutdown();
                             closing = true;
                             close_by.as_mut().reset(tokio::time::Instant::now() + settings.handshake_timeout);
