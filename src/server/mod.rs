@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::audit::AuditLog;
 use crate::elevation::Broker;
@@ -387,12 +388,10 @@ fn with_reflection(routes: Routes, services: &[&str], envoy: bool) -> Result<Rou
     Ok(routes.add_service(v1).add_service(v1alpha))
 }
 
-/// Binds every listener, then serves in background tasks.
-pub async fn start(
-    config: ServeConfig,
-    broker: Arc<Broker>,
-    reloader: Option<Arc<Reloader>>,
-) -> Result<Running, ServeError> {
+/// Refuses a listener beyond loopback without TLS unless `--insecure`
+/// says so: the Authorizer files elevations in any agent's name, the admin
+/// listener resolves them.
+fn check_exposure(config: &ServeConfig) -> Result<(), ServeError> {
     if !config.admin_listen.ip().is_loopback() && !config.insecure && config.tls.is_none() {
         return Err(ServeError::AdminNotLoopback(config.admin_listen));
     }
@@ -405,6 +404,93 @@ pub async fn start(
             config.listen
         );
     }
+    Ok(())
+}
+
+/// `grpc.health.v1`, serving every service: a listening rampart has a
+/// snapshot loaded.
+async fn health_service() -> HealthServer<impl Health> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AuthorizerServer<AuthorizerService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
+    health_reporter
+        .set_service_status(
+            "envoy.service.auth.v3.Authorization",
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health_service
+}
+
+/// The Authorizer's services (`Authorize` and Envoy's `Check`), behind
+/// `--authorizer-tokens` when given, with health and reflection.
+fn authorizer_routes(
+    config: &ServeConfig,
+    broker: &Arc<Broker>,
+    health: HealthServer<impl Health>,
+    layout: Layout,
+) -> Result<Routes, ServeError> {
+    let audit = config
+        .audit
+        .clone()
+        .map(|log| (log, config.audit_decisions_sample));
+    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit.clone()))
+        .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
+    let ext_authz =
+        crate::extauthz::service::server(broker.clone(), config.ext_authz.clone(), audit);
+    // Without --authorizer-tokens the Authorizer's services are added as
+    // they are: nothing stands between a call and its decision.
+    let routes = match &config.authorizer_tokens {
+        Some(tokens) => Routes::new(InterceptedService::new(authorizer, tokens.interceptor()))
+            .add_service(InterceptedService::new(ext_authz, tokens.interceptor())),
+        None => Routes::new(authorizer).add_service(ext_authz),
+    };
+    let routes = with_reflection(routes.add_service(health), AUTHORIZER_SERVICES, true)?;
+    Ok(with_fallback(routes, "--listen", layout))
+}
+
+/// The admin listener's services: Admin and Approvals behind the admin
+/// tokens, and the approvals page, which shares the listener (HTTP/1.1
+/// for browsers beside gRPC's HTTP/2, every path under /ui/ routed to it).
+fn admin_routes(
+    config: &ServeConfig,
+    broker: &Arc<Broker>,
+    reloader: Option<Arc<Reloader>>,
+    health: HealthServer<impl Health>,
+    stop: &watch::Receiver<bool>,
+    layout: Layout,
+) -> Result<Routes, ServeError> {
+    let admin = AdminServer::new(AdminService::new(broker.clone(), reloader))
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE);
+    let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
+    let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop.clone()))
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE);
+    let approvals = InterceptedService::new(approvals, config.tokens.interceptor(false));
+    let ui = crate::ui::routes(broker.clone(), config.tokens.clone(), stop.clone());
+    let routes = with_reflection(
+        ui.add_service(admin)
+            .add_service(approvals)
+            .add_service(health),
+        ADMIN_SERVICES,
+        false,
+    )?;
+    Ok(with_fallback(routes, "--admin-listen", layout))
+}
+
+/// Binds every listener, then serves in background tasks.
+pub async fn start(
+    config: ServeConfig,
+    broker: Arc<Broker>,
+    reloader: Option<Arc<Reloader>>,
+) -> Result<Running, ServeError> {
+    check_exposure(&config)?;
     // TLS files are checked before anything binds.
     let tls = match &config.tls {
         Some(files) => Some((
@@ -430,51 +516,13 @@ pub async fn start(
         admin: admin_addr,
     };
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AuthorizerServer<AuthorizerService>>()
-        .await;
-    health_reporter
-        .set_serving::<AdminServer<AdminService>>()
-        .await;
-    health_reporter
-        .set_service_status(
-            "envoy.service.auth.v3.Authorization",
-            tonic_health::ServingStatus::Serving,
-        )
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    let health_service = health_service().await;
 
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let settings = config.connections;
 
-    let audit = config
-        .audit
-        .clone()
-        .map(|log| (log, config.audit_decisions_sample));
-    let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit.clone()))
-        .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
-    let ext_authz =
-        crate::extauthz::service::server(broker.clone(), config.ext_authz.clone(), audit);
-    // Without --authorizer-tokens the Authorizer's services are added as
-    // they are: nothing stands between a call and its decision.
-    let authorizer_routes = match &config.authorizer_tokens {
-        Some(tokens) => Routes::new(InterceptedService::new(authorizer, tokens.interceptor()))
-            .add_service(InterceptedService::new(ext_authz, tokens.interceptor())),
-        None => Routes::new(authorizer).add_service(ext_authz),
-    };
-    let authorizer_routes = with_fallback(
-        with_reflection(
-            authorizer_routes.add_service(health_service.clone()),
-            AUTHORIZER_SERVICES,
-            true,
-        )?,
-        "--listen",
-        layout,
-    );
+    let authorizer_routes = authorizer_routes(&config, &broker, health_service.clone(), layout)?;
     if let Some(path) = &config.uds {
         // The Unix socket is local by nature: plaintext, same services.
         let listener = edge::Listener {
@@ -511,26 +559,14 @@ pub async fn start(
         )),
     ));
 
-    let admin = AdminServer::new(AdminService::new(broker.clone(), reloader))
-        .max_decoding_message_size(MAX_ADMIN_MESSAGE);
-    let admin = InterceptedService::new(admin, config.tokens.interceptor(true));
-    let approvals = ApprovalsServer::new(ApprovalsService::new(broker.clone(), stop_rx.clone()))
-        .max_decoding_message_size(MAX_ADMIN_MESSAGE);
-    let approvals = InterceptedService::new(approvals, config.tokens.interceptor(false));
-    // The approvals page shares the listener: HTTP/1.1 for browsers beside
-    // gRPC's HTTP/2, every path under /ui/ routed to it.
-    let ui = crate::ui::routes(broker.clone(), config.tokens.clone(), stop_rx.clone());
-    let admin_routes = with_fallback(
-        with_reflection(
-            ui.add_service(admin)
-                .add_service(approvals)
-                .add_service(health_service.clone()),
-            ADMIN_SERVICES,
-            false,
-        )?,
-        "--admin-listen",
+    let admin_routes = admin_routes(
+        &config,
+        &broker,
+        reloader,
+        health_service.clone(),
+        &stop_rx,
         layout,
-    );
+    )?;
     let listener = edge::Listener {
         flag: "--admin-listen",
         socket: edge::Socket::Tcp(admin_listener),
