@@ -69,3 +69,53 @@ async fn counters_move_with_traffic() {
     assert!(after.contains("# TYPE rampart_decision_duration_seconds histogram"));
     s.stop().await;
 }
+
+/// A flood of idle connections takes every slot: the next connection is
+/// closed at once instead of holding another task and descriptor, and once
+/// the idle ones go, scrapes are answered again.
+#[tokio::test]
+async fn idle_connections_cannot_hold_more_than_their_share() {
+    let s = TestServer::rules().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = metrics::ScrapeLimits {
+        max_connections: 4,
+        // Far longer than the test: the idle connections keep their slots.
+        timeout: std::time::Duration::from_secs(600),
+    };
+    let server = tokio::spawn(metrics::serve_within(listener, s.broker.clone(), limits));
+
+    // Connections are accepted in the order they were made, each taking
+    // its slot before the next is accepted: these four hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = refused.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+    let mut text = String::new();
+    let _ = refused.read_to_string(&mut text).await;
+    assert_eq!(text, "", "a connection beyond the cap is closed unanswered");
+
+    drop(idle);
+    // Slots come back as the server sees the idle connections close.
+    let mut answered = false;
+    for _ in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text).await;
+        if text.starts_with("HTTP/1.1 200 OK") {
+            answered = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        answered,
+        "scrapes are answered once the idle connections are gone"
+    );
+    server.abort();
+    s.stop().await;
+}

@@ -295,18 +295,55 @@ fn render_notifications(out: &mut String) {
     }
 }
 
+/// Bounds on the metrics listener, which answers scrapers, not the public:
+/// a flood of idle or slow connections must not hold file descriptors and
+/// tasks without limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ScrapeLimits {
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// How long a connection may take to send its request, and then to
+    /// read the answer.
+    pub timeout: Duration,
+}
+
+impl Default for ScrapeLimits {
+    fn default() -> ScrapeLimits {
+        ScrapeLimits {
+            max_connections: 64,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Serves `GET /metrics` on `listener` until the task is dropped. A
 /// deliberately small HTTP/1.1 responder: one request per connection.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    serve_within(listener, broker, ScrapeLimits::default()).await
+}
+
+/// [`serve`] within these limits.
+pub async fn serve_within(listener: TcpListener, broker: Arc<Broker>, limits: ScrapeLimits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!("--metrics-listen cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it: the scraper tries again later.
             continue;
         };
         let broker = broker.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
+            let n = match tokio::time::timeout(limits.timeout, stream.read(&mut buf)).await {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
@@ -321,8 +358,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let answer = async {
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            };
+            let _ = tokio::time::timeout(limits.timeout, answer).await;
         });
     }
 }
