@@ -1108,3 +1108,47 @@ async fn two_approvers_on_two_replicas_make_one_two_person_approval() {
         "B honours the two-person grant"
     );
 }
+
+/// Notifications follow each replica's own changes: with every replica
+/// notifying, a change filed on A and approved on B is announced once for
+/// each step — pending by A, approved by B — though both replicas' watchers
+/// see both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_change_is_announced_by_the_replica_that_made_it_only() {
+    let Some(db) = test_db() else { return };
+    let (a, b) = (db.replica(&snapshot()), db.replica(&snapshot()));
+    let (mut own_a, mut own_b) = (a.subscribe_own(), b.subscribe_own());
+    let mut watch_b = b.subscribe();
+    let scope = vm("web-announce");
+    let caller = spawn_request(&a, "agent-r", scope.clone(), Duration::from_secs(20));
+    let e = pending_on(&b, &scope).await;
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch_b.recv()).await;
+    assert!(matches!(seen, Ok(Ok(ref x)) if x.id == e.id && x.state.is_pending()));
+
+    ok(b.approve("oncall", &e.id, approval(0)).await);
+    ok(ok(caller.await));
+
+    // B's own stream starts with its approval, not A's filing.
+    let first_b = tokio::time::timeout(Duration::from_secs(10), own_b.recv()).await;
+    assert!(
+        matches!(first_b, Ok(Ok(ref x)) if x.id == e.id && x.state == ElevationState::Approved),
+        "{first_b:?}"
+    );
+    // A's own stream: its filing, then (A files another) its next filing,
+    // not B's approval in between.
+    let first_a = tokio::time::timeout(Duration::from_secs(10), own_a.recv()).await;
+    assert!(
+        matches!(first_a, Ok(Ok(ref x)) if x.id == e.id && x.state.is_pending()),
+        "{first_a:?}"
+    );
+    let other = vm("web-announce-2");
+    let second = spawn_request(&a, "agent-r", other.clone(), Duration::from_secs(20));
+    let next_a = tokio::time::timeout(Duration::from_secs(10), own_a.recv()).await;
+    assert!(
+        matches!(next_a, Ok(Ok(ref x)) if x.scope == other && x.state.is_pending()),
+        "{next_a:?}"
+    );
+    let e2 = pending_on(&a, &other).await;
+    ok(a.deny("oncall", &e2.id, None).await);
+    let _ = second.await;
+}

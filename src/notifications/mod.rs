@@ -134,7 +134,7 @@ impl Notifier {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::with_capacity(self.sinks.len() + 1);
         tasks.push(tokio::spawn(route(
-            broker.subscribe(),
+            broker.subscribe_own(),
             self.sinks.clone(),
             stop_rx,
         )));

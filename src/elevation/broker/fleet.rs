@@ -82,7 +82,8 @@ impl Broker {
                 let changes = entry.changed.subscribe();
                 drop(inner);
                 if new_here {
-                    self.publish(&stored);
+                    // Filed by another replica, which told its own watchers.
+                    self.publish_elsewhere(&stored);
                 }
                 Ok((stored.id.clone(), changes, Some(stored.wait_deadline)))
             }
@@ -182,20 +183,21 @@ impl Broker {
                         let current = entry.elevation.clone();
                         entry.changed.send_replace(current.clone());
                         drop(inner);
-                        self.publish(&current);
+                        self.publish_elsewhere(&current);
                     }
                     return;
                 }
                 inner.mirror((*e).clone());
                 drop(inner);
-                self.publish(&e);
+                self.publish_elsewhere(&e);
             }
             Change::Elevation(e, mine) => {
                 let here = self.lock().pending.contains_key(&e.id);
                 if here {
-                    self.apply(&e, None, true);
-                } else if !mine {
-                    self.publish(&e);
+                    self.apply(&e, None, mine);
+                }
+                if !mine {
+                    self.publish_elsewhere(&e);
                 }
             }
         }

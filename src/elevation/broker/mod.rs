@@ -242,6 +242,8 @@ pub struct Broker {
     /// Shadow verdicts against human decisions, for the metrics.
     shadow_tally: Mutex<shadow::Tally>,
     events: broadcast::Sender<Elevation>,
+    /// The changes this replica made, a subset of `events`.
+    own_events: broadcast::Sender<Elevation>,
     /// The JSON-lines audit file, when `--audit-log` is given.
     audit_log: OnceLock<Arc<AuditLog>>,
     /// Whether the store is shared by a fleet (then memory follows it).
@@ -298,6 +300,7 @@ impl Broker {
         limits: Limits,
     ) -> Result<Arc<Broker>, StoreError> {
         let (events, _) = broadcast::channel(4096);
+        let (own_events, _) = broadcast::channel(4096);
         let fleet = store.shared().is_some();
         let broker = Arc::new(Broker {
             engine,
@@ -309,6 +312,7 @@ impl Broker {
             shadow_approvals: Mutex::new(auto_approve::Window::default()),
             shadow_tally: Mutex::new(shadow::Tally::default()),
             events,
+            own_events,
             audit_log: OnceLock::new(),
             fleet,
             seen: Mutex::new(0),
@@ -420,12 +424,27 @@ impl Broker {
         &self.limits
     }
 
-    /// Every change, as it happens.
+    /// Every change, as it happens: made here or, on a store shared by a
+    /// fleet, seen there.
     pub fn subscribe(&self) -> broadcast::Receiver<Elevation> {
         self.events.subscribe()
     }
 
+    /// The changes this replica made (on a store only it uses, all of
+    /// them): what notifications are sent for, so that a fleet whose
+    /// replicas all notify tells people of each change once.
+    pub fn subscribe_own(&self) -> broadcast::Receiver<Elevation> {
+        self.own_events.subscribe()
+    }
+
+    /// Tells watchers of a change this replica made.
     fn publish(&self, e: &Elevation) {
+        let _ = self.events.send(e.clone());
+        let _ = self.own_events.send(e.clone());
+    }
+
+    /// Tells watchers of a change another replica made.
+    fn publish_elsewhere(&self, e: &Elevation) {
         let _ = self.events.send(e.clone());
     }
 
