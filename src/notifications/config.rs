@@ -60,11 +60,34 @@ impl Format {
     }
 }
 
+/// Which changes a rampart announces, on a store shared by a fleet (on a
+/// store only it uses, the two are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Announce {
+    /// Every change it sees, the fleet's included: for the one rampart of
+    /// a fleet given the notifications file.
+    #[default]
+    Fleet,
+    /// Only the changes it made: for a fleet whose every replica is given
+    /// the notifications file, so that each change is announced once.
+    Own,
+}
+
+impl Announce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Announce::Fleet => "fleet",
+            Announce::Own => "own",
+        }
+    }
+}
+
 /// The notifications file, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The approvals page, linked from every message.
     pub page_url: Option<Url>,
+    pub announce: Announce,
     /// The CloudEvents `source` attribute.
     pub source: String,
     pub sinks: Vec<SinkConfig>,
@@ -110,6 +133,8 @@ struct RawConfig {
     page_url: Option<String>,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
+    announce: Option<String>,
     #[serde(default)]
     sinks: Vec<RawSink>,
 }
@@ -193,6 +218,15 @@ impl Config {
             .as_deref()
             .map(|u| webhook_url(u, "pageUrl"))
             .transpose()?;
+        let announce = match raw.announce.as_deref().map(str::trim) {
+            None | Some("fleet") => Announce::Fleet,
+            Some("own") => Announce::Own,
+            Some(other) => {
+                return Err(format!(
+                    "announce: '{other}' is not fleet or own; give fleet (every change this rampart sees, for the one rampart of a fleet with this file) or own (only its own changes, when every replica has this file)"
+                ))
+            }
+        };
         let source = raw.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned());
         if source.trim().is_empty() {
             return Err(
@@ -337,6 +371,7 @@ impl Config {
         }
         Ok(Config {
             page_url,
+            announce,
             source,
             sinks,
         })
@@ -421,6 +456,10 @@ mod tests {
             (
                 "sinks:\n  - {name: a, url: 'http://x'}\n  - {name: a, url: 'http://y'}",
                 "sinks[1].name: 'a' names two sinks",
+            ),
+            (
+                "announce: everyone\nsinks:\n  - {name: a, url: 'http://x'}",
+                "announce: 'everyone' is not fleet or own",
             ),
             (
                 "sinks:\n  - {name: a, url: 'http://x', format: email}",

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{Config, Format, SinkConfig};
+pub use config::{Announce, Config, Format, SinkConfig};
 pub use event::Kind;
 use queue::Queue;
 
@@ -57,6 +57,7 @@ struct Shared {
 pub struct Notifier {
     sinks: Vec<Arc<Sink>>,
     shared: Arc<Shared>,
+    announce: Announce,
 }
 
 /// The running notifier: a task routing the broker's changes and one
@@ -126,7 +127,11 @@ impl Notifier {
             page_url: config.page_url,
             audit,
         });
-        Ok(Notifier { sinks, shared })
+        Ok(Notifier {
+            sinks,
+            shared,
+            announce: config.announce,
+        })
     }
 
     /// Starts routing the broker's changes to the sinks.
@@ -134,7 +139,10 @@ impl Notifier {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::with_capacity(self.sinks.len() + 1);
         tasks.push(tokio::spawn(route(
-            broker.subscribe_own(),
+            match self.announce {
+                Announce::Fleet => broker.subscribe(),
+                Announce::Own => broker.subscribe_own(),
+            },
             self.sinks.clone(),
             stop_rx,
         )));
