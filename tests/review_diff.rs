@@ -953,6 +953,49 @@ fn switching_an_agent_to_auto_or_adding_auto_approve_is_a_gain_of_autonomy() {
 }
 
 #[test]
+fn dropping_a_two_person_rule_is_a_gain_and_adding_one_is_not() {
+    let strict = format!(
+        "{BASE}    elevation:\n      approvalPolicies:\n        - {{ actions: ['Microsoft.Compute/*'], required: 2, approvers: [sre-oncall], requireTicket: true }}\n"
+    );
+    let added = diff::diff(&load(BASE), &load(&strict));
+    assert!(!added.gained, "a stricter rule gains nothing: {added:#?}");
+    let policy = added.agents.iter().flat_map(|a| &a.changes).find(|c| {
+        c.field == "elevation.approvalPolicies" && c.effect == diff::report::Effect::Loss
+    });
+    let policy = policy.unwrap_or_else(|| panic!("the added policy is reported: {added:#?}"));
+    assert_eq!(
+        policy.new.as_ref().map(|p| p["required"].clone()),
+        Some(2.into())
+    );
+
+    let dropped = diff::diff(&load(&strict), &load(BASE));
+    assert!(dropped.gained, "{dropped:#?}");
+    let weakened = dropped.agents.iter().flat_map(|a| &a.changes).any(|c| {
+        c.field == "elevation.approvalPolicies"
+            && c.effect == diff::report::Effect::Gain
+            && c.new.is_none()
+    });
+    assert!(weakened, "{dropped:#?}");
+
+    // One approver instead of two: the old rule goes, a weaker one comes.
+    let single = strict.replace("required: 2", "required: 1");
+    let changed = diff::diff(&load(&strict), &load(&single));
+    let effects: Vec<_> = changed
+        .agents
+        .iter()
+        .flat_map(|a| &a.changes)
+        .filter(|c| c.field == "elevation.approvalPolicies")
+        .map(|c| c.effect)
+        .collect();
+    assert_eq!(
+        effects,
+        [diff::report::Effect::Loss, diff::report::Effect::Gain],
+        "{changed:#?}"
+    );
+    assert!(changed.gained);
+}
+
+#[test]
 fn a_shadow_auto_approve_rule_gains_nothing_until_it_goes_live() {
     let shadow = format!(
         "{BASE}    elevation:\n      autoApprove:\n        - {{ actions: ['Microsoft.Compute/virtualMachines/restart/action'], onBehalfOf: alice, shadow: true }}\n"

@@ -18,6 +18,26 @@ pub enum ExecutionMode {
     Auto,
 }
 
+impl PermissionLevel {
+    /// As the snapshot spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionLevel::Reader => "Reader",
+            PermissionLevel::Privileged => "Privileged",
+        }
+    }
+}
+
+impl ExecutionMode {
+    /// As the snapshot spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Review => "Review",
+            ExecutionMode::Auto => "Auto",
+        }
+    }
+}
+
 /// An agent of the snapshot; `principal` indexes the snapshot's principals
 /// and `privileged_role` its role definitions.
 #[derive(Debug, Clone)]

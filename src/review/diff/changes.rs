@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::model::tenant::{management_group_scope_key, subscription_scope_key};
 use crate::model::{
-    check_operation, principal_key, Agent, AutoApproveRule, DenyAssignment, PatternSet,
-    PermissionBlock, Tenant,
+    check_operation, principal_key, Agent, ApprovalPolicy, AutoApproveRule, DenyAssignment,
+    PatternSet, PermissionBlock, Tenant,
 };
 use crate::snapshot::{CompiledSnapshot, Position};
 
@@ -358,10 +358,7 @@ fn agent_gate_key(t: &Tenant, a: &Agent) -> AgentGateKey {
         .map(|s| s.key().to_owned())
         .collect();
     scopes.sort_unstable();
-    let mode = match a.execution_mode {
-        crate::model::ExecutionMode::Review => "Review",
-        crate::model::ExecutionMode::Auto => "Auto",
-    };
+    let mode = a.execution_mode.as_str();
     (
         principal_key(&t.principals[a.principal].id).into_owned(),
         scopes,
@@ -461,7 +458,7 @@ fn agent_changes(ot: &Tenant, a: &Agent, nt: &Tenant, b: &Agent) -> Vec<AgentCha
         b.resource.as_str().into(),
         Effect::Change,
     );
-    let level = |l: PermissionLevel| format!("{l:?}");
+    let level = |l: PermissionLevel| l.as_str().to_owned();
     let level_effect = match (a.permission_level, b.permission_level) {
         (PermissionLevel::Reader, PermissionLevel::Privileged) => Effect::Gain,
         _ => Effect::Loss,
@@ -472,7 +469,7 @@ fn agent_changes(ot: &Tenant, a: &Agent, nt: &Tenant, b: &Agent) -> Vec<AgentCha
         level(b.permission_level),
         level_effect,
     );
-    let mode = |m: ExecutionMode| format!("{m:?}");
+    let mode = |m: ExecutionMode| m.as_str().to_owned();
     let mode_effect = match (a.execution_mode, b.execution_mode) {
         (ExecutionMode::Review, ExecutionMode::Auto) => Effect::Gain,
         _ => Effect::Loss,
@@ -536,7 +533,81 @@ fn agent_changes(ot: &Tenant, a: &Agent, nt: &Tenant, b: &Agent) -> Vec<AgentCha
         }
     }
     out.extend(rule_changes(ot, nt, &ea.auto_approve, &eb.auto_approve));
+    out.extend(policy_changes(
+        ot,
+        nt,
+        &ea.approval_policies,
+        &eb.approval_policies,
+    ));
     out
+}
+
+/// Approval policies make elevations harder to approve (more approvers,
+/// named ones, a ticket, shorter grants): an added policy is a loss of
+/// autonomy, a removed one a gain; a changed policy is both.
+fn policy_changes(
+    ot: &Tenant,
+    nt: &Tenant,
+    old: &[ApprovalPolicy],
+    new: &[ApprovalPolicy],
+) -> Vec<AgentChange> {
+    let old: Vec<serde_json::Value> = old.iter().map(|p| policy_json(ot, p)).collect();
+    let new: Vec<serde_json::Value> = new.iter().map(|p| policy_json(nt, p)).collect();
+    let added = new
+        .iter()
+        .filter(|p| !old.contains(p))
+        .map(|p| AgentChange {
+            field: "elevation.approvalPolicies".into(),
+            old: None,
+            new: Some(p.clone()),
+            effect: Effect::Loss,
+        });
+    let removed = old
+        .iter()
+        .filter(|p| !new.contains(p))
+        .map(|p| AgentChange {
+            field: "elevation.approvalPolicies".into(),
+            old: Some(p.clone()),
+            new: None,
+            effect: Effect::Gain,
+        });
+    added.chain(removed).collect()
+}
+
+/// An approval policy as the snapshot spells it.
+fn policy_json(t: &Tenant, p: &ApprovalPolicy) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    let list = |v: Vec<String>| serde_json::Value::from(v);
+    m.insert(
+        "actions".into(),
+        list(p.actions.iter().map(|a| a.as_str().to_owned()).collect()),
+    );
+    if !p.scopes.is_empty() {
+        m.insert(
+            "scopes".into(),
+            list(p.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
+        );
+    }
+    if let Some(d) = p.data_action {
+        m.insert("dataAction".into(), d.into());
+    }
+    m.insert("required".into(), p.required.into());
+    if !p.approvers.is_empty() {
+        let mut approvers: Vec<String> = p
+            .approvers
+            .iter()
+            .map(|&a| t.principals[a].id.clone())
+            .collect();
+        approvers.sort_unstable();
+        m.insert("approvers".into(), list(approvers));
+    }
+    if p.require_ticket {
+        m.insert("requireTicket".into(), true.into());
+    }
+    if let Some(d) = p.max_duration {
+        m.insert("maxDuration".into(), duration(d).into());
+    }
+    serde_json::Value::Object(m)
 }
 
 /// Added rules are gains of autonomy, removed ones losses; a changed rule
@@ -615,19 +686,7 @@ fn rule_json(t: &Tenant, r: &AutoApproveRule) -> serde_json::Value {
 
 /// A duration as the snapshot writes one: `1h30m`, `15m`, `90s`.
 fn duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s == 0 {
-        return "0s".into();
-    }
-    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
-    let mut out = String::new();
-    for (n, unit) in [(h, 'h'), (m, 'm'), (sec, 's')] {
-        if n > 0 {
-            out.push_str(&n.to_string());
-            out.push(unit);
-        }
-    }
-    out
+    crate::model::duration_text(d)
 }
 
 /// Tags and principal attributes that changed. They change no grant, but

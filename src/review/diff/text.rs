@@ -308,6 +308,9 @@ fn agent_change(c: &AgentChange) -> String {
         ("elevation.autoApprove", Effect::Gain) => " (answers for humans in Auto mode)",
         ("permissionLevel", Effect::Gain) => " (holds its privileged role on its managed scopes)",
         ("managedScopes", Effect::Gain) => " (may act there)",
+        ("elevation.approvalPolicies", Effect::Gain) => {
+            " (its elevations need fewer or other approvers)"
+        }
         _ => "",
     };
     format!("{sign} {text}{note}")
