@@ -66,16 +66,24 @@ pub fn every_problem(
             }
         }
         let read = match name {
-            Some("managementGroups") => pass.section(name, value, &mut file.management_groups),
-            Some("subscriptions") => pass.section(name, value, &mut file.subscriptions),
-            Some("principals") => pass.section(name, value, &mut file.principals),
-            Some("roleDefinitions") => pass.section(name, value, &mut file.role_definitions),
-            Some("roleAssignments") => pass.section(name, value, &mut file.role_assignments),
-            Some("denyAssignments") => pass.section(name, value, &mut file.deny_assignments),
-            Some("resources") => pass.section(name, value, &mut file.resources),
-            Some("accessKeys") => pass.section(name, value, &mut file.access_keys),
-            Some("agents") => pass.section(name, value, &mut file.agents),
-            Some("routes") => pass.section(name, value, &mut file.routes),
+            Some("managementGroups") => {
+                pass.section("managementGroups", value, &mut file.management_groups)
+            }
+            Some("subscriptions") => pass.section("subscriptions", value, &mut file.subscriptions),
+            Some("principals") => pass.section("principals", value, &mut file.principals),
+            Some("roleDefinitions") => {
+                pass.section("roleDefinitions", value, &mut file.role_definitions)
+            }
+            Some("roleAssignments") => {
+                pass.section("roleAssignments", value, &mut file.role_assignments)
+            }
+            Some("denyAssignments") => {
+                pass.section("denyAssignments", value, &mut file.deny_assignments)
+            }
+            Some("resources") => pass.section("resources", value, &mut file.resources),
+            Some("accessKeys") => pass.section("accessKeys", value, &mut file.access_keys),
+            Some("agents") => pass.section("agents", value, &mut file.agents),
+            Some("routes") => pass.section("routes", value, &mut file.routes),
             _ => false,
         };
         if !read {
@@ -117,13 +125,10 @@ impl<'t> Pass<'t> {
     /// `out`; false when `value` is not a sequence.
     fn section<T: Deserialize<'t>>(
         &mut self,
-        name: Option<&'t str>,
+        name: &'static str,
         value: usize,
         out: &mut Vec<T>,
     ) -> bool {
-        let Some(name) = name.and_then(section_name) else {
-            return false;
-        };
         let Kind::Seq(entries) = &self.tree.node(value).kind else {
             return false;
         };
@@ -162,23 +167,6 @@ impl<'t> Pass<'t> {
             }
         }
     }
-}
-
-/// The section's name as a static string, for the origins map.
-fn section_name(name: &str) -> Option<&'static str> {
-    const SECTIONS: [&str; 10] = [
-        "managementGroups",
-        "subscriptions",
-        "principals",
-        "roleDefinitions",
-        "roleAssignments",
-        "denyAssignments",
-        "resources",
-        "accessKeys",
-        "agents",
-        "routes",
-    ];
-    SECTIONS.into_iter().find(|s| *s == name)
 }
 
 /// Moves what a single top-level key held into `file`.
