@@ -99,13 +99,14 @@ pub fn every_problem(
         unparsed,
         ..
     } = pass;
-    problems.extend(validate::parsed_entries(
-        file,
-        text,
-        builtin_roles,
-        unparsed,
-        |path| original_path(path, &origins),
-    ));
+    // Located on the tree already built, not by parsing the text again.
+    let semantic = validate::parsed_entries(file, builtin_roles, unparsed, |path| {
+        original_path(path, &origins)
+    });
+    problems.extend(semantic.into_iter().map(|problem| Problem {
+        location: tree.locate(&problem.path),
+        ..problem
+    }));
     problems.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
     problems
 }

@@ -94,6 +94,39 @@ impl Tree {
             .collect()
     }
 
+    /// Where the value at `path` (`roleAssignments[3].role`) is, or its
+    /// nearest parent that the document holds.
+    pub fn locate(&self, path: &str) -> Option<Location> {
+        let mut node = self.root();
+        let mut found = None;
+        for segment in path.split('.') {
+            let (key, mut indices) = segment.split_once('[').unwrap_or((segment, ""));
+            if !key.is_empty() {
+                let Kind::Map(entries) = &self.nodes[node].kind else {
+                    break;
+                };
+                let Some(&(_, value)) = entries.iter().find(|&&(k, _)| self.scalar(k) == Some(key))
+                else {
+                    break;
+                };
+                node = value;
+                found = Some(self.nodes[node].location);
+            }
+            while let Some((index, rest)) = indices.split_once(']') {
+                let Kind::Seq(items) = &self.nodes[node].kind else {
+                    return found;
+                };
+                let Some(&item) = index.parse::<usize>().ok().and_then(|i| items.get(i)) else {
+                    return found;
+                };
+                node = item;
+                found = Some(self.nodes[node].location);
+                indices = rest.strip_prefix('[').unwrap_or(rest);
+            }
+        }
+        found
+    }
+
     /// A deserializer of the node at `index`.
     pub fn at(&self, index: usize) -> At<'_> {
         At { tree: self, index }
@@ -806,6 +839,35 @@ mod tests {
             "an unknown key is the mapping's problem"
         );
         assert_eq!(error.location, Some(Location { line: 3, column: 5 }));
+    }
+
+    #[test]
+    fn a_path_is_located_at_its_node_or_nearest_parent() {
+        let text = "roleAssignments:\n  - id: a\n  - id: b\n    scopes: [/x, /y]\n";
+        let tree = Tree::parse(text).unwrap_or_else(|| panic!());
+        let line_col = |path: &str| tree.locate(path).map(|l| (l.line, l.column));
+        assert_eq!(line_col("roleAssignments[1].scopes[1]"), Some((4, 18)));
+        assert_eq!(line_col("roleAssignments[1].id"), Some((3, 9)));
+        assert_eq!(
+            line_col("roleAssignments[1].nothing"),
+            line_col("roleAssignments[1]")
+        );
+        assert_eq!(
+            line_col("roleAssignments[7].id"),
+            line_col("roleAssignments")
+        );
+        assert_eq!(line_col("principals[0]"), None);
+        assert_eq!(line_col(""), None);
+        // The validator's paths and SourceMap's agree.
+        let map = crate::snapshot::locate::SourceMap::build(text);
+        for path in [
+            "roleAssignments",
+            "roleAssignments[1]",
+            "roleAssignments[0].id",
+            "roleAssignments[1].scopes[0]",
+        ] {
+            assert_eq!(tree.locate(path), map.get(path), "{path}");
+        }
     }
 
     #[test]

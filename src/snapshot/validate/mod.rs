@@ -191,12 +191,12 @@ pub fn snapshot(
 }
 
 /// The problems of the entries of a snapshot that parsed when others did
-/// not (listed in `unparsed`). `file` holds only the entries that parsed,
-/// so `original_path` turns a path into one of `file` (`roleAssignments[3]`)
-/// into the path of the same entry in `source` (`roleAssignments[4]`).
+/// not (listed in `unparsed`), not yet located. `file` holds only the
+/// entries that parsed, so `original_path` turns a path into one of `file`
+/// (`roleAssignments[3]`) into the path of the same entry in the source
+/// (`roleAssignments[4]`).
 pub fn parsed_entries(
     file: SnapshotFile,
-    source: &str,
     builtin_roles: &[RoleDefinition],
     unparsed: Unparsed,
     original_path: impl Fn(&str) -> String,
@@ -211,7 +211,7 @@ pub fn parsed_entries(
             for problem in &mut problems {
                 problem.path = original_path(&problem.path);
             }
-            located(problems, source)
+            problems
         }
     }
 }
