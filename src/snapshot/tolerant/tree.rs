@@ -40,7 +40,20 @@ pub enum Kind {
 impl Tree {
     /// The first document of `text`, or `None` when it does not parse
     /// (the strict parser has reported that already).
+    ///
+    /// JSON is read by [`Tree::parse_json`]: yaml_rust2's scanner holds every
+    /// token of a flow collection until the collection closes, which for a
+    /// JSON tenant is the whole file, about 20 times its size.
     pub fn parse(text: &str) -> Option<Tree> {
+        if text.trim_start().starts_with('{') {
+            if let Some(tree) = Tree::parse_json(text) {
+                return Some(tree);
+            }
+        }
+        Tree::parse_yaml(text)
+    }
+
+    fn parse_yaml(text: &str) -> Option<Tree> {
         let mut builder = Builder::default();
         Parser::new_from_str(text).load(&mut builder, false).ok()?;
         if builder.broken || builder.nodes.is_empty() {
@@ -130,6 +143,166 @@ impl Tree {
     /// A deserializer of the node at `index`.
     pub fn at(&self, index: usize) -> At<'_> {
         At { tree: self, index }
+    }
+}
+
+impl Tree {
+    /// The tree of a JSON document, as YAML reads JSON: strings are quoted
+    /// scalars, numbers, `true`, `false` and `null` plain ones. `None` when
+    /// `text` is not plain JSON (YAML flow syntax, comments, a second
+    /// document): the YAML reader takes it then.
+    fn parse_json(text: &str) -> Option<Tree> {
+        let mut reader = JsonReader {
+            text,
+            position: 0,
+            location: Location { line: 1, column: 1 },
+            nodes: Vec::new(),
+        };
+        reader.value(0)?;
+        reader.skip_whitespace();
+        (reader.position == text.len()).then_some(Tree {
+            nodes: reader.nodes,
+        })
+    }
+}
+
+/// The deepest JSON nesting read; serde_yaml refuses deeper documents
+/// before this pass runs.
+const MAX_JSON_DEPTH: usize = 256;
+
+struct JsonReader<'a> {
+    text: &'a str,
+    position: usize,
+    location: Location,
+    nodes: Vec<Node>,
+}
+
+impl JsonReader<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.position).copied()
+    }
+
+    /// Moves past one byte, counting lines and (UTF-8) characters.
+    fn bump(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.position += 1;
+        if byte == b'\n' {
+            self.location.line += 1;
+            self.location.column = 1;
+        } else if byte & 0xC0 != 0x80 {
+            self.location.column += 1;
+        }
+        Some(byte)
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.bump();
+        }
+    }
+
+    fn add(&mut self, kind: Kind, location: Location) -> usize {
+        self.nodes.push(Node { kind, location });
+        self.nodes.len() - 1
+    }
+
+    fn value(&mut self, depth: usize) -> Option<usize> {
+        if depth > MAX_JSON_DEPTH {
+            return None;
+        }
+        self.skip_whitespace();
+        let location = self.location;
+        match self.peek()? {
+            b'{' => {
+                self.bump();
+                let index = self.add(Kind::Map(Vec::new()), location);
+                let mut entries = Vec::new();
+                self.skip_whitespace();
+                if self.peek() == Some(b'}') {
+                    self.bump();
+                } else {
+                    loop {
+                        self.skip_whitespace();
+                        if self.peek() != Some(b'"') {
+                            return None;
+                        }
+                        let key = self.value(depth + 1)?;
+                        self.skip_whitespace();
+                        if self.bump() != Some(b':') {
+                            return None;
+                        }
+                        entries.push((key, self.value(depth + 1)?));
+                        self.skip_whitespace();
+                        match self.bump()? {
+                            b',' => {}
+                            b'}' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                self.nodes[index].kind = Kind::Map(entries);
+                Some(index)
+            }
+            b'[' => {
+                self.bump();
+                let index = self.add(Kind::Seq(Vec::new()), location);
+                let mut items = Vec::new();
+                self.skip_whitespace();
+                if self.peek() == Some(b']') {
+                    self.bump();
+                } else {
+                    loop {
+                        items.push(self.value(depth + 1)?);
+                        self.skip_whitespace();
+                        match self.bump()? {
+                            b',' => {}
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                self.nodes[index].kind = Kind::Seq(items);
+                Some(index)
+            }
+            b'"' => {
+                let start = self.position;
+                self.bump();
+                let mut escaped = false;
+                loop {
+                    match self.bump()? {
+                        b'"' => break,
+                        b'\\' => {
+                            escaped = true;
+                            self.bump()?;
+                        }
+                        _ => {}
+                    }
+                }
+                let literal = &self.text[start..self.position];
+                let text = if escaped {
+                    serde_json::from_str::<String>(literal).ok()?
+                } else {
+                    literal[1..literal.len() - 1].to_owned()
+                };
+                Some(self.add(Kind::Scalar(text, false), location))
+            }
+            _ => {
+                let start = self.position;
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' | b'-' | b'.')
+                ) {
+                    self.bump();
+                }
+                let word = &self.text[start..self.position];
+                let number =
+                    word.parse::<f64>().is_ok() && word.bytes().any(|b| b.is_ascii_digit());
+                if !(matches!(word, "true" | "false" | "null") || number) {
+                    return None;
+                }
+                Some(self.add(Kind::Scalar(word.to_owned(), true), location))
+            }
+        }
     }
 }
 
@@ -867,6 +1040,50 @@ mod tests {
             "roleAssignments[1].scopes[0]",
         ] {
             assert_eq!(tree.locate(path), map.get(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn json_reads_as_yaml_reads_it() {
+        let json = "{\"a\": [1, -2.5e3, true, null, \"x\\\"y\\u00e9\", {}, []],\n \"\u{e9}t\u{e9}\": {\"b\": \"\u{1F600}\", \"c\": {\"d\": [\"e\"]}}}";
+        let from_json = Tree::parse_json(json).unwrap_or_else(|| panic!("not JSON"));
+        let from_yaml = Tree::parse_yaml(json).unwrap_or_else(|| panic!("not YAML"));
+        assert_eq!(render(&from_json, 0), render(&from_yaml, 0));
+        for path in [
+            "a",
+            "a[4]",
+            "a[5]",
+            "\u{e9}t\u{e9}.b",
+            "\u{e9}t\u{e9}.c.d[0]",
+        ] {
+            assert_eq!(from_json.locate(path), from_yaml.locate(path), "{path}");
+        }
+        for not_json in [
+            "{a: 1}",
+            "{\"a\": 1} # note",
+            "{\"a\": yes}",
+            "{\"a\": 1}\n---\n{}",
+            "{\"a\": [1,]}",
+        ] {
+            assert!(Tree::parse_json(not_json).is_none(), "{not_json}");
+        }
+    }
+
+    /// A node and everything below it, as text.
+    fn render(tree: &Tree, index: usize) -> String {
+        match &tree.node(index).kind {
+            Kind::Scalar(text, plain) => format!("{text:?}{}", if *plain { "" } else { "q" }),
+            Kind::Seq(items) => {
+                let items: Vec<String> = items.iter().map(|&i| render(tree, i)).collect();
+                format!("[{}]", items.join(","))
+            }
+            Kind::Map(entries) => {
+                let entries: Vec<String> = entries
+                    .iter()
+                    .map(|&(k, v)| format!("{}:{}", render(tree, k), render(tree, v)))
+                    .collect();
+                format!("{{{}}}", entries.join(","))
+            }
         }
     }
 
