@@ -165,6 +165,9 @@ impl<'t> Pass<'t> {
             Err(error) => {
                 let at = self.tree.node(key).location;
                 self.problems.push(structural(error, "", None, at));
+                if let Some(named) = self.tree.scalar(key).and_then(section_names) {
+                    self.unparsed.insert_section(named);
+                }
             }
         }
     }
@@ -261,13 +264,21 @@ fn entry_id(tree: &Tree, section: &str, entry: usize) -> Option<String> {
     tree.field(entry, key).map(str::to_owned)
 }
 
+/// What the entries of `section` are named as in references, if other
+/// entries refer to them.
+fn section_names(section: &str) -> Option<Named> {
+    match section {
+        "managementGroups" => Some(Named::ManagementGroup),
+        "principals" => Some(Named::Principal),
+        "roleDefinitions" => Some(Named::Role),
+        _ => None,
+    }
+}
+
 /// Records what other entries could call an entry that did not parse.
 fn remember_unparsed(unparsed: &mut Unparsed, tree: &Tree, section: &str, entry: usize) {
-    let named = match section {
-        "managementGroups" => Named::ManagementGroup,
-        "principals" => Named::Principal,
-        "roleDefinitions" => Named::Role,
-        _ => return,
+    let Some(named) = section_names(section) else {
+        return;
     };
     if let Some(id) = tree.field(entry, "id") {
         unparsed.insert(named, id);
@@ -500,6 +511,28 @@ mod tests {
             "{found:#?}"
         );
         assert_eq!(found[4].2, "unknown principal 'ghost'");
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_list_hides_references_to_its_entries_only() {
+        let yaml = "principals: { alice: User }\nroleAssignments:\n  - { principal: alice, role: Reader, scope: / }\n  - { principal: bob, role: Nope, scope: / }\n";
+        assert_eq!(
+            problems(yaml),
+            [
+                expect(
+                    "principals",
+                    None,
+                    "invalid type: map, expected a sequence",
+                    1,
+                ),
+                expect(
+                    "roleAssignments[1].role",
+                    None,
+                    &format!("unknown role 'Nope'{UNKNOWN_ROLE_TAIL}"),
+                    4,
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub enum Named {
 }
 
 /// The ids (and, for roles, the names) of entries that failed to parse,
-/// ASCII-lowercase. When a snapshot has structural problems, the entries
+/// ASCII-lowercase, and the sections that failed as a whole (not a list).
+/// When a snapshot has structural problems, the entries
 /// that parsed are still validated; an entry referring to one that did not
 /// would otherwise get a second, misleading "unknown" problem, so such a
 /// reference is left for the next validation, after the fix.
@@ -53,6 +54,9 @@ pub struct Unparsed {
     management_groups: HashSet<String>,
     principals: HashSet<String>,
     roles: HashSet<String>,
+    /// Kinds whose whole section did not parse: every reference to one
+    /// may name a missing entry.
+    whole_sections: Vec<Named>,
 }
 
 impl Unparsed {
@@ -66,8 +70,16 @@ impl Unparsed {
         set.insert(name.trim().to_ascii_lowercase());
     }
 
+    /// Remembers that the whole section of `named` entries did not parse.
+    pub fn insert_section(&mut self, named: Named) {
+        self.whole_sections.push(named);
+    }
+
     /// Whether `reference` names an entry that did not parse.
     pub fn contains(&self, named: Named, reference: &str) -> bool {
+        if self.whole_sections.contains(&named) {
+            return true;
+        }
         let set = match named {
             Named::ManagementGroup => &self.management_groups,
             Named::Principal => &self.principals,
