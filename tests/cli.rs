@@ -97,6 +97,41 @@ fn validate_reports_yaml_syntax_and_unknown_keys_with_a_location() {
 }
 
 #[test]
+fn validate_lists_a_key_typo_and_an_unknown_role_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        "principals: [{ id: alice, type: User }]\n\
+         roleDefinitions:\n\
+         \x20 - id: 11111111-0000-4000-8000-000000000001\n\
+         \x20   roleName: Auditor\n\
+         \x20   permissions: [{ actions: ['*/read'], notAction: ['*/delete'] }]\n\
+         \x20   assignableScopes: [/]\n\
+         roleAssignments:\n\
+         \x20 - { id: ra-1, principal: alice, role: Reeder, scope: / }\n\
+         \x20 - { id: ra-2, principal: alice, role: Auditor, scope: / }\n",
+    )
+    .unwrap();
+    let out = rampart().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("(2 problems)"), "{report}");
+    for (line, text) in [
+        (5, "roleDefinitions[0].permissions[0] (11111111-0000-4000-8000-000000000001): unknown field `notAction`, expected one of `actions`, `notActions`, `dataActions`, `notDataActions`, `condition`, `conditionVersion` (did you mean `notActions`?)"),
+        (8, "roleAssignments[0].role (ra-1): unknown role 'Reeder' (did you mean 'Reader'?)"),
+    ] {
+        let found = report
+            .lines()
+            .any(|l| l.contains(&format!("two.yaml:{line}:")) && l.contains(text));
+        assert!(found, "missing line {line}: {text}\n--- report ---\n{report}");
+    }
+    // ra-2 names the role whose entry is broken: not a second problem.
+    assert!(!report.contains("ra-2"), "{report}");
+}
+
+#[test]
 fn serve_refuses_an_invalid_snapshot_and_says_why() {
     let out = rampart()
         .args([

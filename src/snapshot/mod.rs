@@ -12,6 +12,7 @@ pub mod locate;
 pub mod reload;
 pub mod schema;
 pub mod suggest;
+mod tolerant;
 pub mod validate;
 
 use std::path::Path;
@@ -134,7 +135,16 @@ pub fn load_str_timed(
             "the snapshot is empty (write `{}` for a deliberately empty tenant)".into(),
         ));
     }
-    let file = parse(text).map_err(|problem| fail(vec![problem]))?;
+    let file = match parse(text) {
+        Ok(file) => file,
+        // A file that used up its budget failing is reported by its first
+        // problem; otherwise by every one, structural and semantic.
+        Err(first) if Instant::now() > deadline => return Err(fail(vec![first])),
+        Err(first) => {
+            let builtin = catalog::builtin_roles().map_err(|e| e.clone())?;
+            return Err(fail(tolerant::every_problem(text, first, builtin)));
+        }
+    };
     let parsed = Instant::now();
     in_time("after parsing")?;
     let builtin = catalog::builtin_roles().map_err(|e| e.clone())?;

@@ -354,4 +354,29 @@ mod tests {
         std::fs::write(&path, "revision: good\n").unwrap();
         assert_eq!(r.reload(), ReloadOutcome::Reloaded("good".into()));
     }
+
+    #[test]
+    fn a_refused_reload_names_every_problem_structural_ones_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        std::fs::write(
+            &path,
+            "principals: [{ id: alice, typ: User }]\nroleAssignments:\n  - { principal: bob, role: Reeder, scope: / }\n",
+        )
+        .unwrap();
+        let (r, seen) = reloader(&path);
+        let ReloadOutcome::Failed(message) = r.reload() else {
+            panic!("accepted");
+        };
+        assert!(message.contains("(3 problems)"), "{message}");
+        for problem in [
+            "s.yaml:1:27: principals[0] (alice): unknown field `typ`",
+            "s.yaml:3:18: roleAssignments[0].principal: unknown principal 'bob'",
+            "s.yaml:3:29: roleAssignments[0].role: unknown role 'Reeder' (did you mean 'Reader'?)",
+        ] {
+            assert!(message.contains(problem), "{problem}\n{message}");
+        }
+        // What the server records as the reload's error is the same list.
+        assert_eq!(seen.lock().unwrap().last(), Some(&Err(message)));
+    }
 }

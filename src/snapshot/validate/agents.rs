@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::fields::{duration, patterns, scope, Declared};
 use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, RoleIndex, Roles};
-use super::Problems;
+use super::{Named, Problems};
 use crate::model::{
     check_operation, Agent, ApprovalPolicy, AutoApproveRule, ElevationSettings, ExecutionMode,
     Hierarchy, PermissionLevel, Principal, PrincipalType, RoleAssignment, Scope, ScopeKind,
@@ -70,7 +70,9 @@ fn agent(
     }
     let principal = cx.principal_index.resolve(&entry.principal);
     match principal {
-        None => problems.push(
+        None => problems.push_unknown(
+            Named::Principal,
+            &entry.principal,
             format!("{path}.principal"),
             id,
             format!("unknown principal '{}'", entry.principal),
@@ -186,7 +188,9 @@ fn elevation(
         .unwrap_or(ElevationSettings::DEFAULT_PRIVILEGED_ROLE);
     let privileged_role = cx.roles.resolve(privileged_name);
     if privileged_role.is_none() {
-        problems.push(
+        problems.push_unknown(
+            Named::Role,
+            privileged_name,
             format!("{path}.privilegedRole"),
             id,
             format!(
@@ -299,7 +303,9 @@ fn auto_approve_rule(
     }
     let on_behalf_of = cx.principal_index.resolve(&rule.on_behalf_of);
     if on_behalf_of.is_none() {
-        problems.push(
+        problems.push_unknown(
+            Named::Principal,
+            &rule.on_behalf_of,
             format!("{path}.onBehalfOf"),
             id,
             format!("unknown principal '{}'", rule.on_behalf_of),
@@ -385,7 +391,9 @@ fn approval_policy(
     for (a, text) in p.approvers.iter().enumerate() {
         let apath = format!("{path}.approvers[{a}]");
         match cx.principal_index.resolve(text) {
-            None => problems.push(
+            None => problems.push_unknown(
+                Named::Principal,
+                text,
                 apath,
                 id,
                 format!("unknown principal '{text}' (list users, service principals or groups of the snapshot)"),

@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use super::fields::{condition, duplicate_id, patterns, scope, Declared, Scopes};
 use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, Roles};
-use super::Problems;
+use super::{Named, Problems};
 use crate::model::{principal_key, DenyAssignment, Hierarchy, RoleAssignment, Scope};
 use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentEntry};
 
@@ -147,7 +147,9 @@ fn role_assignment<'a>(
     }
     let principal = context.principals.resolve(&entry.principal);
     if principal.is_none() {
-        problems.push(
+        problems.push_unknown(
+            Named::Principal,
+            &entry.principal,
             at(".principal"),
             id,
             format!("unknown principal '{}'", entry.principal),
@@ -159,7 +161,9 @@ fn role_assignment<'a>(
         .entry(&*entry.role)
         .or_insert_with(|| roles.index.resolve(&entry.role));
     if role.is_none() {
-        problems.push(
+        problems.push_unknown(
+            Named::Role,
+            &entry.role,
             at(".role"),
             id,
             format!(
@@ -261,7 +265,9 @@ fn deny_assignment(
             .filter_map(|(p, pid)| {
                 let found = principals.resolve(pid);
                 if found.is_none() {
-                    problems.push(
+                    problems.push_unknown(
+                        Named::Principal,
+                        pid,
                         format!("{path}.{field}[{p}]"),
                         id,
                         format!("unknown principal '{pid}'"),

@@ -2,7 +2,7 @@
 //! ancestry above its subscription.
 
 use super::fields::Declared;
-use super::Problems;
+use super::{Named, Problems};
 use crate::model::{Hierarchy, ManagementGroup, Scope, ScopeKind, Subscription};
 use crate::snapshot::schema::SnapshotFile;
 
@@ -32,7 +32,9 @@ pub(super) fn hierarchy(file: &SnapshotFile, problems: &mut Problems) -> Hierarc
         let parent = mg.parent.as_ref().and_then(|p| {
             let found = mg_index.get(&p.to_ascii_lowercase()).copied();
             if found.is_none() {
-                problems.push(
+                problems.push_unknown(
+                    Named::ManagementGroup,
+                    p,
                     format!("managementGroups[{i}].parent"),
                     Some(&mg.id),
                     format!("unknown parent management group '{p}'"),
@@ -81,7 +83,9 @@ fn subscriptions(
         let management_group = s.management_group.as_ref().and_then(|m| {
             let found = mg_index.get(&m.to_ascii_lowercase()).copied();
             if found.is_none() {
-                problems.push(
+                problems.push_unknown(
+                    Named::ManagementGroup,
+                    m,
                     format!("{path}.managementGroup"),
                     Some(&s.id),
                     format!("unknown management group '{m}'"),

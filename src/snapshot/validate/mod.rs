@@ -30,11 +30,94 @@ pub use roles::role_definitions;
 #[derive(Default)]
 pub struct Problems {
     list: Vec<Problem>,
+    /// Entries left out because they did not parse: a reference to one is
+    /// not also reported as unknown.
+    unparsed: Unparsed,
+}
+
+/// What a reference names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    ManagementGroup,
+    Principal,
+    Role,
+}
+
+/// The ids (and, for roles, the names) of entries that failed to parse,
+/// ASCII-lowercase, and the sections that failed as a whole (not a list).
+/// When a snapshot has structural problems, the entries
+/// that parsed are still validated; an entry referring to one that did not
+/// would otherwise get a second, misleading "unknown" problem, so such a
+/// reference is left for the next validation, after the fix.
+#[derive(Debug, Default)]
+pub struct Unparsed {
+    management_groups: HashSet<String>,
+    principals: HashSet<String>,
+    roles: HashSet<String>,
+    /// Kinds whose whole section did not parse: every reference to one
+    /// may name a missing entry.
+    whole_sections: Vec<Named>,
+}
+
+impl Unparsed {
+    /// Remembers that an entry naming itself `name` did not parse.
+    pub fn insert(&mut self, named: Named, name: &str) {
+        let set = match named {
+            Named::ManagementGroup => &mut self.management_groups,
+            Named::Principal => &mut self.principals,
+            Named::Role => &mut self.roles,
+        };
+        set.insert(name.trim().to_ascii_lowercase());
+    }
+
+    /// Remembers that the whole section of `named` entries did not parse.
+    pub fn insert_section(&mut self, named: Named) {
+        self.whole_sections.push(named);
+    }
+
+    /// Whether `reference` names an entry that did not parse.
+    pub fn contains(&self, named: Named, reference: &str) -> bool {
+        if self.whole_sections.contains(&named) {
+            return true;
+        }
+        let set = match named {
+            Named::ManagementGroup => &self.management_groups,
+            Named::Principal => &self.principals,
+            Named::Role => &self.roles,
+        };
+        if set.is_empty() {
+            return false;
+        }
+        let key = reference.trim().to_ascii_lowercase();
+        // A role may be named by its full resource id.
+        let key = match named {
+            Named::Role => key
+                .rsplit_once("/roledefinitions/")
+                .map_or(key.as_str(), |(_, id)| id),
+            _ => key.as_str(),
+        };
+        set.contains(key)
+    }
 }
 
 impl Problems {
     pub fn new() -> Self {
         Problems::default()
+    }
+
+    /// Reports a reference that names nothing, unless it names an entry
+    /// that did not parse (reported already, as a structural problem).
+    pub fn push_unknown(
+        &mut self,
+        named: Named,
+        reference: &str,
+        path: impl Into<String>,
+        id: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        if !self.unparsed.contains(named, reference) {
+            self.push(path, id, message);
+        }
     }
 
     pub fn push(&mut self, path: impl Into<String>, id: Option<&str>, message: impl Into<String>) {
@@ -64,15 +147,20 @@ impl Problems {
     /// located parent) in `source`, in file order; problems without a
     /// position (none today) last.
     pub fn into_located(self, source: &str) -> Vec<Problem> {
-        let mut list = self.list;
-        let wanted: HashSet<&str> = list.iter().flat_map(|p| parents(&p.path)).collect();
-        let map = SourceMap::build_for(source, &wanted);
-        for problem in &mut list {
-            problem.location = parents(&problem.path).find_map(|p| map.get(p));
-        }
-        list.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
-        list
+        located(self.list, source)
     }
+}
+
+/// `list`, each problem at the position of its path (or of its nearest
+/// located parent) in `source`, in file order.
+fn located(mut list: Vec<Problem>, source: &str) -> Vec<Problem> {
+    let wanted: HashSet<&str> = list.iter().flat_map(|p| parents(&p.path)).collect();
+    let map = SourceMap::build_for(source, &wanted);
+    for problem in &mut list {
+        problem.location = parents(&problem.path).find_map(|p| map.get(p));
+    }
+    list.sort_by_key(|p| p.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
+    list
 }
 
 /// `path` and its parents, nearest first: `a[1].b`, `a[1]`, `a`.
@@ -110,7 +198,43 @@ pub fn snapshot(
     builtin_roles: &[RoleDefinition],
     default_revision: String,
 ) -> Result<Validated, Vec<Problem>> {
-    let mut problems = Problems::new();
+    check(file, builtin_roles, default_revision, Problems::new())
+        .map_err(|problems| located(problems, source))
+}
+
+/// The problems of the entries of a snapshot that parsed when others did
+/// not (listed in `unparsed`), not yet located. `file` holds only the
+/// entries that parsed, so `original_path` turns a path into one of `file`
+/// (`roleAssignments[3]`) into the path of the same entry in the source
+/// (`roleAssignments[4]`).
+pub fn parsed_entries(
+    file: SnapshotFile,
+    builtin_roles: &[RoleDefinition],
+    unparsed: Unparsed,
+    original_path: impl Fn(&str) -> String,
+) -> Vec<Problem> {
+    let problems = Problems {
+        list: Vec::new(),
+        unparsed,
+    };
+    match check(file, builtin_roles, String::new(), problems) {
+        Ok(_) => Vec::new(),
+        Err(mut problems) => {
+            for problem in &mut problems {
+                problem.path = original_path(&problem.path);
+            }
+            problems
+        }
+    }
+}
+
+/// Validates `file` into a snapshot, adding every problem to `problems`.
+fn check(
+    file: SnapshotFile,
+    builtin_roles: &[RoleDefinition],
+    default_revision: String,
+    mut problems: Problems,
+) -> Result<Validated, Vec<Problem>> {
     let routes = routes::routes(&file.routes, &mut problems);
     let hierarchy = hierarchy::hierarchy(&file, &mut problems);
     let (principals, principal_index) = principals::principals(&file, &mut problems);
@@ -140,7 +264,7 @@ pub fn snapshot(
     ));
 
     if !problems.is_empty() {
-        return Err(problems.into_located(source));
+        return Err(problems.list);
     }
     let tenant = Tenant {
         revision: file.revision.unwrap_or(default_revision),

@@ -1,7 +1,7 @@
 //! Principals and group membership: ids, `memberOf` references and cycles.
 
 use super::fields::Declared;
-use super::Problems;
+use super::{Named, Problems};
 use crate::model::{check_principal_id, principal_key, Principal, PrincipalType};
 use crate::snapshot::schema::SnapshotFile;
 
@@ -42,7 +42,13 @@ pub(super) fn principals(
         for (g, group) in p.member_of.iter().enumerate() {
             let path = format!("principals[{i}].memberOf[{g}]");
             match index.resolve(group) {
-                None => problems.push(path, Some(&p.id), format!("unknown group '{group}'")),
+                None => problems.push_unknown(
+                    Named::Principal,
+                    group,
+                    path,
+                    Some(&p.id),
+                    format!("unknown group '{group}'"),
+                ),
                 Some(gi) if file.principals[gi].kind != PrincipalType::Group => problems.push(
                     path,
                     Some(&p.id),
