@@ -77,7 +77,7 @@ pub fn effective_view<'a>(
                 role_name: &role.role_name,
                 permissions: &role.permissions,
                 scope: &a.scope,
-                via_group: g.via.map(|v| principal_name(v)),
+                via_group: g.via.map(principal_name),
                 derived_from_agent: a.derived_from_agent.map(|i| t.agents[i].id.as_str()),
                 condition: a.condition.as_ref().map(|c| c.as_str()),
             }
