@@ -132,7 +132,10 @@ pub struct ApprovalPolicy {
 pub fn duration_text(d: Duration) -> String {
     let total = d.as_secs();
     if total == 0 {
-        return format!("{}ms", d.as_millis());
+        return match d.as_millis() {
+            0 => "0s".to_owned(),
+            ms => format!("{ms}ms"),
+        };
     }
     let mut out = String::new();
     let mut rest = total;
@@ -210,5 +213,6 @@ mod tests {
         }
         assert_eq!(duration_text(Duration::from_secs(90)), "1m30s");
         assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration_text(Duration::ZERO), "0s");
     }
 }
