@@ -110,6 +110,17 @@ pub fn snapshot(
     builtin_roles: &[RoleDefinition],
     default_revision: String,
 ) -> Result<Validated, Vec<Problem>> {
+    snapshot_unlocated(file, builtin_roles, default_revision).map_err(|p| p.into_located(source))
+}
+
+/// As [`snapshot`], for a file whose text is not at hand (it was read as
+/// a stream): the problems come unlocated, for the caller to locate in
+/// the text it reads again.
+pub fn snapshot_unlocated(
+    file: SnapshotFile,
+    builtin_roles: &[RoleDefinition],
+    default_revision: String,
+) -> Result<Validated, Problems> {
     let mut problems = Problems::new();
     let routes = routes::routes(&file.routes, &mut problems);
     let hierarchy = hierarchy::hierarchy(&file, &mut problems);
@@ -140,7 +151,7 @@ pub fn snapshot(
     ));
 
     if !problems.is_empty() {
-        return Err(problems.into_located(source));
+        return Err(problems);
     }
     let tenant = Tenant {
         revision: file.revision.unwrap_or(default_revision),
