@@ -14,7 +14,8 @@
 //!
 //! Run with `cargo bench --bench scale`. The tenants are written under
 //! `target/scale/` (generated once, deterministic). `SCALE_SIZES=10000,100000`
-//! picks sizes; `SCALE_RATE_SECS=20` sets each rate run's length.
+//! picks sizes; `SCALE_RATE_SECS=20` sets each rate run's length;
+//! `SCALE_SERVE=0` stops after the load table.
 
 #[path = "common/rss.rs"]
 mod rss;
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rampart::elevation::{Broker, ElevationRequest, Store};
 use rampart::engine::{ActiveGrant, Engine, Request, Verdict};
-use rampart::snapshot::{load_str_timed, read_file, LOAD_BUDGET};
+use rampart::snapshot::{load_file_timed, LOAD_BUDGET};
 
 const CHILD: &str = "RAMPART_SCALE_CHILD";
 const NO_ATTRIBUTES: &[(&str, &str)] = &[];
@@ -93,7 +94,8 @@ fn main() {
             );
         }
     }
-    if let Some(&n) = sizes.iter().max() {
+    let serve_too = std::env::var("SCALE_SERVE").map_or(true, |v| v != "0");
+    if let Some(&n) = sizes.iter().max().filter(|_| serve_too) {
         let file = tenant_file(&dir, n, "json");
         let out = run_child(&format!("serve:json:{}", file.display()));
         let mut keys: Vec<_> = out.into_iter().collect();
@@ -171,22 +173,15 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// Reads and loads the file as a reload does; the times of each phase.
+/// Loads the file as a reload does; the times of each phase (a JSON file
+/// is parsed as it is read, so its read time is in its parse time).
 fn load_once(path: &Path) -> (rampart::snapshot::CompiledSnapshot, [f64; 4]) {
-    let started = Instant::now();
-    let bytes = read_file(path).unwrap_or_else(|e| panic!("{e}"));
-    let text = String::from_utf8(bytes).expect("utf-8");
-    let read = started.elapsed().as_secs_f64();
-    let (snapshot, t) = load_str_timed(
-        &text,
-        &path.display().to_string(),
-        Instant::now() + LOAD_BUDGET,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let (snapshot, t) =
+        load_file_timed(path, Instant::now() + LOAD_BUDGET).unwrap_or_else(|e| panic!("{e}"));
     (
         snapshot,
         [
-            read,
+            t.read.as_secs_f64(),
             t.parse.as_secs_f64(),
             t.validate.as_secs_f64(),
             t.compile.as_secs_f64(),
@@ -454,7 +449,6 @@ fn serve(path: &Path) {
     report("with_grants_elevations_warm_mean_ns", warm);
 
     // Authorize over gRPC at 2,000/s, without and with reloads every 3 s.
-    let text = std::fs::read_to_string(path).expect("read tenant");
     let secs: u64 = std::env::var("SCALE_RATE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -488,14 +482,13 @@ fn serve(path: &Path) {
         let quiet = at_rate(&client, &rate_reqs, Duration::from_secs(secs)).await;
         let stop = Arc::new(AtomicBool::new(false));
         let reloader = {
-            let (stop, broker, text) = (stop.clone(), broker.clone(), text.clone());
+            let (stop, broker, path) = (stop.clone(), broker.clone(), path.to_owned());
             std::thread::spawn(move || {
                 let mut reloads = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let (snapshot, _) =
-                        load_str_timed(&text, "bench", Instant::now() + LOAD_BUDGET)
-                            .unwrap_or_else(|e| panic!("{e}"));
+                    let (snapshot, _) = load_file_timed(&path, Instant::now() + LOAD_BUDGET)
+                        .unwrap_or_else(|e| panic!("{e}"));
                     broker.swap_snapshot(snapshot);
                     reloads += 1;
                     let pause = Duration::from_secs(3).saturating_sub(started.elapsed());

@@ -17,10 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::{file, load_file_within, CompiledSnapshot, SnapshotError, LOAD_BUDGET};
 use notify::{RecursiveMode, Watcher};
-use sha2::{Digest, Sha256};
-
-use super::{load_str_within, read_file, CompiledSnapshot, SnapshotError, LOAD_BUDGET};
 
 /// How long a file must stay unchanged after it was read.
 pub const SETTLE: Duration = Duration::from_millis(300);
@@ -105,8 +103,8 @@ impl Reloader {
     pub fn reload(&self) -> ReloadOutcome {
         let _one_at_a_time = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Re-resolve the path each time: a symlink swap points it elsewhere.
-        let bytes = match self.read_settled() {
-            Ok(b) => b,
+        let hash = match self.settled_hash() {
+            Ok(h) => h,
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!("snapshot reload failed: {message}");
@@ -114,19 +112,26 @@ impl Reloader {
                 return ReloadOutcome::Failed(message);
             }
         };
-        let hash = hex::encode(Sha256::digest(&bytes));
         {
             let last = self.last_hash.lock().unwrap_or_else(|e| e.into_inner());
             if last.as_deref() == Some(hash.as_str()) {
                 return ReloadOutcome::Unchanged;
             }
         }
-        let name = self.path.display().to_string();
-        let loaded = String::from_utf8(bytes)
-            .map_err(|e| {
-                SnapshotError::whole(name.clone(), format!("the snapshot is not UTF-8: {e}"))
-            })
-            .and_then(|text| load_str_within(&text, &name, Instant::now() + LOAD_BUDGET));
+        // The file is read again to load it (a JSON file as a stream, never
+        // whole in memory); the content loaded must be the content settled.
+        let loaded = load_file_within(&self.path, Instant::now() + LOAD_BUDGET).and_then(|s| {
+            if s.info.content_sha256 == hash {
+                Ok(s)
+            } else {
+                Err(SnapshotError::whole(
+                    self.path.display().to_string(),
+                    "the file changed while it was loaded; write the new snapshot to another \
+                     file and rename it into place"
+                        .into(),
+                ))
+            }
+        });
         let outcome = match loaded {
             Ok(snapshot) => {
                 let revision = snapshot.info.revision.clone();
@@ -147,24 +152,25 @@ impl Reloader {
         outcome
     }
 
-    /// Reads the file once it has stopped changing: the same version
-    /// before and after the read, and still the same [`SETTLE`] later.
-    fn read_settled(&self) -> Result<Vec<u8>, SnapshotError> {
-        self.read_settled_with(|| std::thread::sleep(self.settle))
+    /// The content hash of the file once it has stopped changing: the same
+    /// version before and after it was read, and still the same
+    /// [`SETTLE`] later.
+    fn settled_hash(&self) -> Result<String, SnapshotError> {
+        self.settled_hash_with(|| std::thread::sleep(self.settle))
     }
 
-    /// [`Reloader::read_settled`], with what happens during the settle
+    /// [`Reloader::settled_hash`], with what happens during the settle
     /// given by the caller (tests change the file there).
-    fn read_settled_with(&self, mut pause: impl FnMut()) -> Result<Vec<u8>, SnapshotError> {
+    fn settled_hash_with(&self, mut pause: impl FnMut()) -> Result<String, SnapshotError> {
         for _ in 0..SETTLE_TRIES {
             let before = version(&self.path);
-            let bytes = read_file(&self.path)?;
+            let hash = file::sha256(&self.path)?;
             if version(&self.path) != before {
                 continue;
             }
             pause();
             if version(&self.path) == before {
-                return Ok(bytes);
+                return Ok(hash);
             }
         }
         Err(SnapshotError::whole(
@@ -328,11 +334,13 @@ mod tests {
             n += 1;
             std::fs::write(&path, format!("revision: r{n}{}\n", " ".repeat(n))).unwrap();
         };
-        let refused = r.read_settled_with(written).unwrap_err().to_string();
+        let refused = r.settled_hash_with(written).unwrap_err().to_string();
         assert!(refused.contains("kept changing"), "{refused}");
         // Left alone during the settle, it is read.
-        let read = r.read_settled_with(|| {}).unwrap();
-        assert_eq!(read, std::fs::read(&path).unwrap());
+        let read = r.settled_hash_with(|| {}).unwrap();
+        use sha2::Digest;
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(read, hex::encode(sha2::Sha256::digest(bytes)));
         assert!(matches!(r.reload(), ReloadOutcome::Reloaded(_)));
     }
 

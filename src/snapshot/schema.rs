@@ -2,8 +2,8 @@
 //! camelCase keys. Unknown keys are errors, so a typo such as `notAction`
 //! cannot silently drop a restriction.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -13,7 +13,7 @@ use crate::model::{ExecutionMode, PermissionLevel, PrincipalType};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SnapshotFile<'a> {
+pub struct SnapshotFile {
     #[serde(default)]
     pub revision: Option<String>,
     #[serde(default)]
@@ -24,8 +24,8 @@ pub struct SnapshotFile<'a> {
     pub principals: Vec<PrincipalEntry>,
     #[serde(default)]
     pub role_definitions: Vec<RoleDefinitionEntry>,
-    #[serde(default, borrow)]
-    pub role_assignments: Vec<RoleAssignmentEntry<'a>>,
+    #[serde(default)]
+    pub role_assignments: RoleAssignments,
     #[serde(default)]
     pub deny_assignments: Vec<DenyAssignmentEntry>,
     #[serde(default)]
@@ -111,26 +111,201 @@ pub struct PermissionEntry {
     pub condition_version: Option<String>,
 }
 
-/// The entry a large tenant has a million of: its strings borrow from the
-/// file's text where the parser allows (JSON without escapes), instead of
-/// four allocations each.
+/// The entry a large tenant has a million of, kept small: its strings
+/// are interned in [`RoleAssignments::strings`] as they are read (a million
+/// assignments write a few thousand scopes, a few roles and one principal
+/// per ten entries), and its id is its only allocation.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RoleAssignmentEntry<'a> {
-    #[serde(default, borrow)]
-    pub id: Option<Text<'a>>,
-    #[serde(borrow)]
-    pub principal: Text<'a>,
-    #[serde(borrow)]
-    pub role: Text<'a>,
-    #[serde(borrow)]
-    pub scope: Text<'a>,
+pub struct RoleAssignmentEntry {
     #[serde(default)]
-    pub condition: Option<String>,
+    pub id: Option<Box<str>>,
+    pub principal: Sym,
+    pub role: Sym,
+    pub scope: Sym,
     #[serde(default)]
-    pub condition_version: Option<String>,
+    pub condition: Option<Sym>,
     #[serde(default)]
-    pub description: Option<String>,
+    pub condition_version: Option<Sym>,
+    #[serde(default)]
+    pub description: Option<Sym>,
+}
+
+/// A role assignment entry with its strings looked up.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleAssignmentRef<'a> {
+    pub id: Option<&'a str>,
+    pub principal: &'a str,
+    pub role: &'a str,
+    pub scope: &'a str,
+    pub condition: Option<&'a str>,
+    pub condition_version: Option<&'a str>,
+}
+
+/// The `roleAssignments` section: its entries and the strings they share.
+#[derive(Debug, Default)]
+pub struct RoleAssignments {
+    pub entries: Vec<RoleAssignmentEntry>,
+    pub strings: Box<[Box<str>]>,
+}
+
+impl RoleAssignments {
+    /// Entry `i` with its strings.
+    pub fn get(&self, i: usize) -> Option<RoleAssignmentRef<'_>> {
+        self.entries.get(i).map(|entry| self.resolve(entry))
+    }
+
+    /// The entries with their strings, in file order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RoleAssignmentRef<'_>> + '_ {
+        self.entries.iter().map(|entry| self.resolve(entry))
+    }
+
+    fn resolve<'a>(&'a self, entry: &'a RoleAssignmentEntry) -> RoleAssignmentRef<'a> {
+        RoleAssignmentRef {
+            id: entry.id.as_deref(),
+            principal: self.text(entry.principal),
+            role: self.text(entry.role),
+            scope: self.text(entry.scope),
+            condition: entry.condition.map(|s| self.text(s)),
+            condition_version: entry.condition_version.map(|s| self.text(s)),
+        }
+    }
+
+    /// The section as `read` reads its entries one by one (the tolerant
+    /// pass over a file that failed to parse), their strings interned as
+    /// when the section is read whole.
+    pub fn read_each<R>(read: impl FnOnce(&mut Vec<RoleAssignmentEntry>) -> R) -> (Self, R) {
+        let interning = Interning::begin();
+        let mut entries = Vec::new();
+        let answer = read(&mut entries);
+        let section = RoleAssignments {
+            entries,
+            strings: interning.finish(),
+        };
+        (section, answer)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn text(&self, sym: Sym) -> &str {
+        self.strings.get(sym.index()).map_or("", |s| s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoleAssignments {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let interning = Interning::begin();
+        let entries = Vec::<RoleAssignmentEntry>::deserialize(deserializer)?;
+        Ok(RoleAssignments {
+            entries,
+            strings: interning.finish(),
+        })
+    }
+}
+
+/// A string of the `roleAssignments` section, by its place in
+/// [`RoleAssignments::strings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sym(std::num::NonZeroU32);
+
+impl Sym {
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
+/// The strings of the `roleAssignments` section being read, each once.
+#[derive(Default)]
+struct Interner {
+    by_text: HashMap<Box<str>, Sym, foldhash::fast::RandomState>,
+}
+
+impl Interner {
+    fn intern(&mut self, text: &str) -> Option<Sym> {
+        if let Some(&sym) = self.by_text.get(text) {
+            return Some(sym);
+        }
+        let next = u32::try_from(self.by_text.len() + 1).ok()?;
+        let sym = Sym(std::num::NonZeroU32::new(next)?);
+        self.by_text.insert(text.into(), sym);
+        Some(sym)
+    }
+
+    fn into_strings(self) -> Box<[Box<str>]> {
+        let mut strings: Vec<Box<str>> = vec![Box::default(); self.by_text.len()];
+        for (text, sym) in self.by_text {
+            strings[sym.index()] = text;
+        }
+        strings.into_boxed_slice()
+    }
+}
+
+thread_local! {
+    /// The interner of the `roleAssignments` section being read on this
+    /// thread: serde's derived deserialisers carry no state down to a
+    /// field, and deriving keeps their error messages exactly serde's.
+    static INTERNER: RefCell<Option<Interner>> = const { RefCell::new(None) };
+}
+
+/// Interning for the duration of one `roleAssignments` section; the
+/// interner it replaced (none, unless sections nest) is put back when it
+/// ends, error or not.
+struct Interning {
+    outer: Option<Interner>,
+    ended: bool,
+}
+
+impl Interning {
+    fn begin() -> Interning {
+        let outer = INTERNER.with(|i| i.replace(Some(Interner::default())));
+        Interning {
+            outer,
+            ended: false,
+        }
+    }
+
+    /// The section's strings, each at its [`Sym`]'s place.
+    fn finish(mut self) -> Box<[Box<str>]> {
+        self.end().map(Interner::into_strings).unwrap_or_default()
+    }
+
+    fn end(&mut self) -> Option<Interner> {
+        self.ended = true;
+        let outer = self.outer.take();
+        INTERNER.with(|i| i.replace(outer))
+    }
+}
+
+impl Drop for Interning {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.end();
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sym {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Sym;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Sym, E> {
+                INTERNER
+                    .with(|i| i.borrow_mut().as_mut().and_then(|i| i.intern(v)))
+                    .ok_or_else(|| E::custom("too many distinct strings in roleAssignments"))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,50 +422,4 @@ pub struct ApprovalPolicyEntry {
     pub require_ticket: bool,
     #[serde(default)]
     pub max_duration: Option<String>,
-}
-
-/// A string of the snapshot file, borrowed from its text when the parser
-/// can lend it, owned otherwise.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Text<'a>(pub Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
-    }
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::error::Problem;
 use super::locate::Location;
-use super::schema::SnapshotFile;
+use super::schema::{RoleAssignments, SnapshotFile};
 use super::suggest;
 use super::validate::{self, Named, Unparsed};
 use crate::model::RoleDefinition;
@@ -75,7 +75,13 @@ pub fn every_problem(
                 pass.section("roleDefinitions", value, &mut file.role_definitions)
             }
             Some("roleAssignments") => {
-                pass.section("roleAssignments", value, &mut file.role_assignments)
+                let (section, read) = RoleAssignments::read_each(|entries| {
+                    pass.section("roleAssignments", value, entries)
+                });
+                if read {
+                    file.role_assignments = section;
+                }
+                read
             }
             Some("denyAssignments") => {
                 pass.section("denyAssignments", value, &mut file.deny_assignments)
@@ -154,7 +160,7 @@ impl<'t> Pass<'t> {
 
     /// Reads one top-level key as a whole: `revision`, an unknown key, or a
     /// section that is not a sequence.
-    fn whole_key(&mut self, key: usize, value: usize, file: &mut SnapshotFile<'t>) {
+    fn whole_key(&mut self, key: usize, value: usize, file: &mut SnapshotFile) {
         let one = OneEntry {
             tree: self.tree,
             key,
@@ -174,9 +180,9 @@ impl<'t> Pass<'t> {
 }
 
 /// Moves what a single top-level key held into `file`.
-fn adopt<'t>(
-    file: &mut SnapshotFile<'t>,
-    part: SnapshotFile<'t>,
+fn adopt(
+    file: &mut SnapshotFile,
+    part: SnapshotFile,
     origins: &mut HashMap<&'static str, Vec<usize>>,
 ) {
     fn extend<T>(
@@ -226,12 +232,15 @@ fn adopt<'t>(
         "roleDefinitions",
         origins,
     );
-    extend(
-        &mut file.role_assignments,
-        role_assignments,
-        "roleAssignments",
-        origins,
-    );
+    // Sections appear once (a repeated key is a problem of its own), so
+    // there is nothing here yet to merge with.
+    if !role_assignments.is_empty() {
+        origins
+            .entry("roleAssignments")
+            .or_default()
+            .extend(0..role_assignments.len());
+        file.role_assignments = role_assignments;
+    }
     extend(
         &mut file.deny_assignments,
         deny_assignments,

@@ -14,7 +14,7 @@ use super::principals::PrincipalIndex;
 use super::roles::{role_assignable_at, Roles};
 use super::{Named, Problems};
 use crate::model::{principal_key, DenyAssignment, Hierarchy, RoleAssignment, Scope};
-use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentEntry};
+use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentRef, RoleAssignments};
 
 /// The declared role assignments; one written twice, by id or by the same
 /// principal, role and scope, is reported.
@@ -24,7 +24,7 @@ use crate::snapshot::schema::{DenyAssignmentEntry, RoleAssignmentEntry};
 /// distinct role reference resolved once, and an entry's paths are only
 /// written out when it has a problem.
 pub(super) fn role_assignments(
-    entries: &[RoleAssignmentEntry<'_>],
+    entries: &RoleAssignments,
     hierarchy: &Hierarchy,
     roles: &Roles,
     principals: &PrincipalIndex,
@@ -40,7 +40,7 @@ pub(super) fn role_assignments(
         role_refs: HashMap::default(),
     };
     for (i, entry) in entries.iter().enumerate() {
-        if let Some(id) = &entry.id {
+        if let Some(id) = entry.id {
             ids.push(IdKey {
                 key: lowercase(id),
                 entry: i,
@@ -62,7 +62,7 @@ pub(super) fn role_assignments(
     for repeat in repeats(&ids) {
         let IdKey { key, entry, given } = &ids[repeat];
         let path = format!("roleAssignments[{entry}]");
-        match entries[*entry].id.as_deref() {
+        match entries.get(*entry).and_then(|e| e.id) {
             Some(id) if *given => {
                 problems.push(path, Some(id), duplicate_id("role assignment", id))
             }
@@ -132,24 +132,24 @@ struct Context<'a> {
 }
 
 fn role_assignment<'a>(
-    entry: &'a RoleAssignmentEntry<'_>,
+    entry: RoleAssignmentRef<'a>,
     i: usize,
     context: &mut Context<'a>,
     problems: &mut Problems,
 ) -> Option<RoleAssignment> {
     let at = |field: &str| format!("roleAssignments[{i}]{field}");
-    let id = entry.id.as_deref();
+    let id = entry.id;
     let before = problems.len();
     if let Some(given) = id {
         if given.trim().is_empty() {
             problems.push(at(".id"), id, "id is empty");
         }
     }
-    let principal = context.principals.resolve(&entry.principal);
+    let principal = context.principals.resolve(entry.principal);
     if principal.is_none() {
         problems.push_unknown(
             Named::Principal,
-            &entry.principal,
+            entry.principal,
             at(".principal"),
             id,
             format!("unknown principal '{}'", entry.principal),
@@ -158,24 +158,24 @@ fn role_assignment<'a>(
     let roles = context.roles;
     let role = *context
         .role_refs
-        .entry(&*entry.role)
-        .or_insert_with(|| roles.index.resolve(&entry.role));
+        .entry(entry.role)
+        .or_insert_with(|| roles.index.resolve(entry.role));
     if role.is_none() {
         problems.push_unknown(
             Named::Role,
-            &entry.role,
+            entry.role,
             at(".role"),
             id,
             format!(
                 "unknown role '{}'{} (give a role id, name or earlier name; `rampart role --search TEXT` finds one)",
                 entry.role,
-                crate::snapshot::suggest::role_hint(&entry.role, roles.names()),
+                crate::snapshot::suggest::role_hint(entry.role, roles.names()),
             ),
         );
     }
     let scope = context
         .scopes
-        .parse(&entry.scope, || at(".scope"), id, problems);
+        .parse(entry.scope, || at(".scope"), id, problems);
     if let (Some(r), Some(s)) = (role, &scope) {
         let role = &roles.definitions[r];
         if !role_assignable_at(role, s, context.hierarchy) {
@@ -190,17 +190,17 @@ fn role_assignment<'a>(
             );
         }
     }
-    let condition = match (&entry.condition, &entry.condition_version) {
+    let condition = match (entry.condition, entry.condition_version) {
         (None, None) => None,
-        (text, version) => condition(text.as_deref(), version.as_deref(), &at(""), id, problems),
+        (text, version) => condition(text, version, &at(""), id, problems),
     };
     if problems.len() != before {
         return None;
     }
     let (principal, role, scope) = (principal?, role?, scope?);
     Some(RoleAssignment {
-        id: entry.id.as_deref().map(str::to_owned).unwrap_or_else(|| {
-            generated_assignment_id(&entry.principal, &roles.definitions[role].id, &scope)
+        id: entry.id.map(str::to_owned).unwrap_or_else(|| {
+            generated_assignment_id(entry.principal, &roles.definitions[role].id, &scope)
         }),
         principal,
         role,

@@ -198,8 +198,30 @@ pub fn snapshot(
     builtin_roles: &[RoleDefinition],
     default_revision: String,
 ) -> Result<Validated, Vec<Problem>> {
-    check(file, builtin_roles, default_revision, Problems::new())
-        .map_err(|problems| located(problems, source))
+    snapshot_unlocated(file, builtin_roles, default_revision).map_err(|p| p.into_located(source))
+}
+
+/// Problems without their places yet: located in the text once it is at
+/// hand again.
+#[derive(Debug)]
+pub struct Unlocated(Vec<Problem>);
+
+impl Unlocated {
+    /// Each problem at the position of its path in `source`, in file order.
+    pub fn into_located(self, source: &str) -> Vec<Problem> {
+        located(self.0, source)
+    }
+}
+
+/// As [`snapshot`], for a file whose text is not at hand (it was read as
+/// a stream): the problems come unlocated, for the caller to locate in
+/// the text it reads again.
+pub fn snapshot_unlocated(
+    file: SnapshotFile,
+    builtin_roles: &[RoleDefinition],
+    default_revision: String,
+) -> Result<Validated, Unlocated> {
+    check(file, builtin_roles, default_revision, Problems::new()).map_err(Unlocated)
 }
 
 /// The problems of the entries of a snapshot that parsed when others did
@@ -219,11 +241,11 @@ pub fn parsed_entries(
     };
     match check(file, builtin_roles, String::new(), problems) {
         Ok(_) => Vec::new(),
-        Err(mut problems) => {
-            for problem in &mut problems {
+        Err(mut list) => {
+            for problem in &mut list {
                 problem.path = original_path(&problem.path);
             }
-            problems
+            list
         }
     }
 }
