@@ -16,7 +16,9 @@ pub use agent::{
     PermissionLevel,
 };
 pub use condition::{Condition, ConditionError, ConditionInput, RequestAttributes};
-pub use principal::{check_principal_id, is_guid, principal_key, Principal, PrincipalType};
+pub use principal::{
+    check_principal_id, guid_bits, is_guid, principal_key, Principal, PrincipalType,
+};
 pub use resource::{AccessKey, Resource};
 pub use role::{DenyAssignment, PermissionBlock, RoleAssignment, RoleDefinition, RoleType};
 pub use scope::{Scope, ScopeError, ScopeKind};

@@ -57,6 +57,30 @@ pub fn is_guid(id: &str) -> bool {
         })
 }
 
+/// The 128 bits of a GUID in the 8-4-4-4-12 form (either case), or None
+/// for any other id: a fixed-size key that compares GUIDs ignoring case
+/// with no text to fetch or fold.
+#[inline]
+pub fn guid_bits(id: &str) -> Option<u128> {
+    let b = id.as_bytes();
+    if b.len() != GUID_LEN {
+        return None;
+    }
+    let mut bits = 0u128;
+    for (i, &c) in b.iter().enumerate() {
+        let nibble = match (i, c) {
+            (8 | 13 | 18 | 23, b'-') => continue,
+            (8 | 13 | 18 | 23, _) => return None,
+            (_, b'0'..=b'9') => c - b'0',
+            (_, b'a'..=b'f') => c - b'a' + 10,
+            (_, b'A'..=b'F') => c - b'A' + 10,
+            _ => return None,
+        };
+        bits = (bits << 4) | u128::from(nibble);
+    }
+    Some(bits)
+}
+
 /// The key a principal id is compared by: GUIDs ignore case, other ids are
 /// exact (docs/model.md#principals).
 pub fn principal_key(id: &str) -> Cow<'_, str> {
@@ -117,6 +141,32 @@ mod tests {
         );
         assert_eq!(principal_key("DEV-LEADS"), "DEV-LEADS");
         assert_eq!(principal_key("dev-leads"), "dev-leads");
+    }
+
+    #[test]
+    fn guid_bits_ignore_case_and_refuse_what_is_not_a_guid() {
+        let lower = "0b5f6a1e-0000-4000-8000-00000000000a";
+        assert_eq!(
+            guid_bits(lower),
+            Some(0x0b5f6a1e_0000_4000_8000_00000000000a)
+        );
+        assert_eq!(guid_bits(&lower.to_ascii_uppercase()), guid_bits(lower));
+        assert_ne!(
+            guid_bits("0b5f6a1e-0000-4000-8000-00000000000b"),
+            guid_bits(lower)
+        );
+        for not in [
+            "",
+            "dev-leads",
+            "0b5f6a1e-0000-4000-8000-00000000000",
+            "0b5f6a1e-0000-4000-8000-00000000000g",
+            "0b5f6a1e00000-4000-8000-00000000000a",
+            "0b5f6a1e-0000-4000-8000-00000000000a0",
+        ] {
+            assert_eq!(guid_bits(not), None, "{not}");
+            assert!(!is_guid(not));
+        }
+        assert!(is_guid(lower));
     }
 
     #[test]

@@ -11,7 +11,7 @@ impl Broker {
             // Uses as recorded by every replica.
             return Some(g);
         }
-        if let Some(active) = self.engine.grants.all().iter().find(|a| &*a.id == id) {
+        if let Some(active) = self.engine.grants.get(id) {
             g.uses = active.uses.load(Ordering::Acquire);
         }
         Some(g)
