@@ -200,12 +200,11 @@ impl RoleAssignments {
 
 impl<'de> Deserialize<'de> for RoleAssignments {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let interning = Interning::begin();
-        let entries = Vec::<RoleAssignmentEntry>::deserialize(deserializer)?;
-        Ok(RoleAssignments {
-            entries,
-            strings: interning.finish(),
-        })
+        let (section, read) = RoleAssignments::read_each(|entries| {
+            *entries = Vec::<RoleAssignmentEntry>::deserialize(deserializer)?;
+            Ok(())
+        });
+        read.map(|()| section)
     }
 }
 

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::model::tenant::{management_group_scope_key, subscription_scope_key};
 use crate::model::{
-    check_operation, principal_key, Agent, ApprovalPolicy, AutoApproveRule, DenyAssignment,
-    PatternSet, PermissionBlock, Tenant,
+    check_operation, duration_text, principal_key, ActionPattern, Agent, ApprovalPolicy,
+    AutoApproveRule, DenyAssignment, PatternSet, PermissionBlock, Scope, Tenant,
 };
 use crate::snapshot::{CompiledSnapshot, Position};
 
@@ -503,7 +503,7 @@ fn agent_changes(ot: &Tenant, a: &Agent, nt: &Tenant, b: &Agent) -> Vec<AgentCha
         ("elevation.maxWait", ea.max_wait, eb.max_wait),
     ] {
         let effect = if y > x { Effect::Gain } else { Effect::Loss };
-        field(name, duration(x), duration(y), effect);
+        field(name, duration_text(x), duration_text(y), effect);
     }
     let scopes = |t: &Agent| -> BTreeMap<String, String> {
         t.managed_scopes
@@ -542,74 +542,6 @@ fn agent_changes(ot: &Tenant, a: &Agent, nt: &Tenant, b: &Agent) -> Vec<AgentCha
     out
 }
 
-/// Approval policies make elevations harder to approve (more approvers,
-/// named ones, a ticket, shorter grants): an added policy is a loss of
-/// autonomy, a removed one a gain; a changed policy is both.
-fn policy_changes(
-    ot: &Tenant,
-    nt: &Tenant,
-    old: &[ApprovalPolicy],
-    new: &[ApprovalPolicy],
-) -> Vec<AgentChange> {
-    let old: Vec<serde_json::Value> = old.iter().map(|p| policy_json(ot, p)).collect();
-    let new: Vec<serde_json::Value> = new.iter().map(|p| policy_json(nt, p)).collect();
-    let added = new
-        .iter()
-        .filter(|p| !old.contains(p))
-        .map(|p| AgentChange {
-            field: "elevation.approvalPolicies".into(),
-            old: None,
-            new: Some(p.clone()),
-            effect: Effect::Loss,
-        });
-    let removed = old
-        .iter()
-        .filter(|p| !new.contains(p))
-        .map(|p| AgentChange {
-            field: "elevation.approvalPolicies".into(),
-            old: Some(p.clone()),
-            new: None,
-            effect: Effect::Gain,
-        });
-    added.chain(removed).collect()
-}
-
-/// An approval policy as the snapshot spells it.
-fn policy_json(t: &Tenant, p: &ApprovalPolicy) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    let list = |v: Vec<String>| serde_json::Value::from(v);
-    m.insert(
-        "actions".into(),
-        list(p.actions.iter().map(|a| a.as_str().to_owned()).collect()),
-    );
-    if !p.scopes.is_empty() {
-        m.insert(
-            "scopes".into(),
-            list(p.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
-        );
-    }
-    if let Some(d) = p.data_action {
-        m.insert("dataAction".into(), d.into());
-    }
-    m.insert("required".into(), p.required.into());
-    if !p.approvers.is_empty() {
-        let mut approvers: Vec<String> = p
-            .approvers
-            .iter()
-            .map(|&a| t.principals[a].id.clone())
-            .collect();
-        approvers.sort_unstable();
-        m.insert("approvers".into(), list(approvers));
-    }
-    if p.require_ticket {
-        m.insert("requireTicket".into(), true.into());
-    }
-    if let Some(d) = p.max_duration {
-        m.insert("maxDuration".into(), duration(d).into());
-    }
-    serde_json::Value::Object(m)
-}
-
 /// Added rules are gains of autonomy, removed ones losses; a changed rule
 /// is both. Shadow rules never act, so they are neither: a rule turned
 /// shadow is a loss, a shadow turned live a gain.
@@ -619,60 +551,122 @@ fn rule_changes(
     old: &[AutoApproveRule],
     new: &[AutoApproveRule],
 ) -> Vec<AgentChange> {
-    let old_rules: Vec<serde_json::Value> = old
+    let live = |t: &Tenant, rules: &[AutoApproveRule]| -> Vec<serde_json::Value> {
+        rules
+            .iter()
+            .filter(|r| !r.shadow)
+            .map(|r| rule_json(t, r))
+            .collect()
+    };
+    added_and_removed(
+        "elevation.autoApprove",
+        live(ot, old),
+        live(nt, new),
+        Effect::Gain,
+    )
+}
+
+/// Approval policies make elevations harder to approve (more approvers,
+/// named ones, a ticket, shorter grants): an added policy is a loss of
+/// autonomy, a removed one a gain; a changed policy is both.
+fn policy_changes(
+    ot: &Tenant,
+    nt: &Tenant,
+    old: &[ApprovalPolicy],
+    new: &[ApprovalPolicy],
+) -> Vec<AgentChange> {
+    added_and_removed(
+        "elevation.approvalPolicies",
+        old.iter().map(|p| policy_json(ot, p)).collect(),
+        new.iter().map(|p| policy_json(nt, p)).collect(),
+        Effect::Loss,
+    )
+}
+
+/// The entries of a list of rules found only in `new` (with the effect
+/// `added`), then those only in `old` (with the opposite effect); a
+/// changed entry is both.
+fn added_and_removed(
+    field: &str,
+    old: Vec<serde_json::Value>,
+    new: Vec<serde_json::Value>,
+    added: Effect,
+) -> Vec<AgentChange> {
+    let removed = match added {
+        Effect::Gain => Effect::Loss,
+        _ => Effect::Gain,
+    };
+    let change =
+        |old: Option<&serde_json::Value>, new: Option<&serde_json::Value>, effect| AgentChange {
+            field: field.into(),
+            old: old.cloned(),
+            new: new.cloned(),
+            effect,
+        };
+    let came = new
         .iter()
-        .filter(|r| !r.shadow)
-        .map(|r| rule_json(ot, r))
-        .collect();
-    let new_rules: Vec<serde_json::Value> = new
+        .filter(|r| !old.contains(r))
+        .map(|r| change(None, Some(r), added));
+    let gone = old
         .iter()
-        .filter(|r| !r.shadow)
-        .map(|r| rule_json(nt, r))
-        .collect();
-    let mut out = Vec::new();
-    for r in &new_rules {
-        if !old_rules.contains(r) {
-            out.push(AgentChange {
-                field: "elevation.autoApprove".into(),
-                old: None,
-                new: Some(r.clone()),
-                effect: Effect::Gain,
-            });
-        }
+        .filter(|r| !new.contains(r))
+        .map(|r| change(Some(r), None, removed));
+    came.chain(gone).collect()
+}
+
+/// The operations, scopes and plane a rule or policy matches, as the
+/// snapshot spells them; `scopes` is left out when empty unless
+/// `always_scopes`.
+fn matcher_json(
+    m: &mut serde_json::Map<String, serde_json::Value>,
+    actions: &[ActionPattern],
+    scopes: &[Scope],
+    data_action: Option<bool>,
+    always_scopes: bool,
+) {
+    let actions: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+    m.insert("actions".into(), actions.into());
+    if always_scopes || !scopes.is_empty() {
+        let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        m.insert("scopes".into(), scopes.into());
     }
-    for r in &old_rules {
-        if !new_rules.contains(r) {
-            out.push(AgentChange {
-                field: "elevation.autoApprove".into(),
-                old: Some(r.clone()),
-                new: None,
-                effect: Effect::Loss,
-            });
-        }
+    if let Some(d) = data_action {
+        m.insert("dataAction".into(), d.into());
     }
-    out
+}
+
+/// An approval policy as the snapshot spells it.
+fn policy_json(t: &Tenant, p: &ApprovalPolicy) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    matcher_json(&mut m, &p.actions, &p.scopes, p.data_action, false);
+    m.insert("required".into(), p.required.into());
+    if !p.approvers.is_empty() {
+        let mut approvers: Vec<String> = p
+            .approvers
+            .iter()
+            .map(|&a| t.principals[a].id.clone())
+            .collect();
+        approvers.sort_unstable();
+        m.insert("approvers".into(), approvers.into());
+    }
+    if p.require_ticket {
+        m.insert("requireTicket".into(), true.into());
+    }
+    if let Some(d) = p.max_duration {
+        m.insert("maxDuration".into(), duration_text(d).into());
+    }
+    serde_json::Value::Object(m)
 }
 
 /// An auto-approve rule as the snapshot spells it.
 fn rule_json(t: &Tenant, r: &AutoApproveRule) -> serde_json::Value {
     let mut m = serde_json::Map::new();
-    let list = |v: Vec<String>| serde_json::Value::from(v);
-    m.insert(
-        "actions".into(),
-        list(r.actions.iter().map(|a| a.as_str().to_owned()).collect()),
-    );
-    m.insert(
-        "scopes".into(),
-        list(r.scopes.iter().map(|s| s.as_str().to_owned()).collect()),
-    );
-    if let Some(d) = r.data_action {
-        m.insert("dataAction".into(), d.into());
-    }
+    matcher_json(&mut m, &r.actions, &r.scopes, r.data_action, true);
     if let Some(ro) = r.read_only {
         m.insert("readOnly".into(), ro.into());
     }
     if let Some(d) = r.max_duration {
-        m.insert("maxDuration".into(), duration(d).into());
+        m.insert("maxDuration".into(), duration_text(d).into());
     }
     m.insert(
         "onBehalfOf".into(),
@@ -682,11 +676,6 @@ fn rule_json(t: &Tenant, r: &AutoApproveRule) -> serde_json::Value {
         m.insert("maxPerHour".into(), n.into());
     }
     serde_json::Value::Object(m)
-}
-
-/// A duration as the snapshot writes one: `1h30m`, `15m`, `90s`.
-fn duration(d: std::time::Duration) -> String {
-    crate::model::duration_text(d)
 }
 
 /// Tags and principal attributes that changed. They change no grant, but
@@ -996,8 +985,8 @@ roleAssignments:
     #[test]
     fn durations_are_written_as_the_snapshot_writes_them() {
         use std::time::Duration;
-        assert_eq!(duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(duration(Duration::from_secs(900)), "15m");
-        assert_eq!(duration(Duration::from_secs(0)), "0s");
+        assert_eq!(duration_text(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(duration_text(Duration::from_secs(900)), "15m");
+        assert_eq!(duration_text(Duration::from_secs(0)), "0s");
     }
 }
