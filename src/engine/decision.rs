@@ -292,19 +292,38 @@ fn thread_prefix() -> u128 {
     (u128::from(high) << 64) | u128::from(low)
 }
 
+impl DecisionId {
+    /// The id as text, on the stack (it goes on every answer).
+    pub fn text(self) -> DecisionText {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut bits = self.0;
+        // Right to left, skipping the dashes of the 8-4-4-4-12 groups.
+        for at in (0..36).rev() {
+            if matches!(at, 8 | 13 | 18 | 23) {
+                continue;
+            }
+            out[at] = HEX[(bits & 0xf) as usize];
+            bits >>= 4;
+        }
+        DecisionText(out)
+    }
+}
+
+/// A decision id's text: UUID-shaped, so log tooling recognises it.
+#[derive(Clone, Copy)]
+pub struct DecisionText([u8; 36]);
+
+impl DecisionText {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and dashes are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for DecisionId {
-    /// UUID-shaped, so log tooling recognises it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0;
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            (v >> 96) as u32,
-            (v >> 80) as u16,
-            (v >> 64) as u16,
-            (v >> 48) as u16,
-            v & 0xffff_ffff_ffff
-        )
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -366,5 +385,24 @@ mod tests {
             serde_json::to_string(&id).unwrap_or_default(),
             format!("\"{id}\"")
         );
+        assert_eq!(id.to_string(), "01234567-89ab-cdef-0123-456789abcdef");
+    }
+
+    proptest::proptest! {
+        /// The text is what formatting the groups in hex gives.
+        #[test]
+        fn the_text_is_the_bits_in_hex(bits in proptest::prelude::any::<u128>()) {
+            let v = bits;
+            let want = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                (v >> 96) as u32,
+                (v >> 80) as u16,
+                (v >> 64) as u16,
+                (v >> 48) as u16,
+                v & 0xffff_ffff_ffff
+            );
+            let text = DecisionId(bits).text();
+            proptest::prop_assert_eq!(text.as_str(), want.as_str());
+        }
     }
 }
