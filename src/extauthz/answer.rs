@@ -4,14 +4,10 @@
 //! Every answer carries the same dynamic metadata for Envoy's access log:
 //! `decision`, `reason`, `operation`, `scope`, `decision_id`.
 
-use envoy_types::ext_authz::v3::pb::{
-    CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
-    HttpStatusCode, OkHttpResponse,
-};
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use envoy_types::pb::google::rpc;
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use serde_json::json;
 
+use super::protobuf::Writer;
 use crate::engine::{DecisionId, Reason, Verdict};
 
 /// The decision id, on every answer that has one.
@@ -47,10 +43,11 @@ impl Code {
         }
     }
 
-    fn http(self) -> HttpStatusCode {
+    /// The HTTP status (`envoy.type.v3.StatusCode` numbers them so).
+    fn http(self) -> i64 {
         match self {
-            Code::InvalidRequestPath => HttpStatusCode::BadRequest,
-            _ => HttpStatusCode::Forbidden,
+            Code::InvalidRequestPath => 400,
+            _ => 403,
         }
     }
 
@@ -77,59 +74,118 @@ pub struct Judged {
     pub at: Option<String>,
 }
 
-fn string(s: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
+/// An encoded `envoy.service.auth.v3.CheckResponse`, as sent to Envoy.
+/// It is written field by field (see [`super::protobuf`]): an allow answer
+/// is one buffer, where Envoy's generated message needed a map of owned
+/// strings for its metadata alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Envoy's message, read back (tests, tools).
+    pub fn to_envoy(&self) -> Result<CheckResponse, prost::DecodeError> {
+        prost::Message::decode(&self.bytes[..])
     }
 }
 
-fn header(key: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+/// Field numbers of the messages an answer writes.
+mod field {
+    /// `CheckResponse`.
+    pub const STATUS: u32 = 1;
+    pub const DENIED_RESPONSE: u32 = 2;
+    pub const OK_RESPONSE: u32 = 3;
+    pub const DYNAMIC_METADATA: u32 = 4;
+    /// `google.rpc.Status`.
+    pub const STATUS_CODE: u32 = 1;
+    pub const STATUS_MESSAGE: u32 = 2;
+    /// `OkHttpResponse`.
+    pub const HEADERS_TO_REMOVE: u32 = 5;
+    pub const RESPONSE_HEADERS_TO_ADD: u32 = 6;
+    /// `DeniedHttpResponse`.
+    pub const DENIED_STATUS: u32 = 1;
+    pub const DENIED_HEADERS: u32 = 2;
+    pub const DENIED_BODY: u32 = 3;
+    /// `envoy.type.v3.HttpStatus`.
+    pub const HTTP_STATUS_CODE: u32 = 1;
+    /// `HeaderValueOption.header`, `HeaderValue.key` and `.value`.
+    pub const OPTION_HEADER: u32 = 1;
+    pub const HEADER_KEY: u32 = 1;
+    pub const HEADER_VALUE: u32 = 2;
+    /// `google.protobuf.Struct.fields`, `Value.string_value`.
+    pub const STRUCT_FIELDS: u32 = 1;
+    pub const STRING_VALUE: u32 = 3;
+}
+
+/// A `HeaderValueOption` in field `number`.
+fn header(w: &mut Writer, number: u32, key: &str, value: &str) {
+    w.message(number, |w| {
+        w.message(field::OPTION_HEADER, |w| {
+            w.string(field::HEADER_KEY, key);
+            w.string(field::HEADER_VALUE, value);
+        })
+    });
+}
+
+/// A `google.rpc.Status`.
+fn status(w: &mut Writer, code: tonic::Code, message: &str) {
+    w.message(field::STATUS, |w| {
+        w.int(field::STATUS_CODE, code as i64);
+        if !message.is_empty() {
+            w.string(field::STATUS_MESSAGE, message);
+        }
+    });
 }
 
 /// The dynamic metadata of an answer; `id` is the decision id, written once.
-fn metadata(judged: Option<(&Judged, &str)>, code: Option<Code>) -> Struct {
-    let mut fields = std::collections::HashMap::with_capacity(6);
-    match judged {
-        Some((j, id)) => {
-            fields.insert("decision".to_owned(), string(j.verdict.as_str()));
-            fields.insert("reason".to_owned(), string(j.reason.as_str()));
-            fields.insert("operation".to_owned(), string(&j.operation));
-            fields.insert("scope".to_owned(), string(&j.scope));
-            fields.insert("decision_id".to_owned(), string(id));
+fn metadata(w: &mut Writer, judged: Option<(&Judged, &str)>, code: Option<Code>) {
+    let text = |w: &mut Writer, key: &str, value: &str| {
+        w.entry(field::STRUCT_FIELDS, key, |w| {
+            w.string(field::STRING_VALUE, value)
+        })
+    };
+    w.message(field::DYNAMIC_METADATA, |w| {
+        match judged {
+            Some((j, id)) => {
+                text(w, "decision", j.verdict.as_str());
+                text(w, "reason", j.reason.as_str());
+                text(w, "operation", &j.operation);
+                text(w, "scope", &j.scope);
+                text(w, "decision_id", id);
+            }
+            None => text(w, "decision", Verdict::Deny.as_str()),
         }
-        None => {
-            fields.insert("decision".to_owned(), string(Verdict::Deny.as_str()));
+        if let Some(code) = code {
+            text(w, "error", code.as_str());
         }
-    }
-    if let Some(code) = code {
-        fields.insert("error".to_owned(), string(code.as_str()));
-    }
-    Struct { fields }
+    });
 }
 
 /// Allow: the request goes on to ARM; the client sees the decision id, and
 /// rampart's own request headers (`strip`) are not forwarded.
-pub fn allow(judged: &Judged, strip: &[&str]) -> CheckResponse {
-    let id = judged.decision_id.to_string();
-    CheckResponse {
-        status: Some(rpc::Status {
-            code: tonic::Code::Ok as i32,
-            ..Default::default()
-        }),
-        dynamic_metadata: Some(metadata(Some((judged, &id)), None)),
-        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            response_headers_to_add: vec![header(DECISION_ID_HEADER, &id)],
-            headers_to_remove: strip.iter().map(|h| (*h).to_owned()).collect(),
-            ..Default::default()
-        })),
+pub fn allow(judged: &Judged, strip: &[&str]) -> Answer {
+    let id = judged.decision_id.text();
+    let mut w = Writer::with_capacity(320 + judged.operation.len() + judged.scope.len());
+    status(&mut w, tonic::Code::Ok, "");
+    w.message(field::OK_RESPONSE, |w| {
+        for name in strip {
+            w.string(field::HEADERS_TO_REMOVE, name);
+        }
+        header(
+            w,
+            field::RESPONSE_HEADERS_TO_ADD,
+            DECISION_ID_HEADER,
+            id.as_str(),
+        );
+    });
+    metadata(&mut w, Some((judged, id.as_str())), None);
+    Answer {
+        bytes: w.into_bytes(),
     }
 }
 
@@ -140,7 +196,7 @@ pub fn refuse(
     judged: Option<&Judged>,
     additional_info: Option<serde_json::Value>,
     extra_headers: &[(&str, &str)],
-) -> CheckResponse {
+) -> Answer {
     // In ARM's order: code, message, then details.
     #[derive(serde::Serialize)]
     struct ArmError<'a> {
@@ -149,31 +205,37 @@ pub fn refuse(
         #[serde(rename = "additionalInfo", skip_serializing_if = "Option::is_none")]
         additional_info: Option<[serde_json::Value; 1]>,
     }
+    #[derive(serde::Serialize)]
+    struct ArmBody<'a> {
+        error: ArmError<'a>,
+    }
     let error = ArmError {
         code: code.as_str(),
         message,
         additional_info: additional_info.map(|info| [info]),
     };
-    let id = judged.map(|j| j.decision_id.to_string());
-    let mut headers = vec![header("content-type", "application/json; charset=utf-8")];
-    if let Some(id) = &id {
-        headers.push(header(DECISION_ID_HEADER, id));
-    }
-    headers.extend(extra_headers.iter().map(|(k, v)| header(k, v)));
-    CheckResponse {
-        status: Some(rpc::Status {
-            code: code.grpc() as i32,
-            message: message.to_owned(),
-            ..Default::default()
-        }),
-        dynamic_metadata: Some(metadata(judged.zip(id.as_deref()), Some(code))),
-        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                code: code.http() as i32,
-            }),
-            headers,
-            body: json!({ "error": error }).to_string(),
-        })),
+    let id = judged.map(|j| j.decision_id.text());
+    let id = id.as_ref().map(|id| id.as_str());
+    // Strings and a JSON value only: serialising cannot fail.
+    let body = serde_json::to_string(&ArmBody { error }).unwrap_or_default();
+    let mut w = Writer::with_capacity(512 + 2 * message.len());
+    status(&mut w, code.grpc(), message);
+    w.message(field::DENIED_RESPONSE, |w| {
+        w.message(field::DENIED_STATUS, |w| {
+            w.int(field::HTTP_STATUS_CODE, code.http())
+        });
+        let headers = [("content-type", "application/json; charset=utf-8")]
+            .into_iter()
+            .chain(id.map(|id| (DECISION_ID_HEADER, id)))
+            .chain(extra_headers.iter().copied());
+        for (key, value) in headers {
+            header(w, field::DENIED_HEADERS, key, value);
+        }
+        w.string(field::DENIED_BODY, &body);
+    });
+    metadata(&mut w, judged.zip(id), Some(code));
+    Answer {
+        bytes: w.into_bytes(),
     }
 }
 
@@ -185,7 +247,7 @@ fn found_at(judged: &Judged) -> String {
 }
 
 /// Deny, worded as ARM words it.
-pub fn deny(judged: &Judged, principal: &str) -> CheckResponse {
+pub fn deny(judged: &Judged, principal: &str) -> Answer {
     let message = format!(
         "The client '{principal}' with object id '{principal}' does not have authorization to perform action '{}' over scope '{}' or the scope is invalid. If access was recently granted, please refresh your credentials. (rampart: {}, {}; decision {}.){}",
         judged.operation,
@@ -211,7 +273,7 @@ pub enum Filed {
 }
 
 /// Approval required: a distinct 403 that names the elevation to wait on.
-pub fn approval_required(judged: &Judged, principal: &str, filed: &Filed) -> CheckResponse {
+pub fn approval_required(judged: &Judged, principal: &str, filed: &Filed) -> Answer {
     let next = match filed {
         Filed::NotAsked => "Request an elevation for this action and scope (rampart.v1.Authorizer/RequestElevation), wait for a human's decision, then retry.".to_owned(),
         Filed::Elevation { id, state } => format!(
@@ -255,6 +317,13 @@ pub fn approval_required(judged: &Judged, principal: &str, filed: &Filed) -> Che
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    use envoy_types::pb::envoy::service::auth::v3::DeniedHttpResponse;
+    use envoy_types::pb::google::protobuf::value::Kind;
+
+    fn read(answer: Answer) -> CheckResponse {
+        answer.to_envoy().expect("Envoy reads the answer")
+    }
 
     fn judged(verdict: Verdict, reason: Reason) -> Judged {
         Judged {
@@ -293,10 +362,10 @@ mod tests {
 
     #[test]
     fn deny_reads_like_arm() {
-        let response = deny(
+        let response = read(deny(
             &judged(Verdict::Deny, Reason::NoMatchingAssignment),
             "alice",
-        );
+        ));
         let (d, body) = denied(&response);
         assert_eq!(d.status.as_ref().map(|s| s.code), Some(403));
         assert_eq!(body["error"]["code"], "AuthorizationFailed");
@@ -326,10 +395,10 @@ mod tests {
 
     #[test]
     fn allow_carries_the_decision_header_and_metadata() {
-        let response = allow(
+        let response = read(allow(
             &judged(Verdict::Allow, Reason::RoleAssignment),
             &["x-rampart-justification"],
-        );
+        ));
         let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
             panic!("not ok")
         };
@@ -354,7 +423,7 @@ mod tests {
             id: "el-1".into(),
             state: "PENDING",
         };
-        let response = approval_required(&j, "agent", &filed);
+        let response = read(approval_required(&j, "agent", &filed));
         let (d, body) = denied(&response);
         assert_eq!(d.status.as_ref().map(|s| s.code), Some(403));
         assert_eq!(body["error"]["code"], "ApprovalRequired");
@@ -374,7 +443,7 @@ mod tests {
             meta(&response, "decision").as_deref(),
             Some("APPROVAL_REQUIRED")
         );
-        let (_, unfiled) = denied(&approval_required(&j, "agent", &Filed::NotAsked));
+        let (_, unfiled) = denied(&read(approval_required(&j, "agent", &Filed::NotAsked)));
         assert!(unfiled["error"]["additionalInfo"][0]["info"]
             .get("elevationId")
             .is_none());
@@ -382,7 +451,13 @@ mod tests {
 
     #[test]
     fn malformed_requests_are_400_and_json_escaped() {
-        let response = refuse(Code::InvalidRequestPath, "bad \"path\"\n", None, None, &[]);
+        let response = read(refuse(
+            Code::InvalidRequestPath,
+            "bad \"path\"\n",
+            None,
+            None,
+            &[],
+        ));
         let (d, body) = denied(&response);
         assert_eq!(d.status.as_ref().map(|s| s.code), Some(400));
         assert_eq!(body["error"]["message"], "bad \"path\"\n");

@@ -4,10 +4,8 @@
 //! else changes nothing, and a request without a client certificate has no
 //! identity at all.
 
-use envoy_types::pb::google::protobuf::value::Kind;
-
 use super::jwt::{self, JwtError};
-use super::wire::{AttributeContext, HttpRequest};
+use super::wire::CheckRequest;
 use crate::model::check_principal_id;
 
 /// The claim read from bearer tokens by default: the Entra ID object id,
@@ -119,30 +117,27 @@ impl IdentitySource {
     }
 
     /// The principal id of the request.
-    pub fn principal(
-        &self,
-        attributes: &AttributeContext,
-        http: &HttpRequest,
-    ) -> Result<String, IdentityError> {
+    pub fn principal(&self, request: &CheckRequest) -> Result<String, IdentityError> {
+        let header = |name: &str| request.http().and_then(|http| http.header(name));
         let id = match self {
-            IdentitySource::Metadata { filter, path } => metadata_string(attributes, filter, path)
-                .ok_or_else(|| IdentityError::NoMetadata(format!("{filter}/{}", path.join("/"))))?,
-            IdentitySource::Mtls => attributes
-                .source
-                .as_ref()
-                .map(|peer| peer.principal.as_str())
+            IdentitySource::Metadata { filter, path } => request
+                .metadata_string(filter, path)
+                .ok_or_else(|| IdentityError::NoMetadata(format!("{filter}/{}", path.join("/"))))?
+                .to_owned(),
+            IdentitySource::Mtls => Some(request.peer_principal())
                 .filter(|p| !p.is_empty())
                 .ok_or(IdentityError::NoPeerPrincipal)?
                 .to_owned(),
-            IdentitySource::Header(name) => http
-                .header(name)
+            IdentitySource::Header(name) => header(name)
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| IdentityError::NoHeader(name.clone()))?
                 .to_owned(),
             IdentitySource::UnverifiedJwt { claim } => {
-                let value = http.header("authorization").ok_or(JwtError::NoBearer)?;
-                let token = jwt::bearer_token(value).ok_or(JwtError::NoBearer)?;
-                jwt::unverified_claim(token, claim)?
+                let value = request
+                    .http()
+                    .and_then(|http| http.header_bytes("authorization"))
+                    .ok_or(JwtError::NoBearer)?;
+                jwt::bearer_claim(value, claim)?
             }
         };
         check_principal_id(&id).map_err(|e| IdentityError::Invalid {
@@ -153,33 +148,12 @@ impl IdentitySource {
     }
 }
 
-/// The string at `filter` → `path` in the request's dynamic metadata.
-fn metadata_string(attributes: &AttributeContext, filter: &str, path: &[String]) -> Option<String> {
-    let mut fields = &attributes
-        .metadata_context
-        .as_ref()?
-        .filter_metadata
-        .get(filter)?
-        .fields;
-    let (last, walk) = path.split_last()?;
-    for key in walk {
-        match fields.get(key)?.kind.as_ref()? {
-            Kind::StructValue(s) => fields = &s.fields,
-            _ => return None,
-        }
-    }
-    match fields.get(last)?.kind.as_ref()? {
-        Kind::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extauthz::wire::Peer;
-    use envoy_types::pb::envoy::config::core::v3::Metadata;
-    use envoy_types::pb::google::protobuf::{Struct, Value};
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, Metadata};
+    use envoy_types::pb::envoy::service::auth::v3 as envoy;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
     use serde_json::json;
 
     const ALICE: &str = "6f1e7d4c-0000-4000-8000-0000000000a1";
@@ -200,14 +174,64 @@ mod tests {
         }
     }
 
-    fn with_bearer(oid: &str) -> HttpRequest {
-        HttpRequest::default().with_header(
+    /// A request as Envoy sends it, read as rampart reads it.
+    #[derive(Default)]
+    struct Sent {
+        headers: Vec<(&'static str, String)>,
+        raw_headers: Vec<(&'static str, &'static str)>,
+        peer: &'static str,
+        metadata: Option<Metadata>,
+    }
+
+    impl Sent {
+        fn read(self) -> CheckRequest {
+            let raw = (!self.raw_headers.is_empty()).then(|| HeaderMap {
+                headers: self
+                    .raw_headers
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: (*k).into(),
+                        raw_value: v.as_bytes().to_vec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            });
+            let message = envoy::CheckRequest {
+                attributes: Some(envoy::AttributeContext {
+                    source: Some(envoy::attribute_context::Peer {
+                        principal: self.peer.into(),
+                        ..Default::default()
+                    }),
+                    request: Some(envoy::attribute_context::Request {
+                        http: Some(envoy::attribute_context::HttpRequest {
+                            method: "GET".into(),
+                            path: "/subscriptions".into(),
+                            headers: self
+                                .headers
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect(),
+                            header_map: raw,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    metadata_context: self.metadata,
+                    ..Default::default()
+                }),
+            };
+            CheckRequest::from_envoy(&message).unwrap_or_else(|e| panic!("{e}"))
+        }
+    }
+
+    fn bearer(oid: &str) -> (&'static str, String) {
+        (
             "authorization",
-            &format!("Bearer {}", jwt::unsigned_token(&json!({ "oid": oid }))),
+            format!("Bearer {}", jwt::unsigned_token(&json!({ "oid": oid }))),
         )
     }
 
-    fn jwt_authn(oid: &str) -> AttributeContext {
+    fn jwt_authn(oid: &str) -> Metadata {
         let payload = object(&[("oid", string(oid))]);
         let filter = object(&[(
             "payload",
@@ -215,11 +239,8 @@ mod tests {
                 kind: Some(Kind::StructValue(payload)),
             },
         )]);
-        AttributeContext {
-            metadata_context: Some(Metadata {
-                filter_metadata: [("envoy.filters.http.jwt_authn".to_owned(), filter)].into(),
-                ..Default::default()
-            }),
+        Metadata {
+            filter_metadata: [("envoy.filters.http.jwt_authn".to_owned(), filter)].into(),
             ..Default::default()
         }
     }
@@ -266,88 +287,112 @@ mod tests {
 
     #[test]
     fn the_default_reads_the_bearer_oid() {
-        let id =
-            IdentitySource::default().principal(&AttributeContext::default(), &with_bearer(ALICE));
+        let sent = Sent {
+            headers: vec![bearer(ALICE)],
+            ..Sent::default()
+        };
+        let id = IdentitySource::default().principal(&sent.read());
         assert_eq!(id.as_deref(), Ok(ALICE));
     }
 
     #[test]
     fn metadata_is_read_along_its_path() {
-        let id = source("metadata:envoy.filters.http.jwt_authn/payload/oid")
-            .principal(&jwt_authn(ALICE), &HttpRequest::default());
+        let request = Sent {
+            metadata: Some(jwt_authn(ALICE)),
+            ..Sent::default()
+        }
+        .read();
+        let id = source("metadata:envoy.filters.http.jwt_authn/payload/oid").principal(&request);
         assert_eq!(id.as_deref(), Ok(ALICE));
-        let missing = source("metadata:envoy.filters.http.jwt_authn/payload/sub")
-            .principal(&jwt_authn(ALICE), &HttpRequest::default());
+        let missing =
+            source("metadata:envoy.filters.http.jwt_authn/payload/sub").principal(&request);
         assert!(matches!(missing, Err(IdentityError::NoMetadata(_))));
     }
 
     #[test]
     fn an_unsigned_token_never_stands_in_for_verified_metadata() {
+        let verified = source("metadata:envoy.filters.http.jwt_authn/payload/oid");
         // The verified payload says alice; the bearer token claims mallory.
-        let id = source("metadata:envoy.filters.http.jwt_authn/payload/oid")
-            .principal(&jwt_authn(ALICE), &with_bearer(MALLORY));
-        assert_eq!(id.as_deref(), Ok(ALICE));
+        let request = Sent {
+            headers: vec![bearer(MALLORY)],
+            metadata: Some(jwt_authn(ALICE)),
+            ..Sent::default()
+        }
+        .read();
+        assert_eq!(verified.principal(&request).as_deref(), Ok(ALICE));
         // No verified payload at all: no identity, not the token's.
-        let id = source("metadata:envoy.filters.http.jwt_authn/payload/oid")
-            .principal(&AttributeContext::default(), &with_bearer(MALLORY));
+        let request = Sent {
+            headers: vec![bearer(MALLORY)],
+            ..Sent::default()
+        }
+        .read();
+        let id = verified.principal(&request);
         assert!(matches!(id, Err(IdentityError::NoMetadata(_))));
     }
 
     #[test]
     fn an_unsigned_token_never_stands_in_for_mtls() {
         let mtls = source("mtls");
-        let id = mtls.principal(&AttributeContext::default(), &with_bearer(MALLORY));
-        assert_eq!(id, Err(IdentityError::NoPeerPrincipal));
-        let attributes = AttributeContext {
-            source: Some(Peer {
-                principal: "spiffe://cluster.local/ns/agents/sa/agent-1".into(),
-            }),
-            ..Default::default()
-        };
-        let id = mtls.principal(&attributes, &with_bearer(MALLORY));
+        let request = Sent {
+            headers: vec![bearer(MALLORY)],
+            ..Sent::default()
+        }
+        .read();
         assert_eq!(
-            id.as_deref(),
+            mtls.principal(&request),
+            Err(IdentityError::NoPeerPrincipal)
+        );
+        let request = Sent {
+            headers: vec![bearer(MALLORY)],
+            peer: "spiffe://cluster.local/ns/agents/sa/agent-1",
+            ..Sent::default()
+        }
+        .read();
+        assert_eq!(
+            mtls.principal(&request).as_deref(),
             Ok("spiffe://cluster.local/ns/agents/sa/agent-1")
         );
     }
 
     #[test]
     fn a_header_source_reads_only_its_header() {
-        let http = with_bearer(MALLORY);
         let header = source("header:x-agent-oid");
+        let request = Sent {
+            headers: vec![bearer(MALLORY)],
+            ..Sent::default()
+        }
+        .read();
         assert_eq!(
-            header.principal(&AttributeContext::default(), &http),
+            header.principal(&request),
             Err(IdentityError::NoHeader("x-agent-oid".into()))
         );
-        let http = http.with_header("x-agent-oid", ALICE);
-        assert_eq!(
-            header
-                .principal(&AttributeContext::default(), &http)
-                .as_deref(),
-            Ok(ALICE)
-        );
+        let request = Sent {
+            headers: vec![bearer(MALLORY), ("x-agent-oid", ALICE.into())],
+            ..Sent::default()
+        }
+        .read();
+        assert_eq!(header.principal(&request).as_deref(), Ok(ALICE));
     }
 
     #[test]
     fn an_identity_that_is_no_principal_id_is_refused() {
-        let http = HttpRequest::default().with_header("x-agent-oid", "has space");
-        let id = source("header:x-agent-oid").principal(&AttributeContext::default(), &http);
+        let request = Sent {
+            headers: vec![("x-agent-oid", "has space".into())],
+            ..Sent::default()
+        }
+        .read();
+        let id = source("header:x-agent-oid").principal(&request);
         assert!(matches!(id, Err(IdentityError::Invalid { .. })), "{id:?}");
     }
 
     #[test]
     fn raw_header_maps_are_read_too() {
-        use crate::extauthz::wire::{HeaderMap, HeaderValue};
-        let http = HttpRequest {
-            header_map: Some(HeaderMap {
-                headers: vec![HeaderValue {
-                    key: "x-agent-oid".into(),
-                    value: Default::default(),
-                    raw_value: ALICE.as_bytes().to_vec().into(),
-                }],
-            }),
-            ..Default::default()
-        };
-        assert_eq!(http.header("x-agent-oid"), Some(ALICE));
+        let request = Sent {
+            raw_headers: vec![("x-agent-oid", ALICE)],
+            ..Sent::default()
+        }
+        .read();
+        let id = source("header:x-agent-oid").principal(&request);
+        assert_eq!(id.as_deref(), Ok(ALICE));
     }
 }

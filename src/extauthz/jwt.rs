@@ -84,6 +84,89 @@ pub fn unverified_claim(token: &str, claim: &str) -> Result<String, JwtError> {
     }
 }
 
+/// How many tokens each thread remembers.
+const REMEMBERED: usize = 16;
+/// Tokens longer than this are read every time (Entra ID's are 1–3 KB), so
+/// what a thread remembers stays under `REMEMBERED` × 4 KB.
+const MAX_REMEMBERED_TOKEN: usize = 4 * 1024;
+
+/// The claims of the last tokens read, by the `authorization` header that
+/// carried them. An agent sends the same token for the token's lifetime (an
+/// hour, for Entra ID), and base64 and JSON made reading it the costliest
+/// step of a check; reading is a pure function of (header, claim), so
+/// remembering its result changes no answer. Entries are found by length
+/// and the last bytes (the token's signature), then compared whole; the
+/// oldest is replaced first.
+#[derive(Default)]
+pub struct RecentClaims {
+    slots: Vec<Remembered>,
+    next: usize,
+}
+
+struct Remembered {
+    fingerprint: (usize, u64),
+    header: Box<[u8]>,
+    claim: Box<str>,
+    value: Box<str>,
+}
+
+/// Length and last eight bytes: cheap, and unlike for most tokens.
+fn fingerprint(bytes: &[u8]) -> (usize, u64) {
+    let mut tail = [0u8; 8];
+    let from = bytes.len().saturating_sub(8);
+    tail[..bytes.len() - from].copy_from_slice(&bytes[from..]);
+    (bytes.len(), u64::from_le_bytes(tail))
+}
+
+impl RecentClaims {
+    /// The claim of a header's token read before, if remembered.
+    pub fn get(&self, header: &[u8], claim: &str) -> Option<&str> {
+        let fingerprint = fingerprint(header);
+        self.slots
+            .iter()
+            .find(|r| r.fingerprint == fingerprint && *r.header == *header && *r.claim == *claim)
+            .map(|r| &*r.value)
+    }
+
+    /// Remembers a claim just read, in place of the oldest.
+    pub fn remember(&mut self, header: &[u8], claim: &str, value: &str) {
+        if header.len() > MAX_REMEMBERED_TOKEN {
+            return;
+        }
+        let entry = Remembered {
+            fingerprint: fingerprint(header),
+            header: header.into(),
+            claim: claim.into(),
+            value: value.into(),
+        };
+        if self.slots.len() < REMEMBERED {
+            self.slots.push(entry);
+        } else {
+            self.slots[self.next] = entry;
+            self.next = (self.next + 1) % REMEMBERED;
+        }
+    }
+}
+
+/// The claim of the bearer token in an `authorization` header's value, its
+/// signature unverified; remembered per thread (no lock), so a token seen
+/// again costs a comparison instead of a decode.
+pub fn bearer_claim(header: &[u8], claim: &str) -> Result<String, JwtError> {
+    thread_local! {
+        static RECENT: std::cell::RefCell<RecentClaims> = std::cell::RefCell::default();
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if let Some(value) = recent.get(header, claim) {
+            return Ok(value.to_owned());
+        }
+        let text = std::str::from_utf8(header).map_err(|_| JwtError::NoBearer)?;
+        let token = bearer_token(text).ok_or(JwtError::NoBearer)?;
+        let value = unverified_claim(token, claim)?;
+        recent.remember(header, claim, &value);
+        Ok(value)
+    })
+}
+
 /// What a payload says of one claim.
 enum Found {
     Missing,
@@ -271,6 +354,62 @@ mod tests {
         );
     }
 
+    fn bearer(token: &str) -> Vec<u8> {
+        format!("Bearer {token}").into_bytes()
+    }
+
+    #[test]
+    fn remembered_claims_answer_as_reading_does() {
+        let alice = bearer(&unsigned_token(&json!({ "oid": OID })));
+        let bob = bearer(&unsigned_token(&json!({ "oid": "bob" })));
+        for _ in 0..2 {
+            assert_eq!(bearer_claim(&alice, "oid").as_deref(), Ok(OID));
+            assert_eq!(bearer_claim(&bob, "oid").as_deref(), Ok("bob"));
+            // Another claim of a remembered token is read, not remembered.
+            assert_eq!(
+                bearer_claim(&alice, "sub"),
+                Err(JwtError::MissingClaim("sub".into()))
+            );
+        }
+        assert_eq!(bearer_claim(b"Basic abc", "oid"), Err(JwtError::NoBearer));
+        assert_eq!(bearer_claim(b"Bearer \xff", "oid"), Err(JwtError::NoBearer));
+    }
+
+    #[test]
+    fn a_token_that_shares_a_fingerprint_is_still_compared_whole() {
+        let mut recent = RecentClaims::default();
+        let real = format!(
+            "e30.{}.same-signature",
+            BASE64URL.encode(r#"{"oid":"alice"}"#)
+        );
+        // Same length and last bytes, other payload.
+        let forged = format!(
+            "e30.{}.same-signature",
+            BASE64URL.encode(r#"{"oid":"mally"}"#)
+        );
+        assert_eq!(real.len(), forged.len());
+        recent.remember(real.as_bytes(), "oid", "alice");
+        assert_eq!(recent.get(real.as_bytes(), "oid"), Some("alice"));
+        assert_eq!(recent.get(forged.as_bytes(), "oid"), None);
+        assert_eq!(recent.get(real.as_bytes(), "sub"), None);
+    }
+
+    #[test]
+    fn the_oldest_is_forgotten_first_and_long_tokens_never_kept() {
+        let mut recent = RecentClaims::default();
+        let tokens: Vec<String> = (0..=REMEMBERED).map(|i| format!("t.{i}.x")).collect();
+        for t in &tokens {
+            recent.remember(t.as_bytes(), "oid", t);
+        }
+        assert_eq!(recent.get(tokens[0].as_bytes(), "oid"), None);
+        for t in &tokens[1..] {
+            assert_eq!(recent.get(t.as_bytes(), "oid"), Some(t.as_str()));
+        }
+        let long = "a".repeat(MAX_REMEMBERED_TOKEN + 1);
+        recent.remember(long.as_bytes(), "oid", "x");
+        assert_eq!(recent.get(long.as_bytes(), "oid"), None);
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_any_text(token in ".{0,300}", claim in "[a-z]{0,5}") {
@@ -287,7 +426,26 @@ mod tests {
         #[test]
         fn reads_back_any_string_claim(oid in "[ -~]{1,64}") {
             let token = unsigned_token(&json!({ "oid": oid.clone() }));
-            prop_assert_eq!(unverified_claim(&token, "oid"), Ok(oid));
+            prop_assert_eq!(unverified_claim(&token, "oid"), Ok(oid.clone()));
+            prop_assert_eq!(bearer_claim(&bearer(&token), "oid"), Ok(oid.clone()));
+            prop_assert_eq!(bearer_claim(&bearer(&token), "oid"), Ok(oid));
+        }
+
+        /// Whatever was read before, the remembered answer is the read one.
+        #[test]
+        fn remembering_changes_no_answer(tokens in proptest::collection::vec(".{0,40}", 1..40)) {
+            let payload = BASE64URL.encode(r#"{"oid":"x"}"#);
+            let tokens: Vec<String> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| if i % 2 == 0 { format!("e30.{payload}.{t}") } else { t.clone() })
+                .collect();
+            for token in tokens.iter().chain(tokens.iter().rev()) {
+                let read = bearer_token(&format!("Bearer {token}"))
+                    .ok_or(JwtError::NoBearer)
+                    .and_then(|t| unverified_claim(t, "oid"));
+                prop_assert_eq!(bearer_claim(&bearer(token), "oid"), read);
+            }
         }
     }
 }

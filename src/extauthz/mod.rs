@@ -7,13 +7,15 @@
 //! override it; [`identity`] and [`jwt`] read who is asking; [`nested`]
 //! lists the operations a batch or a deployment carries; [`answer`] words
 //! the reply. [`service`] is the gRPC edge that ties them to the engine;
-//! [`wire`] decodes only the parts of Envoy's request it reads.
+//! [`wire`] reads only the parts of Envoy's request it needs, in place, and
+//! [`protobuf`] is the wire format it and the answers are written in.
 
 pub mod answer;
 pub mod identity;
 pub mod jwt;
 pub mod mapping;
 pub mod nested;
+pub mod protobuf;
 pub mod routes;
 pub mod service;
 pub mod wire;

@@ -9,13 +9,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
-
-use super::answer::{self, Code, Filed, Judged};
+use super::answer::{self, Answer, Code, Filed, Judged};
 use super::identity::IdentitySource;
 use super::mapping::{map_request, Method};
 use super::nested::{self, Carrier, Inner, NestedError};
-use super::wire::{AttributeContext, AuthorizationService, Check, CheckRequest, HttpRequest};
+use super::wire::{AuthorizationService, Check, CheckRequest, HttpRequest};
 use crate::audit::AuditLog;
 use crate::elevation::policy::exact;
 use crate::elevation::{Broker, ElevationRequest, ElevationState};
@@ -163,7 +161,7 @@ impl CheckService {
         &self,
         loaded: &Loaded,
         principal: &str,
-        http: &HttpRequest,
+        http: &HttpRequest<'_>,
         question: &Question<'_>,
         mode: Mode,
     ) -> Result<Judged, RequestError> {
@@ -173,8 +171,12 @@ impl CheckService {
         let mut hex = [0u8; 64];
         let digested: [(&str, &str); 1];
         let with_digest: &[(&str, &str)];
-        let attributes: &dyn crate::model::RequestAttributes = match body(http) {
-            Ok(b) if !self.engine.grants.is_empty() => {
+        let bound_body = match self.engine.grants.is_empty() {
+            true => None,
+            false => body(http).ok(),
+        };
+        let attributes: &dyn crate::model::RequestAttributes = match bound_body {
+            Some(b) => {
                 digested = [(exact::DIGEST_ATTRIBUTE, exact::sha256_hex_into(b, &mut hex))];
                 with_digest = &digested;
                 &with_digest
@@ -220,8 +222,8 @@ impl CheckService {
                 );
                 event.http = Some(crate::audit::HttpOrigin {
                     via: "ext_authz",
-                    request_id: &http.id,
-                    method: &http.method,
+                    request_id: http.id(),
+                    method: http.method(),
                     inner: question.at,
                 });
                 log.write(&event);
@@ -240,18 +242,18 @@ impl CheckService {
 
     /// The whole decision path for one request, without side effects but
     /// the decisions' own (grant uses, metrics, audit).
-    fn judge(&self, attributes: &AttributeContext) -> Outcome {
-        let Some(http) = attributes.request.as_ref().and_then(|r| r.http.as_ref()) else {
+    fn judge(&self, request: &CheckRequest) -> Outcome {
+        let Some(http) = request.http() else {
             return Outcome::Refuse {
                 code: Code::InvalidRequestPath,
                 message: "the check carries no HTTP request (attributes.request.http)".into(),
             };
         };
-        let method = match Method::parse(&http.method) {
+        let method = match Method::parse(http.method()) {
             Ok(m) => m,
             Err(e) => return invalid_path(e.to_string()),
         };
-        let principal = match self.settings.identity.principal(attributes, http) {
+        let principal = match self.settings.identity.principal(request) {
             Ok(p) => p,
             Err(e) => {
                 return Outcome::Refuse {
@@ -266,16 +268,16 @@ impl CheckService {
         let loaded = self.engine.current();
         let routes = &loaded.snapshot.routes;
         let mut operation = String::with_capacity(96);
-        let carrier = nested::carrier(method, &http.path);
+        let carrier = nested::carrier(method, http.path());
 
         // Every operation the request asks for: itself (unless a batch,
         // which is only an envelope), then what it carries.
         let mut questions: Vec<OwnedQuestion> = Vec::new();
         if carrier != Some(Carrier::Batch) {
-            let mapping = match map_request(routes, method, &http.path, &mut operation) {
+            let mapping = match map_request(routes, method, http.path(), &mut operation) {
                 Ok(m) => m,
                 Err(e) => {
-                    return invalid_path(format!("{} {}: {e}", http.method, bounded(&http.path)))
+                    return invalid_path(format!("{} {}: {e}", http.method(), bounded(http.path())))
                 }
             };
             let question = Question {
@@ -286,13 +288,13 @@ impl CheckService {
             };
             if carrier.is_none() {
                 // The common case: one operation, decided once.
-                return match self.decide(&loaded, &principal, http, &question, Mode::Consume) {
+                return match self.decide(&loaded, &principal, &http, &question, Mode::Consume) {
                     Ok(judged) => verdict_outcome(judged, principal),
                     Err(e) => invalid_path(format!("{}: {}", e.field, e.message)),
                 };
             }
             // Refuse before reading the body when the envelope is refused.
-            match self.decide(&loaded, &principal, http, &question, Mode::Probe) {
+            match self.decide(&loaded, &principal, &http, &question, Mode::Probe) {
                 Ok(j) if j.verdict == Verdict::Allow => {}
                 Ok(j) => return verdict_outcome(j, principal),
                 Err(e) => return invalid_path(format!("{}: {}", e.field, e.message)),
@@ -302,7 +304,7 @@ impl CheckService {
         let Some(carrier) = carrier else {
             return invalid_path("no operation".into());
         };
-        let ops = match body(http).and_then(|b| nested::inner_operations(carrier, b)) {
+        let ops = match body(&http).and_then(|b| nested::inner_operations(carrier, b)) {
             Ok(ops) => ops,
             Err(e) => return unverifiable(&e.to_string()),
         };
@@ -332,7 +334,7 @@ impl CheckService {
         // use of a grant; then decide them all for real.
         let inner = if carrier == Carrier::Batch { 0 } else { 1 };
         for q in &questions[inner..] {
-            match self.decide(&loaded, &principal, http, &q.borrow(), Mode::Probe) {
+            match self.decide(&loaded, &principal, &http, &q.borrow(), Mode::Probe) {
                 Ok(j) if j.verdict == Verdict::Allow => {}
                 Ok(j) => return verdict_outcome(j, principal),
                 Err(e) => {
@@ -342,7 +344,7 @@ impl CheckService {
         }
         let mut answered: Option<Judged> = None;
         for q in &questions {
-            match self.decide(&loaded, &principal, http, &q.borrow(), Mode::Consume) {
+            match self.decide(&loaded, &principal, &http, &q.borrow(), Mode::Consume) {
                 Ok(j) if j.verdict == Verdict::Allow => {
                     answered.get_or_insert(j);
                 }
@@ -368,7 +370,7 @@ impl CheckService {
     }
 
     /// Files the elevation an `APPROVAL_REQUIRED` answer names.
-    async fn file(&self, judged: &Judged, principal: &str, http: &HttpRequest) -> Filed {
+    async fn file(&self, judged: &Judged, principal: &str, http: &HttpRequest<'_>) -> Filed {
         let justification = http
             .header(&self.settings.justification_header)
             .filter(|j| !j.trim().is_empty())
@@ -380,14 +382,14 @@ impl CheckService {
             .unwrap_or_else(|| {
                 format!(
                     "requested through Envoy: {} {}",
-                    http.method,
-                    bounded(&http.path)
+                    http.method(),
+                    bounded(http.path())
                 )
             });
         // The change itself, when Envoy sent the whole body: the approver
         // sees it and may bind the grant to it.
         let exact = body(http).ok().and_then(|b| {
-            exact::exact_request(&http.method, &http.path, "", Some(b))
+            exact::exact_request(http.method(), http.path(), "", Some(b))
                 .ok()
                 .flatten()
         });
@@ -419,9 +421,9 @@ impl CheckService {
         }
     }
 
-    async fn check_attributes(&self, attributes: &AttributeContext) -> CheckResponse {
+    async fn answer(&self, request: &CheckRequest) -> Answer {
         let strip = [self.settings.justification_header.as_str()];
-        match self.judge(attributes) {
+        match self.judge(request) {
             Outcome::Allow(judged) => answer::allow(&judged, &strip),
             Outcome::Deny { judged, principal } => answer::deny(&judged, &principal),
             Outcome::Refuse { code, message } => answer::refuse(code, &message, None, None, &[]),
@@ -429,17 +431,15 @@ impl CheckService {
                 if !self.settings.elevate {
                     return answer::approval_required(&judged, &principal, &Filed::NotAsked);
                 }
-                let none = HttpRequest::default();
-                let http = attributes
-                    .request
-                    .as_ref()
-                    .and_then(|r| r.http.as_ref())
-                    .unwrap_or(&none);
-                let filed = self.file(&judged, &principal, http).await;
+                // Judged at all, so there is an HTTP request.
+                let Some(http) = request.http() else {
+                    return answer::approval_required(&judged, &principal, &Filed::NotAsked);
+                };
+                let filed = self.file(&judged, &principal, &http).await;
                 if matches!(&filed, Filed::Elevation { state, .. } if *state == "APPROVED" || *state == "NOT_NEEDED")
                 {
                     // Auto-approved (or granted meanwhile): judge once more.
-                    if let Outcome::Allow(judged) = self.judge(attributes) {
+                    if let Outcome::Allow(judged) = self.judge(request) {
                         return answer::allow(&judged, &strip);
                     }
                 }
@@ -450,9 +450,8 @@ impl CheckService {
 }
 
 impl Check for CheckService {
-    async fn check(&self, request: CheckRequest) -> CheckResponse {
-        let attributes = request.attributes.unwrap_or_default();
-        self.check_attributes(&attributes).await
+    async fn check(&self, request: CheckRequest) -> Answer {
+        self.answer(&request).await
     }
 }
 
@@ -481,23 +480,23 @@ fn unverifiable(why: &str) -> Outcome {
 }
 
 /// The request body as Envoy sent it, refused when absent or truncated.
-fn body(http: &HttpRequest) -> Result<&[u8], NestedError> {
+fn body<'a>(http: &HttpRequest<'a>) -> Result<&'a [u8], NestedError> {
     if http
         .header(PARTIAL_BODY_HEADER)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     {
         return Err(NestedError::Partial);
     }
-    let body = if http.raw_body.is_empty() {
-        &http.body
+    let body = if http.raw_body().is_empty() {
+        http.body()
     } else {
-        &http.raw_body
+        http.raw_body()
     };
     if body.is_empty() {
         return Err(NestedError::NoBody);
     }
     // Envoy reports the body's full size; less than that arrived.
-    if usize::try_from(http.size).is_ok_and(|size| size > body.len()) {
+    if usize::try_from(http.size()).is_ok_and(|size| size > body.len()) {
         return Err(NestedError::Partial);
     }
     Ok(body)

@@ -1,158 +1,434 @@
-//! The parts of Envoy's `CheckRequest` that rampart reads, and the tonic
-//! service that decodes them.
+//! Envoy's `CheckRequest` as rampart reads it, and the tonic service that
+//! receives it and sends the answer.
 //!
 //! Envoy sends every request header, the peers' addresses, labels and
 //! certificates, and the body; rampart reads the method, the path, a few
 //! headers, the body of batches and deployments, and the identity source.
-//! Decoding the whole `envoy.service.auth.v3.CheckRequest` built a hash map
-//! of owned strings per call; these messages share the wire format (same
-//! field numbers and types: a `map<string, string>` is a repeated entry of
-//! key 1 and value 2, and `string` and `bytes` are both length-delimited)
-//! but skip what rampart ignores, and borrow headers and bodies from the
-//! received buffer instead of copying them. The answer is Envoy's own
-//! `CheckResponse`.
+//! Decoding the whole `envoy.service.auth.v3.CheckRequest` builds a hash map
+//! of owned strings per call; instead the received buffer is kept as it
+//! came and walked once for where the fields rampart reads lie
+//! ([`super::protobuf`]); headers and metadata are looked up in place when
+//! asked for.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::config::core::v3::Metadata;
-use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
-use prost::bytes::Bytes;
+use envoy_types::pb::envoy::service::auth::v3 as envoy;
+use prost::bytes::{Buf, BufMut, Bytes};
 use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, Body as HttpBody, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
-/// `envoy.service.auth.v3.CheckRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
+use super::answer::Answer;
+use super::protobuf::{self, fields, Value, WireError};
+
+/// Where a field lies in the received buffer (at most 4 GiB, refused
+/// beyond).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `whole` (or empty).
+    fn of(whole: &[u8], part: &[u8]) -> Span {
+        if part.is_empty() {
+            return Span::default();
+        }
+        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// How many headers are remembered where they lie; a request with more is
+/// walked again for each lookup.
+const HEADERS_KEPT: usize = 32;
+
+/// The headers of a request: Envoy's `headers` map, else its `header_map`.
+#[derive(Debug, Clone, Copy)]
+struct Headers {
+    /// Name and value, with whether it came from `header_map`.
+    kept: [(Span, Span, bool); HEADERS_KEPT],
+    len: usize,
+    /// All of them are in `kept`.
+    complete: bool,
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Headers {
+            kept: [(Span::default(), Span::default(), false); HEADERS_KEPT],
+            len: 0,
+            complete: true,
+        }
+    }
+}
+
+impl Headers {
+    fn keep(&mut self, name: Span, value: Span, raw: bool) {
+        match self.kept.get_mut(self.len) {
+            Some(slot) => {
+                *slot = (name, value, raw);
+                self.len += 1;
+            }
+            None => self.complete = false,
+        }
+    }
+}
+
+/// `AttributeContext.HttpRequest`: where its fields lie.
+#[derive(Debug, Clone, Copy, Default)]
+struct HttpSpans {
+    /// The whole message, walked for headers when there are too many to
+    /// keep.
+    message: Span,
+    headers: Headers,
+    id: Span,
+    method: Span,
+    path: Span,
+    size: i64,
+    body: Span,
+    raw_body: Span,
+    /// `header_map` (Envoy's `encode_raw_headers`).
+    header_map: Option<Span>,
+}
+
+/// An `envoy.service.auth.v3.CheckRequest` as received: the buffer, and
+/// where in it lie the peer's principal, the HTTP request and the dynamic
+/// metadata. Strings read here (id, method, path, principal) are checked to
+/// be UTF-8, as a generated decoder would; headers are read when asked for.
+#[derive(Debug, Clone, Default)]
 pub struct CheckRequest {
-    #[prost(message, optional, tag = "1")]
-    pub attributes: Option<AttributeContext>,
+    buf: Bytes,
+    peer_principal: Span,
+    http: Option<HttpSpans>,
+    metadata: Option<Span>,
 }
 
-/// `envoy.service.auth.v3.AttributeContext`: the source peer (for mTLS),
-/// the request, and the dynamic metadata (for `jwt_authn`'s payload).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AttributeContext {
-    #[prost(message, optional, tag = "1")]
-    pub source: Option<Peer>,
-    #[prost(message, optional, tag = "4")]
-    pub request: Option<Request>,
-    #[prost(message, optional, tag = "11")]
-    pub metadata_context: Option<Metadata>,
+/// Sets a singular message field once: a second copy would be merged by a
+/// generated decoder, which Envoy never needs, so it is refused.
+fn once(slot: &mut Option<Span>, span: Span, field: &'static str) -> Result<(), WireError> {
+    if slot.replace(span).is_some() {
+        return Err(WireError(field));
+    }
+    Ok(())
 }
 
-/// `AttributeContext.Peer`: only its authenticated principal.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Peer {
-    #[prost(string, tag = "4")]
-    pub principal: String,
+impl CheckRequest {
+    /// Finds the fields rampart reads; the buffer is kept, not copied.
+    pub fn decode(buf: Bytes) -> Result<CheckRequest, WireError> {
+        if u32::try_from(buf.len()).is_err() {
+            return Err(WireError("a check request of 4 GiB or more"));
+        }
+        let whole = &buf[..];
+        let mut attributes = None;
+        for field in fields(whole) {
+            if let (1, value) = field? {
+                once(
+                    &mut attributes,
+                    Span::of(whole, value.bytes()?),
+                    "attributes twice",
+                )?;
+            }
+        }
+        let mut request = CheckRequest::default();
+        let mut source = None;
+        let mut inner = None;
+        if let Some(span) = attributes {
+            for field in fields(&whole[span.range()]) {
+                match field? {
+                    (1, v) => once(&mut source, Span::of(whole, v.bytes()?), "source twice")?,
+                    (4, v) => once(&mut inner, Span::of(whole, v.bytes()?), "request twice")?,
+                    (11, v) => once(
+                        &mut request.metadata,
+                        Span::of(whole, v.bytes()?),
+                        "metadata_context twice",
+                    )?,
+                    _ => {}
+                }
+            }
+        }
+        if let Some(span) = source {
+            for field in fields(&whole[span.range()]) {
+                if let (4, v) = field? {
+                    request.peer_principal = Span::of(whole, v.text()?.as_bytes());
+                }
+            }
+        }
+        let mut http = None;
+        if let Some(span) = inner {
+            for field in fields(&whole[span.range()]) {
+                if let (2, v) = field? {
+                    once(&mut http, Span::of(whole, v.bytes()?), "http twice")?;
+                }
+            }
+        }
+        if let Some(message) = http {
+            let mut spans = HttpSpans {
+                message,
+                ..HttpSpans::default()
+            };
+            for field in fields(&whole[message.range()]) {
+                let (number, value) = field?;
+                let text = |v: Value<'_>| v.text().map(|t| Span::of(whole, t.as_bytes()));
+                let bytes = |v: Value<'_>| v.bytes().map(|b| Span::of(whole, b));
+                match number {
+                    1 => spans.id = text(value)?,
+                    2 => spans.method = text(value)?,
+                    3 => {
+                        let (name, value) = protobuf::map_entry(value.bytes()?)?;
+                        let value = value.map_or(Ok(&[][..]), Value::bytes)?;
+                        let (name, value) = (Span::of(whole, name), Span::of(whole, value));
+                        spans.headers.keep(name, value, false);
+                    }
+                    4 => spans.path = text(value)?,
+                    // int64: the varint's bits, as two's complement.
+                    9 => spans.size = value.varint()? as i64,
+                    11 => spans.body = bytes(value)?,
+                    12 => spans.raw_body = bytes(value)?,
+                    13 => once(&mut spans.header_map, bytes(value)?, "header_map twice")?,
+                    _ => {}
+                }
+            }
+            if let Some(map) = spans.header_map {
+                for field in fields(&whole[map.range()]) {
+                    if let (1, entry) = field? {
+                        let (name, value) = raw_header(entry.bytes()?)?;
+                        let (name, value) = (Span::of(whole, name), Span::of(whole, value));
+                        spans.headers.keep(name, value, true);
+                    }
+                }
+            }
+            request.http = Some(spans);
+        }
+        request.buf = buf;
+        Ok(request)
+    }
+
+    /// Encodes Envoy's own message and reads it back (tests, benchmarks,
+    /// tools).
+    pub fn from_envoy(message: &envoy::CheckRequest) -> Result<CheckRequest, WireError> {
+        CheckRequest::decode(Bytes::from(prost::Message::encode_to_vec(message)))
+    }
+
+    fn text(&self, span: Span) -> &str {
+        // Checked when decoded.
+        std::str::from_utf8(&self.buf[span.range()]).unwrap_or_default()
+    }
+
+    /// `attributes.source.principal`: the mTLS peer's URI SAN or subject.
+    pub fn peer_principal(&self) -> &str {
+        self.text(self.peer_principal)
+    }
+
+    /// `attributes.request.http`, when sent.
+    pub fn http(&self) -> Option<HttpRequest<'_>> {
+        let spans = self.http.as_ref()?;
+        Some(HttpRequest {
+            request: self,
+            spans,
+            method: self.text(spans.method),
+            path: self.text(spans.path),
+        })
+    }
+
+    /// The non-empty string at `filter` → `path` in
+    /// `attributes.metadata_context.filter_metadata` (a `Struct` per filter,
+    /// walked through nested structs). Anything malformed on the way is no
+    /// string.
+    pub fn metadata_string(&self, filter: &str, path: &[String]) -> Option<&str> {
+        let span = self.metadata?;
+        let same = |a: &[u8], b: &[u8]| a == b;
+        let mut structure =
+            protobuf::map_value(&self.buf[span.range()], 1, filter.as_bytes(), same)
+                .ok()??
+                .bytes()
+                .ok()?;
+        let (last, walk) = path.split_last()?;
+        for key in walk {
+            let value = protobuf::map_value(structure, 1, key.as_bytes(), same).ok()??;
+            structure = match kind(value.bytes().ok()?)? {
+                (5, inner) => inner.bytes().ok()?,
+                _ => return None,
+            };
+        }
+        let value = protobuf::map_value(structure, 1, last.as_bytes(), same).ok()??;
+        match kind(value.bytes().ok()?)? {
+            (3, text) => text.text().ok().filter(|t| !t.is_empty()),
+            _ => None,
+        }
+    }
 }
 
-/// `AttributeContext.Request`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Request {
-    #[prost(message, optional, tag = "2")]
-    pub http: Option<HttpRequest>,
+/// An `envoy.config.core.v3.HeaderValue`: its name, and its `value`, else
+/// its `raw_value`.
+fn raw_header(entry: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let (mut key, mut value, mut raw): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
+    for field in fields(entry) {
+        match field? {
+            (1, v) => key = v.bytes()?,
+            (2, v) => value = v.bytes()?,
+            (3, v) => raw = v.bytes()?,
+            _ => {}
+        }
+    }
+    Ok((key, if value.is_empty() { raw } else { value }))
 }
 
-/// `AttributeContext.HttpRequest`, with headers in the order sent.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HttpRequest {
-    #[prost(string, tag = "1")]
-    pub id: String,
-    #[prost(string, tag = "2")]
-    pub method: String,
-    /// `map<string, string> headers`, entries as they came.
-    #[prost(message, repeated, tag = "3")]
-    pub headers: Vec<Header>,
-    #[prost(string, tag = "4")]
-    pub path: String,
-    #[prost(int64, tag = "9")]
-    pub size: i64,
-    /// A `string` on the wire; read as bytes, as the JSON parser that
-    /// reads it checks UTF-8 itself.
-    #[prost(bytes = "bytes", tag = "11")]
-    pub body: Bytes,
-    #[prost(bytes = "bytes", tag = "12")]
-    pub raw_body: Bytes,
-    #[prost(message, optional, tag = "13")]
-    pub header_map: Option<HeaderMap>,
+/// A `google.protobuf.Value`'s one kind; one written twice is no value.
+fn kind(value: &[u8]) -> Option<(u32, Value<'_>)> {
+    let mut fields = fields(value);
+    let kind = fields.next()?.ok()?;
+    fields.next().is_none().then_some(kind)
 }
 
-/// One entry of `HttpRequest.headers`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Header {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
+/// `AttributeContext.HttpRequest`, read in place.
+#[derive(Clone, Copy)]
+pub struct HttpRequest<'a> {
+    request: &'a CheckRequest,
+    spans: &'a HttpSpans,
+    /// Read once: the decision path asks for them often.
+    method: &'a str,
+    path: &'a str,
 }
 
-/// `envoy.config.core.v3.HeaderMap` (Envoy's `encode_raw_headers`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HeaderMap {
-    #[prost(message, repeated, tag = "1")]
-    pub headers: Vec<HeaderValue>,
-}
+impl<'a> HttpRequest<'a> {
+    /// Envoy's request id.
+    pub fn id(&self) -> &'a str {
+        self.request.text(self.spans.id)
+    }
 
-/// `envoy.config.core.v3.HeaderValue`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HeaderValue {
-    #[prost(bytes = "bytes", tag = "1")]
-    pub key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub value: Bytes,
-    #[prost(bytes = "bytes", tag = "3")]
-    pub raw_value: Bytes,
-}
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
 
-impl HttpRequest {
+    /// The path with its query string, as the client sent it.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The body's full size as Envoy saw it (-1 or 0 when unknown).
+    pub fn size(&self) -> i64 {
+        self.spans.size
+    }
+
+    /// The body Envoy sent as a string (`body`).
+    pub fn body(&self) -> &'a [u8] {
+        &self.request.buf[self.spans.body.range()]
+    }
+
+    /// The body Envoy sent as bytes (`raw_body`, with `pack_as_bytes`).
+    pub fn raw_body(&self) -> &'a [u8] {
+        &self.request.buf[self.spans.raw_body.range()]
+    }
+
     /// A header's value, from whichever field Envoy filled; names compare
     /// case-insensitively. As when the map is decoded, the last entry of a
     /// name counts. A value that is not UTF-8 is no value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.as_bytes();
-        if let Some(h) = self
-            .headers
-            .iter()
-            .rev()
-            .find(|h| h.key.eq_ignore_ascii_case(name))
-        {
-            return std::str::from_utf8(&h.value).ok();
-        }
-        let map = self.header_map.as_ref()?;
-        let h = map
-            .headers
-            .iter()
-            .rev()
-            .find(|h| h.key.eq_ignore_ascii_case(name))?;
-        let value = if h.value.is_empty() {
-            &h.raw_value
-        } else {
-            &h.value
-        };
-        std::str::from_utf8(value).ok()
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        std::str::from_utf8(self.header_bytes(name)?).ok()
     }
 
-    /// Adds a header (tests and benchmarks build requests with it).
-    pub fn with_header(mut self, name: &str, value: &str) -> HttpRequest {
-        self.headers.push(Header {
-            key: Bytes::copy_from_slice(name.as_bytes()),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-        });
-        self
+    /// [`Self::header`], its value as sent.
+    pub fn header_bytes(&self, name: &str) -> Option<&'a [u8]> {
+        let buf = &self.request.buf[..];
+        let name = name.as_bytes();
+        let headers = &self.spans.headers;
+        let value = if headers.complete {
+            let same = |(key, _, _): &&(Span, Span, bool)| {
+                key.range().len() == name.len() && buf[key.range()].eq_ignore_ascii_case(name)
+            };
+            let kept = headers.kept[..headers.len].iter().rev();
+            let (_, value, _) = kept
+                .clone()
+                .filter(|(_, _, raw)| !raw)
+                .find(same)
+                .or_else(|| kept.filter(|(_, _, raw)| *raw).find(same))?;
+            &buf[value.range()]
+        } else {
+            self.walk_for_header(name)?
+        };
+        Some(value)
+    }
+
+    /// [`Self::header`] for a request with more headers than are kept.
+    fn walk_for_header(&self, name: &[u8]) -> Option<&'a [u8]> {
+        let buf = &self.request.buf[..];
+        let same = |key: &[u8], name: &[u8]| key.eq_ignore_ascii_case(name);
+        let message = &buf[self.spans.message.range()];
+        // Checked to be well-formed when decoded.
+        if let Ok(Some(value)) = protobuf::map_value(message, 3, name, same) {
+            return value.bytes().ok();
+        }
+        let mut found = None;
+        for field in fields(&buf[self.spans.header_map?.range()]) {
+            let Ok((1, entry)) = field else { continue };
+            let (key, value) = raw_header(entry.bytes().ok()?).ok()?;
+            if same(key, name) {
+                found = Some(value);
+            }
+        }
+        found
     }
 }
 
 /// What answers a decoded check.
 pub trait Check: Send + Sync + 'static {
-    fn check(
-        &self,
-        request: CheckRequest,
-    ) -> impl std::future::Future<Output = CheckResponse> + Send;
+    fn check(&self, request: CheckRequest) -> impl std::future::Future<Output = Answer> + Send;
 }
 
-/// `envoy.service.auth.v3.Authorization` as a tonic service: decodes the
+/// Reads a [`CheckRequest`] from the received buffer without copying it,
+/// and writes an [`Answer`]'s bytes as they are.
+#[derive(Debug, Clone, Copy, Default)]
+struct CheckCodec;
+
+impl Codec for CheckCodec {
+    type Encode = Answer;
+    type Decode = CheckRequest;
+    type Encoder = CheckCodec;
+    type Decoder = CheckCodec;
+
+    fn encoder(&mut self) -> CheckCodec {
+        CheckCodec
+    }
+
+    fn decoder(&mut self) -> CheckCodec {
+        CheckCodec
+    }
+}
+
+impl Encoder for CheckCodec {
+    type Item = Answer;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, answer: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(answer.as_bytes());
+        Ok(())
+    }
+}
+
+impl Decoder for CheckCodec {
+    type Item = CheckRequest;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckRequest>, tonic::Status> {
+        let buf = src.copy_to_bytes(src.remaining());
+        CheckRequest::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+    }
+}
+
+/// `envoy.service.auth.v3.Authorization` as a tonic service: reads the
 /// request as [`CheckRequest`] and answers Envoy's `CheckResponse`.
 pub struct AuthorizationService<T> {
     inner: Arc<T>,
@@ -187,8 +463,8 @@ const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 struct CheckMethod<T>(Arc<T>);
 
 impl<T: Check> UnaryService<CheckRequest> for CheckMethod<T> {
-    type Response = CheckResponse;
-    type Future = BoxFuture<tonic::Response<CheckResponse>, tonic::Status>;
+    type Response = Answer;
+    type Future = BoxFuture<tonic::Response<Answer>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
         let inner = self.0.clone();
@@ -222,8 +498,7 @@ where
         let method = CheckMethod(self.inner.clone());
         let limit = self.max_decoding_message_size;
         Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
-            let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(limit), None);
+            let mut grpc = Grpc::new(CheckCodec).apply_max_message_size_config(Some(limit), None);
             Ok(grpc.unary(method, request).await)
         })
     }
@@ -282,7 +557,7 @@ mod tests {
     }
 
     fn lean(full: &full::CheckRequest) -> CheckRequest {
-        CheckRequest::decode(Bytes::from(full.encode_to_vec())).unwrap_or_else(|e| panic!("{e}"))
+        CheckRequest::from_envoy(full).unwrap_or_else(|e| panic!("{e}"))
     }
 
     proptest! {
@@ -290,8 +565,9 @@ mod tests {
         /// same method, path, body, peer and headers from its bytes.
         #[test]
         fn reads_what_the_full_message_says(
-            headers in proptest::collection::vec(("[a-zA-Z-]{1,12}", "[ -~]{0,40}"), 0..12),
-            raw in proptest::collection::vec(("[a-z-]{1,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..4),
+            // Past HEADERS_KEPT too, where lookups walk the message.
+            headers in proptest::collection::vec(("[a-zA-Z-]{1,12}", "[ -~]{0,40}"), 0..40),
+            raw in proptest::collection::vec(("[a-z-]{1,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..36),
             method in "[A-Z]{0,7}",
             path in "[ -~]{0,80}",
             body in "\\PC{0,64}",
@@ -300,14 +576,14 @@ mod tests {
         ) {
             let full = full_request(&headers, &raw, &method, &path, &body, &principal);
             let lean = lean(&full);
-            let attributes = lean.attributes.unwrap_or_default();
-            prop_assert_eq!(attributes.source.unwrap_or_default().principal, principal);
-            let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
+            prop_assert_eq!(lean.peer_principal(), principal.as_str());
+            let http = lean.http().expect("an HTTP request");
             let full_http = full.attributes.and_then(|a| a.request).and_then(|r| r.http).unwrap_or_default();
-            prop_assert_eq!(&http.method, &method);
-            prop_assert_eq!(&http.path, &path);
-            prop_assert_eq!(&http.body[..], body.as_bytes());
-            prop_assert_eq!(http.size, body.len() as i64);
+            prop_assert_eq!(http.method(), method.as_str());
+            prop_assert_eq!(http.path(), path.as_str());
+            prop_assert_eq!(http.id(), "17");
+            prop_assert_eq!(http.body(), body.as_bytes());
+            prop_assert_eq!(http.size(), body.len() as i64);
             // The map as prost decodes it: the last entry of a key counts.
             let want = full_http
                 .headers
@@ -330,10 +606,68 @@ mod tests {
             }
         }
 
-        /// Any bytes: decoding fails or succeeds, never panics.
+        /// Any bytes: decoding fails or succeeds, never panics, and what
+        /// decodes can be read whole.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = CheckRequest::decode(Bytes::from(bytes));
+            if let Ok(request) = CheckRequest::decode(Bytes::from(bytes)) {
+                read_everything(&request);
+            }
+        }
+
+        /// Bytes mutated from a real request: where both prost and rampart
+        /// read them, they read the same strings. (rampart refuses more —
+        /// a message field twice, a group — and checks less of what it
+        /// never reads, such as other fields' UTF-8.)
+        #[test]
+        fn reads_what_prost_reads_or_refuses(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let full = full_request(
+                &[("authorization".into(), "Bearer x.y.z".into())],
+                &[("x-raw".into(), b"v".to_vec())],
+                "GET",
+                "/subscriptions/s1",
+                "{}",
+                "spiffe://a",
+            );
+            let mut bytes = prost::Message::encode_to_vec(&full);
+            for (at, byte) in flips {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            let ours = CheckRequest::decode(Bytes::from(bytes.clone()));
+            if let Ok(ours) = &ours {
+                read_everything(ours);
+            }
+            match full::CheckRequest::decode(&bytes[..]) {
+                Err(_) => {}
+                Ok(theirs) => {
+                    if let Ok(ours) = ours {
+                        read_everything(&ours);
+                        let http = theirs.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
+                        prop_assert_eq!(ours.http().map(|h| h.path().to_owned()), http.map(|h| h.path.clone()));
+                        prop_assert_eq!(ours.http().map(|h| h.method().to_owned()), http.map(|h| h.method.clone()));
+                        let principal = theirs.attributes.as_ref().and_then(|a| a.source.as_ref()).map(|s| s.principal.clone()).unwrap_or_default();
+                        prop_assert_eq!(ours.peer_principal(), principal.as_str());
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_everything(request: &CheckRequest) {
+        let _ = request.peer_principal();
+        let _ = request.metadata_string("f", &["a".into(), "b".into()]);
+        if let Some(http) = request.http() {
+            let _ = (
+                http.id(),
+                http.method(),
+                http.path(),
+                http.body(),
+                http.raw_body(),
+            );
+            let _ = http.header("authorization");
         }
     }
 
@@ -347,11 +681,8 @@ mod tests {
             "",
             "",
         );
-        let http = lean(&full)
-            .attributes
-            .and_then(|a| a.request)
-            .and_then(|r| r.http)
-            .unwrap_or_default();
+        let lean = lean(&full);
+        let http = lean.http().expect("an HTTP request");
         assert_eq!(http.header("authorization"), Some("Bearer x"));
         assert_eq!(http.header("AUTHORIZATION"), Some("Bearer x"));
         assert_eq!(http.header("x-raw"), None);
@@ -362,13 +693,85 @@ mod tests {
     fn the_body_is_borrowed_from_the_received_buffer() {
         let body = "x".repeat(4096);
         let bytes = Bytes::from(full_request(&[], &[], "POST", "/", &body, "").encode_to_vec());
-        let http = CheckRequest::decode(bytes.clone())
-            .ok()
-            .and_then(|r| r.attributes)
-            .and_then(|a| a.request)
-            .and_then(|r| r.http)
-            .unwrap_or_default();
+        let request = CheckRequest::decode(bytes.clone()).expect("decodes");
+        let http = request.http().expect("an HTTP request");
         let inside = bytes.as_ptr_range();
-        assert!(inside.contains(&http.body.as_ptr()), "the body was copied");
+        assert!(
+            inside.contains(&http.body().as_ptr()),
+            "the body was copied"
+        );
+    }
+
+    #[test]
+    fn a_message_field_sent_twice_is_refused_not_merged() {
+        let one = full_request(&[], &[], "GET", "/a", "", "");
+        let mut bytes = prost::Message::encode_to_vec(&one);
+        // CheckRequest.attributes, appended again: prost would merge.
+        bytes.extend_from_slice(&prost::Message::encode_to_vec(&one));
+        assert!(CheckRequest::decode(Bytes::from(bytes)).is_err());
+    }
+
+    #[test]
+    fn metadata_is_walked_along_its_path() {
+        use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value as PbValue};
+        let string = |s: &str| PbValue {
+            kind: Some(Kind::StringValue(s.into())),
+        };
+        let nested = |fields: Vec<(&str, PbValue)>| Struct {
+            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        };
+        let payload = nested(vec![
+            ("oid", string("alice")),
+            (
+                "n",
+                PbValue {
+                    kind: Some(Kind::NumberValue(1.0)),
+                },
+            ),
+            ("e", string("")),
+        ]);
+        let filter = nested(vec![(
+            "payload",
+            PbValue {
+                kind: Some(Kind::StructValue(payload)),
+            },
+        )]);
+        let mut full = full_request(&[], &[], "GET", "/", "", "");
+        if let Some(a) = full.attributes.as_mut() {
+            a.metadata_context = Some(core::Metadata {
+                filter_metadata: [("jwt".to_owned(), filter)].into(),
+                ..Default::default()
+            });
+        }
+        let request = lean(&full);
+        let path = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            request.metadata_string("jwt", &path(&["payload", "oid"])),
+            Some("alice")
+        );
+        assert_eq!(
+            request.metadata_string("jwt", &path(&["payload", "n"])),
+            None,
+            "not a string"
+        );
+        assert_eq!(
+            request.metadata_string("jwt", &path(&["payload", "e"])),
+            None,
+            "empty"
+        );
+        assert_eq!(
+            request.metadata_string("jwt", &path(&["payload"])),
+            None,
+            "a struct"
+        );
+        assert_eq!(request.metadata_string("jwt", &path(&["oid"])), None);
+        assert_eq!(
+            request.metadata_string("other", &path(&["payload", "oid"])),
+            None
+        );
+        assert_eq!(
+            request.metadata_string("jwt", &path(&["payload", "oid", "x"])),
+            None
+        );
     }
 }
