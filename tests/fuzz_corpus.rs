@@ -205,6 +205,7 @@ fuzz_tests! {
     snapshot: 1000,
     authorize: 3000,
     arm_mapping: 5000,
+    check_request: 3000,
 }
 
 #[test]
@@ -216,6 +217,7 @@ fn every_target_has_a_test_and_a_corpus() {
         "snapshot",
         "authorize",
         "arm_mapping",
+        "check_request",
     ];
     let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap_or_default();
     for (name, _) in targets::TARGETS {

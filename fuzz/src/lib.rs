@@ -15,7 +15,10 @@ use std::time::{Duration, SystemTime};
 use arbitrary::Unstructured;
 use prost::Message;
 use rampart::engine::{ActiveGrant, GrantTable, Live, Loaded, Request, RequestError, Verdict};
-use rampart::extauthz::{map_request, MappedBy, Method, RouteSpec, RouteTable};
+use rampart::extauthz::wire::CheckRequest;
+use rampart::extauthz::{
+    jwt, map_request, IdentitySource, MappedBy, Method, RouteSpec, RouteTable,
+};
 use rampart::model::action::MAX_OPERATION_LEN;
 use rampart::model::condition::{AttributeSource, Comparison, Expr, Operand, Operator, Quantifier};
 use rampart::model::principal::{principal_key, PrincipalType};
@@ -39,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("snapshot", snapshot),
     ("authorize", authorize),
     ("arm_mapping", arm_mapping),
+    ("check_request", check_request),
 ];
 
 // ---------------------------------------------------------------------------
@@ -1053,6 +1057,85 @@ fn check_mapping(table: &RouteTable, specs: &[RouteSpec], method: Method, path: 
                 assert!(m.operation.len() <= MAX_OPERATION_LEN);
                 let verb = m.operation.rsplit('/').next().unwrap_or_default();
                 assert_eq!(verb, method.verb(), "{path:?} -> {}", m.operation);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Envoy's CheckRequest, read in place
+
+/// `wire::CheckRequest::decode` and everything read from it: the bytes as
+/// Envoy's `CheckRequest`. Whatever decodes can be read whole; where Envoy's
+/// generated types read the bytes too, both read the same method, path and
+/// peer principal, and each header rampart finds is one the generated map
+/// holds (up to the case of its name); every identity source answers, the
+/// bearer token's claim the same whether remembered or read afresh.
+pub fn check_request(data: &[u8]) {
+    use envoy_types::pb::envoy::service::auth::v3 as envoy;
+    let Ok(ours) = CheckRequest::decode(prost::bytes::Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    let theirs = envoy::CheckRequest::decode(data).ok();
+    let their_attributes = theirs.as_ref().and_then(|r| r.attributes.as_ref());
+    let their_http = their_attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    if let Some(attributes) = their_attributes {
+        let principal = attributes.source.as_ref().map(|s| s.principal.as_str());
+        assert_eq!(ours.peer_principal(), principal.unwrap_or_default());
+    }
+    let mut names = vec![
+        "authorization".to_owned(),
+        "x-rampart-justification".to_owned(),
+    ];
+    if let Some(http) = ours.http() {
+        if let Some(theirs) = their_http {
+            assert_eq!(http.method(), theirs.method);
+            assert_eq!(http.path(), theirs.path);
+            assert_eq!(http.id(), theirs.id);
+            assert_eq!(http.size(), theirs.size);
+            assert_eq!(http.body(), theirs.body.as_bytes());
+            assert_eq!(http.raw_body(), &theirs.raw_body[..]);
+            names.extend(theirs.headers.keys().cloned());
+            for name in theirs.headers.keys() {
+                let found = http.header(name);
+                let candidates: Vec<&str> = theirs
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                assert!(
+                    found.is_some_and(|v| candidates.contains(&v)),
+                    "header {name:?}: {found:?} is none of {candidates:?}"
+                );
+            }
+        }
+        for name in &names {
+            let _ = http.header(name);
+        }
+        if let Some(header) = http.header_bytes("authorization") {
+            let fresh = std::str::from_utf8(header)
+                .ok()
+                .and_then(jwt::bearer_token)
+                .ok_or(jwt::JwtError::NoBearer)
+                .and_then(|token| jwt::unverified_claim(token, "oid"));
+            assert_eq!(jwt::bearer_claim(header, "oid"), fresh);
+            assert_eq!(jwt::bearer_claim(header, "oid"), fresh, "remembered");
+        }
+    }
+    let sources = [
+        "jwt",
+        "mtls",
+        "header:x-agent-oid",
+        "metadata:envoy.filters.http.jwt_authn/payload/oid",
+        "metadata:f/a",
+    ];
+    for source in sources {
+        if let Ok(source) = source.parse::<IdentitySource>() {
+            if let Ok(id) = source.principal(&ours) {
+                assert!(!id.is_empty(), "{source}: an empty principal");
             }
         }
     }
