@@ -59,7 +59,6 @@ impl Code {
     }
 }
 
-/// The one spelling of a verdict.
 /// A decision on one operation, owned so it outlives its snapshot guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judged {
