@@ -120,6 +120,8 @@ fn take<'a>(rest: &mut &'a [u8], len: usize) -> Result<&'a [u8], WireError> {
     Ok(taken)
 }
 
+/// A varint (prost's own readers and writers are hidden from its public
+/// API, meant for generated code only).
 #[inline]
 fn read_varint(rest: &mut &[u8]) -> Result<u64, WireError> {
     // Most keys and lengths fit in one byte.
@@ -147,7 +149,7 @@ fn read_varint(rest: &mut &[u8]) -> Result<u64, WireError> {
 /// The value of a `map<string, V>` entry whose key is `key` (the last such
 /// entry, as a decoded map keeps), among the entries of field `number` of
 /// `message`. Keys compare as `same` says. An entry that writes its value
-/// twice is refused (None) rather than merged.
+/// twice is an error rather than merged.
 pub fn map_value<'a>(
     message: &'a [u8],
     number: u32,

@@ -171,9 +171,10 @@ impl CheckService {
         let mut hex = [0u8; 64];
         let digested: [(&str, &str); 1];
         let with_digest: &[(&str, &str)];
-        let bound_body = match self.engine.grants.is_empty() {
-            true => None,
-            false => body(http).ok(),
+        let bound_body = if self.engine.grants.is_empty() {
+            None
+        } else {
+            body(http).ok()
         };
         let attributes: &dyn crate::model::RequestAttributes = match bound_body {
             Some(b) => {
