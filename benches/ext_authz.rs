@@ -27,7 +27,7 @@ use rampart::elevation::{Broker, Store};
 use rampart::engine::Engine;
 use rampart::extauthz::jwt::unsigned_token;
 use rampart::extauthz::service::CheckService;
-use rampart::extauthz::wire::{self, Check};
+use rampart::extauthz::wire;
 use serde_json::json;
 
 const SNAPSHOT: &str = r#"
@@ -150,7 +150,7 @@ fn bench(c: &mut Criterion) {
     // leaves: the encoded answer.
     let answer = |bytes: &Bytes| {
         let request = wire::CheckRequest::decode(bytes.clone()).expect("a request");
-        runtime.block_on(service.check(request))
+        runtime.block_on(service.answer(&request))
     };
     let mut group = c.benchmark_group("check");
     for (name, request) in &cases {

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{authed, request, Edge, TestServer, ADMIN_TOKEN, RULES, SUB1};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use rampart::cli::{Cli, Command, ServeArgs};
 use rampart::daemon::{Daemon, Resources, StartError};
 use rampart::proto::admin_client::AdminClient;
@@ -388,6 +390,22 @@ async fn authorizer_tokens_guard_every_authorizer_call_but_not_health() {
         .await
         .unwrap_err();
     assert_eq!(elevation.code(), Code::Unauthenticated);
+    // Envoy's Check, served ahead of the router, reads the tokens itself.
+    let mut envoy = AuthorizationClient::connect(format!("http://{}", running.authorizer_addr))
+        .await
+        .unwrap();
+    let check = CheckRequest::default;
+    let refused = envoy.check(check()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let wrong = envoy.check(authed(check(), "guess")).await.unwrap_err();
+    assert_eq!(
+        wrong.message(),
+        "unknown token: not one of --authorizer-tokens"
+    );
+    envoy
+        .check(authed(check(), "agent-pod-secret"))
+        .await
+        .expect("with the token, an answer");
     // Probes on the Authorizer's port need none.
     assert_eq!(
         health(running.authorizer_addr).await.unwrap(),

@@ -822,3 +822,189 @@ async fn a_frozen_rampart_denies_agents_at_envoy_and_lets_people_through() {
     assert_eq!(outcome(&ask(&s, check(READER, "GET", &read)).await).0, 200);
     s.stop().await;
 }
+
+// The wire: what no gRPC client sends, sent frame by frame.
+
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// `message` with its gRPC prefix (uncompressed unless `flag` says).
+fn framed(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// What came back from a raw call: its gRPC status and message (from the
+/// trailers, or the headers of a trailers-only answer) and the body.
+struct Raw {
+    status: String,
+    message: String,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn answer(&self) -> CheckResponse {
+        assert_eq!(self.status, "0", "{}", self.message);
+        assert_eq!(self.body[0], 0, "uncompressed");
+        let length = u32::from_be_bytes(self.body[1..5].try_into().unwrap()) as usize;
+        assert_eq!(self.body.len(), 5 + length, "one message");
+        prost::Message::decode(&self.body[5..]).expect("a CheckResponse")
+    }
+}
+
+/// Sends `chunks` as separate DATA frames of one Check call, ending the
+/// stream after the last when `end`, with `headers` beside gRPC's own.
+async fn raw_check(s: &TestServer, headers: &[(&str, &str)], chunks: &[&[u8]], end: bool) -> Raw {
+    let addr = s.running.as_ref().expect("running").authorizer_addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{addr}{CHECK_PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut stream) = client
+        .send_request(request.body(()).unwrap(), false)
+        .expect("send");
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = end && i + 1 == chunks.len();
+        stream
+            .send_data(bytes::Bytes::copy_from_slice(chunk), last)
+            .expect("data");
+    }
+    if end && chunks.is_empty() {
+        stream.send_data(bytes::Bytes::new(), true).expect("end");
+    }
+    let (parts, mut body) = response.await.expect("a response").into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("data");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.expect("trailers");
+    let from = trailers.as_ref().unwrap_or(&parts.headers);
+    let text = |name: &str| {
+        from.get(name)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .unwrap_or_default()
+    };
+    Raw {
+        status: text("grpc-status"),
+        message: percent_decoded(&text("grpc-message")),
+        headers: parts.headers,
+        body: data,
+    }
+}
+
+/// `grpc-message` as written, before gRPC's percent-encoding.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encoded(request: &CheckRequest) -> Vec<u8> {
+    prost::Message::encode_to_vec(request)
+}
+
+#[tokio::test]
+async fn a_check_split_across_many_frames_is_answered_as_one() {
+    let s = start(ExtAuthzSettings::default()).await;
+    let whole = framed(0, &encoded(&check(READER, "GET", &vm("vm1"))));
+    // The prefix itself split, then the message in 7-byte pieces.
+    let mut chunks: Vec<&[u8]> = vec![&whole[..2], &whole[2..5]];
+    chunks.extend(whole[5..].chunks(7));
+    let answer = raw_check(&s, &[], &chunks, true).await.answer();
+    assert_eq!(outcome(&answer).0, 200);
+    assert_eq!(
+        meta(&answer, "operation"),
+        "Microsoft.Compute/virtualMachines/read"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_request_smuggled_into_one_check_is_refused() {
+    let s = start(ExtAuthzSettings::default()).await;
+    // An allowed read, then a delete the reader may not do, in one call.
+    let mut both = framed(0, &encoded(&check(READER, "GET", &vm("vm1"))));
+    both.extend(framed(0, &encoded(&check(READER, "DELETE", &vm("vm1")))));
+    for chunks in [vec![&both[..]], both.chunks(100).collect()] {
+        let raw = raw_check(&s, &[], &chunks, true).await;
+        assert_eq!(raw.status, "13", "INTERNAL: {}", raw.message);
+        assert!(raw.message.contains("second"), "{}", raw.message);
+        assert!(raw.body.is_empty(), "no answer to either");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_check_cut_short_or_empty_is_refused() {
+    let s = start(ExtAuthzSettings::default()).await;
+    let whole = framed(0, &encoded(&check(READER, "GET", &vm("vm1"))));
+    let raw = raw_check(&s, &[], &[&whole[..whole.len() - 1]], true).await;
+    assert_eq!(raw.status, "13", "{}", raw.message);
+    assert!(raw.message.contains("ended inside"), "{}", raw.message);
+    let raw = raw_check(&s, &[], &[], true).await;
+    assert_eq!(raw.status, "13", "{}", raw.message);
+    assert!(raw.message.contains("no message"), "{}", raw.message);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_compressed_check_is_refused_naming_what_is_accepted() {
+    let s = start(ExtAuthzSettings::default()).await;
+    let message = encoded(&check(READER, "GET", &vm("vm1")));
+    let raw = raw_check(
+        &s,
+        &[("grpc-encoding", "gzip")],
+        &[&framed(1, &message)],
+        true,
+    )
+    .await;
+    assert_eq!(raw.status, "12", "UNIMPLEMENTED: {}", raw.message);
+    assert_eq!(raw.headers["grpc-accept-encoding"], "identity");
+    // The flag without the header is refused too, never read as plain.
+    let raw = raw_check(&s, &[], &[&framed(1, &message)], true).await;
+    assert_eq!(raw.status, "13", "{}", raw.message);
+    assert!(raw.message.contains("compressed"), "{}", raw.message);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_check_over_the_limit_is_refused_from_its_prefix() {
+    let s = start(ExtAuthzSettings::default()).await;
+    let too_long = rampart::extauthz::service::MAX_CHECK_MESSAGE as u32 + 1;
+    let mut prefix = vec![0];
+    prefix.extend_from_slice(&too_long.to_be_bytes());
+    // The stream stays open: the refusal cannot be waiting for the bytes.
+    let raw = raw_check(&s, &[], &[&prefix], false).await;
+    assert_eq!(raw.status, "8", "RESOURCE_EXHAUSTED: {}", raw.message);
+    assert!(
+        raw.message.contains(&too_long.to_string()),
+        "{}",
+        raw.message
+    );
+    s.stop().await;
+}

@@ -13,7 +13,7 @@ use super::answer::{self, Answer, Code, Filed, Judged};
 use super::identity::IdentitySource;
 use super::mapping::{map_request, Method};
 use super::nested::{self, Carrier, Inner, NestedError};
-use super::wire::{AuthorizationService, Check, CheckRequest, HttpRequest};
+use super::wire::{CheckRequest, HttpRequest};
 use crate::audit::AuditLog;
 use crate::elevation::policy::exact;
 use crate::elevation::{Broker, ElevationRequest, ElevationState};
@@ -78,18 +78,6 @@ impl CheckService {
             audit,
         }
     }
-}
-
-/// The service, ready to add to a tonic router.
-pub fn server(
-    broker: Arc<Broker>,
-    settings: Arc<ExtAuthzSettings>,
-    audit: Option<(Arc<AuditLog>, f64)>,
-) -> AuthorizationService<CheckService> {
-    AuthorizationService::new(
-        CheckService::new(broker, settings, audit),
-        MAX_CHECK_MESSAGE,
-    )
 }
 
 /// What the decision path concluded, before any elevation is filed.
@@ -422,7 +410,8 @@ impl CheckService {
         }
     }
 
-    async fn answer(&self, request: &CheckRequest) -> Answer {
+    /// The answer to one check: always an answer, refusals included.
+    pub async fn answer(&self, request: &CheckRequest) -> Answer {
         let strip = [self.settings.justification_header.as_str()];
         match self.judge(request) {
             Outcome::Allow(judged) => answer::allow(&judged, &strip),
@@ -447,12 +436,6 @@ impl CheckService {
                 answer::approval_required(&judged, &principal, &filed)
             }
         }
-    }
-}
-
-impl Check for CheckService {
-    async fn check(&self, request: CheckRequest) -> Answer {
-        self.answer(&request).await
     }
 }
 

@@ -1,5 +1,4 @@
-//! Envoy's `CheckRequest` as rampart reads it, and the tonic service that
-//! receives it and sends the answer.
+//! Envoy's `CheckRequest` as rampart reads it.
 //!
 //! Envoy sends every request header, the peers' addresses, labels and
 //! certificates, and the body; rampart reads the method, the path, a few
@@ -10,17 +9,9 @@
 //! ([`super::protobuf`]); headers and metadata are looked up in place when
 //! asked for.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use envoy_types::pb::envoy::service::auth::v3 as envoy;
-use prost::bytes::{Buf, BufMut, Bytes};
-use tonic::body::Body;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::{http, Body as HttpBody, BoxFuture, Service, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
+use prost::bytes::Bytes;
 
-use super::answer::Answer;
 use super::protobuf::{self, fields, Value, WireError};
 
 /// Where a field lies in the received buffer (at most 4 GiB, refused
@@ -378,129 +369,6 @@ impl<'a> HttpRequest<'a> {
             }
         }
         found
-    }
-}
-
-/// What answers a decoded check.
-pub trait Check: Send + Sync + 'static {
-    fn check(&self, request: CheckRequest) -> impl std::future::Future<Output = Answer> + Send;
-}
-
-/// Reads a [`CheckRequest`] from the received buffer without copying it,
-/// and writes an [`Answer`]'s bytes as they are.
-#[derive(Debug, Clone, Copy, Default)]
-struct CheckCodec;
-
-impl Codec for CheckCodec {
-    type Encode = Answer;
-    type Decode = CheckRequest;
-    type Encoder = CheckCodec;
-    type Decoder = CheckCodec;
-
-    fn encoder(&mut self) -> CheckCodec {
-        CheckCodec
-    }
-
-    fn decoder(&mut self) -> CheckCodec {
-        CheckCodec
-    }
-}
-
-impl Encoder for CheckCodec {
-    type Item = Answer;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, answer: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(answer.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for CheckCodec {
-    type Item = CheckRequest;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckRequest>, tonic::Status> {
-        let buf = src.copy_to_bytes(src.remaining());
-        CheckRequest::decode(buf)
-            .map(Some)
-            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))
-    }
-}
-
-/// `envoy.service.auth.v3.Authorization` as a tonic service: reads the
-/// request as [`CheckRequest`] and answers Envoy's `CheckResponse`.
-pub struct AuthorizationService<T> {
-    inner: Arc<T>,
-    max_decoding_message_size: usize,
-}
-
-impl<T> AuthorizationService<T> {
-    pub fn new(inner: T, max_decoding_message_size: usize) -> Self {
-        AuthorizationService {
-            inner: Arc::new(inner),
-            max_decoding_message_size,
-        }
-    }
-}
-
-impl<T> Clone for AuthorizationService<T> {
-    fn clone(&self) -> Self {
-        AuthorizationService {
-            inner: self.inner.clone(),
-            max_decoding_message_size: self.max_decoding_message_size,
-        }
-    }
-}
-
-impl<T> NamedService for AuthorizationService<T> {
-    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
-}
-
-/// The path of the one method.
-const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
-
-struct CheckMethod<T>(Arc<T>);
-
-impl<T: Check> UnaryService<CheckRequest> for CheckMethod<T> {
-    type Response = Answer;
-    type Future = BoxFuture<tonic::Response<Answer>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            let answer = inner.check(request.into_inner()).await;
-            Ok(tonic::Response::new(answer))
-        })
-    }
-}
-
-impl<T, B> Service<http::Request<B>> for AuthorizationService<T>
-where
-    T: Check,
-    B: HttpBody + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != CHECK_PATH {
-            let status =
-                tonic::Status::unimplemented(format!("{} serves only {CHECK_PATH}", Self::NAME));
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        let method = CheckMethod(self.inner.clone());
-        let limit = self.max_decoding_message_size;
-        Box::pin(async move {
-            let mut grpc = Grpc::new(CheckCodec).apply_max_message_size_config(Some(limit), None);
-            Ok(grpc.unary(method, request).await)
-        })
     }
 }
 

@@ -491,29 +491,34 @@ impl AuthorizerTokens {
         self.hashes.store(new.hashes.load_full());
     }
 
-    /// An interceptor that lets through calls bearing a listed token. It
-    /// hashes the token on the stack and reads the set without a lock.
+    /// An interceptor that lets through calls bearing a listed token.
     pub fn interceptor(&self) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-        let hashes = self.hashes.clone();
+        let tokens = self.clone();
         move |request: Request<()>| {
-            let token = request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(bearer)
-                .ok_or_else(|| {
-                    Status::unauthenticated(
-                        "this Authorizer requires authorization: Bearer <token> (one of --authorizer-tokens)",
-                    )
-                })?;
-            let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            if hashes.load().contains(&hash) {
-                Ok(request)
-            } else {
-                Err(Status::unauthenticated(
-                    "unknown token: not one of --authorizer-tokens",
-                ))
-            }
+            tokens.admit(request.metadata().as_ref())?;
+            Ok(request)
+        }
+    }
+
+    /// Whether `headers` bear a listed token. The token is hashed on the
+    /// stack and the set read without a lock.
+    pub fn admit(&self, headers: &http::HeaderMap) -> Result<(), Status> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this Authorizer requires authorization: Bearer <token> (one of --authorizer-tokens)",
+                )
+            })?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if self.hashes.load().contains(&hash) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated(
+                "unknown token: not one of --authorizer-tokens",
+            ))
         }
     }
 }

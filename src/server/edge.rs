@@ -28,10 +28,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tonic::codegen::BoxFuture;
 use tonic::service::Routes;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tower_service::Service;
 
+use super::check::{CheckCall, CHECK_PATH};
+use super::unary::UnaryBody;
 use crate::model::duration_text;
 
 /// Timeouts and keepalive, shared by every listener.
@@ -207,12 +210,30 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// The service of one connection: the listener's routes, counting calls
+/// What a listener serves: its router and, on the Authorizer's listeners,
+/// Envoy's `Check`, called ahead of the router: it is the hot path, and
+/// the router's matching and boxing cost it a microsecond.
+#[derive(Clone)]
+pub struct Services {
+    pub routes: Routes,
+    pub check: Option<CheckCall>,
+}
+
+impl From<Routes> for Services {
+    fn from(routes: Routes) -> Services {
+        Services {
+            routes,
+            check: None,
+        }
+    }
+}
+
+/// The service of one connection: the listener's services, counting calls
 /// in flight, and (over TLS) the client's certificates for the
 /// interceptors that read them.
 #[derive(Clone)]
 struct ConnService {
-    routes: Routes,
+    services: Services,
     state: Arc<ConnState>,
     tls_info: Option<TlsConnectInfo<TcpConnectInfo>>,
 }
@@ -232,7 +253,7 @@ impl Service<http::Request<Incoming>> for ConnService {
     type Future = TrackedFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<http::Request<Incoming>>::poll_ready(&mut self.routes, cx)
+        Service::<http::Request<Incoming>>::poll_ready(&mut self.services.routes, cx)
     }
 
     fn call(&mut self, mut request: http::Request<Incoming>) -> TrackedFuture {
@@ -242,15 +263,29 @@ impl Service<http::Request<Incoming>> for ConnService {
         if let Some(info) = &self.tls_info {
             request.extensions_mut().insert(info.clone());
         }
+        let inner = match &self.services.check {
+            Some(check) if request.uri().path() == CHECK_PATH => {
+                Routed::Check(check.answer(request))
+            }
+            _ => Routed::Router(self.services.routes.call(request)),
+        };
         TrackedFuture {
-            inner: self.routes.call(request),
+            inner,
             guard: Some(guard),
         }
     }
 }
 
+/// Where a call went. The router's future stays inline: boxing it would
+/// add an allocation to every `Authorize`.
+#[allow(clippy::large_enum_variant)]
+enum Routed {
+    Router(<Routes as Service<http::Request<Incoming>>>::Future),
+    Check(BoxFuture<http::Response<UnaryBody>, Infallible>),
+}
+
 struct TrackedFuture {
-    inner: <Routes as Service<http::Request<Incoming>>>::Future,
+    inner: Routed,
     guard: Option<InFlight>,
 }
 
@@ -259,23 +294,35 @@ impl Future for TrackedFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let Poll::Ready(result) = Pin::new(&mut this.inner).poll(cx) else {
-            return Poll::Pending;
+        let response = match &mut this.inner {
+            Routed::Router(future) => match Pin::new(future).poll(cx) {
+                Poll::Ready(Ok(response)) => response.map(TrackedBody::Router),
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
+            Routed::Check(future) => match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(response)) => response.map(TrackedBody::Unary),
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
         };
         let guard = this.guard.take();
-        Poll::Ready(result.map(|response| {
-            response.map(|body| Tracked {
-                inner: body,
-                _guard: guard,
-            })
-        }))
+        Poll::Ready(Ok(response.map(|inner| Tracked {
+            inner,
+            _guard: guard,
+        })))
     }
 }
 
 /// A response body that keeps its call counted as in flight.
 struct Tracked {
-    inner: tonic::body::Body,
+    inner: TrackedBody,
     _guard: Option<InFlight>,
+}
+
+enum TrackedBody {
+    Router(tonic::body::Body),
+    Unary(UnaryBody),
 }
 
 impl Body for Tracked {
@@ -286,15 +333,29 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.inner {
+            TrackedBody::Router(body) => Pin::new(body).poll_frame(cx),
+            TrackedBody::Unary(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            TrackedBody::Router(body) => body.is_end_stream(),
+            TrackedBody::Unary(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            TrackedBody::Router(body) => body.size_hint(),
+            TrackedBody::Unary(body) => body.size_hint(),
+        }
     }
 }
 
@@ -330,11 +391,11 @@ impl Throttle {
     }
 }
 
-/// Serves `routes` on `listener` until `stop` turns true, then closes each
+/// Serves `services` on `listener` until `stop` turns true, then closes each
 /// connection gracefully and waits for them.
 pub async fn serve(
     listener: Listener,
-    routes: Routes,
+    services: Services,
     settings: ConnectionSettings,
     stop: watch::Receiver<bool>,
 ) {
@@ -393,7 +454,7 @@ pub async fn serve(
             continue;
         };
         let builder = builder.clone();
-        let routes = routes.clone();
+        let services = services.clone();
         let tls = tls.clone();
         let failed_tls = failed_tls.clone();
         let stop = stop.clone();
@@ -435,7 +496,7 @@ pub async fn serve(
             };
             state.heard.store(heard, Ordering::Relaxed);
             let service = ConnService {
-                routes,
+                services,
                 state: state.clone(),
                 tls_info,
             };

@@ -11,10 +11,12 @@ pub mod admin;
 pub mod approvals;
 pub mod auth;
 pub mod authorizer;
+pub mod check;
 pub mod convert;
 pub mod edge;
 pub mod metrics;
 pub mod tls;
+pub mod unary;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::audit::AuditLog;
 use crate::elevation::Broker;
+use crate::extauthz::service::CheckService;
 use crate::proto::admin_server::AdminServer;
 use crate::proto::approvals_server::ApprovalsServer;
 use crate::proto::authorizer_server::AuthorizerServer;
@@ -37,6 +40,7 @@ use admin::AdminService;
 use approvals::ApprovalsService;
 pub use auth::{AuthorizerTokens, Tokens};
 use authorizer::AuthorizerService;
+use check::CheckCall;
 pub use edge::{ConnectionCaps, ConnectionSettings};
 
 /// The largest request message accepted on the Authorizer listener (a full
@@ -436,24 +440,29 @@ fn authorizer_routes(
     broker: &Arc<Broker>,
     health: HealthServer<impl Health>,
     layout: Layout,
-) -> Result<Routes, ServeError> {
+) -> Result<edge::Services, ServeError> {
     let audit = config
         .audit
         .clone()
         .map(|log| (log, config.audit_decisions_sample));
     let authorizer = AuthorizerServer::new(AuthorizerService::new(broker.clone(), audit.clone()))
         .max_decoding_message_size(MAX_AUTHORIZER_MESSAGE);
-    let ext_authz =
-        crate::extauthz::service::server(broker.clone(), config.ext_authz.clone(), audit);
-    // Without --authorizer-tokens the Authorizer's services are added as
-    // they are: nothing stands between a call and its decision.
+    let check = CheckCall::new(
+        CheckService::new(broker.clone(), config.ext_authz.clone(), audit),
+        config.authorizer_tokens.clone(),
+    );
+    // Without --authorizer-tokens the Authorizer is added as it is: nothing
+    // stands between a call and its decision. Check reads the tokens itself.
     let routes = match &config.authorizer_tokens {
-        Some(tokens) => Routes::new(InterceptedService::new(authorizer, tokens.interceptor()))
-            .add_service(InterceptedService::new(ext_authz, tokens.interceptor())),
-        None => Routes::new(authorizer).add_service(ext_authz),
-    };
+        Some(tokens) => Routes::new(InterceptedService::new(authorizer, tokens.interceptor())),
+        None => Routes::new(authorizer),
+    }
+    .add_service(check.clone());
     let routes = with_reflection(routes.add_service(health), AUTHORIZER_SERVICES, true)?;
-    Ok(with_fallback(routes, "--listen", layout))
+    Ok(edge::Services {
+        routes: with_fallback(routes, "--listen", layout),
+        check: Some(check),
+    })
 }
 
 /// The admin listener's services: Admin and Approvals behind the admin
@@ -578,7 +587,7 @@ pub async fn start(
         "admin",
         tokio::spawn(edge::serve(
             listener,
-            admin_routes,
+            admin_routes.into(),
             settings,
             stop_rx.clone(),
         )),
@@ -599,7 +608,7 @@ pub async fn start(
         };
         tasks.push((
             "health",
-            tokio::spawn(edge::serve(listener, routes, settings, stop_rx)),
+            tokio::spawn(edge::serve(listener, routes.into(), settings, stop_rx)),
         ));
     }
 
