@@ -206,6 +206,7 @@ fuzz_tests! {
     authorize: 3000,
     arm_mapping: 5000,
     check_request: 3000,
+    grpc_frames: 3000,
 }
 
 #[test]
@@ -218,6 +219,7 @@ fn every_target_has_a_test_and_a_corpus() {
         "authorize",
         "arm_mapping",
         "check_request",
+        "grpc_frames",
     ];
     let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap_or_default();
     for (name, _) in targets::TARGETS {

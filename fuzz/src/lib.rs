@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("authorize", authorize),
     ("arm_mapping", arm_mapping),
     ("check_request", check_request),
+    ("grpc_frames", grpc_frames),
 ];
 
 // ---------------------------------------------------------------------------
@@ -1139,4 +1140,49 @@ pub fn check_request(data: &[u8]) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// gRPC framing
+
+/// `unary::Assembler`: the first byte seeds where the rest is cut into data
+/// frames. However it is cut, the outcome is the one read off the whole:
+/// exactly one uncompressed message within the limit, or a refusal.
+pub fn grpc_frames(data: &[u8]) {
+    use rampart::server::unary::Assembler;
+    const LIMIT: usize = 1024;
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let expected = match stream {
+        [0, a, b, c, d, rest @ ..] => {
+            let length = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+            (length <= LIMIT && rest.len() == length).then_some(rest)
+        }
+        _ => None,
+    };
+    let mut assembler = Assembler::new(LIMIT);
+    let mut state = u32::from(seed) | 1;
+    let mut rest = stream;
+    let mut refused = false;
+    while !rest.is_empty() {
+        // A small LCG: cuts of 0 to 15 bytes, empty frames included.
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let cut = ((state >> 16) as usize % 16).min(rest.len());
+        let (chunk, tail) = rest.split_at(cut);
+        rest = tail;
+        if assembler
+            .push(prost::bytes::Bytes::copy_from_slice(chunk))
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+    }
+    let outcome = if refused {
+        None
+    } else {
+        assembler.finish().ok()
+    };
+    assert_eq!(outcome.as_deref(), expected, "cut with seed {seed}");
 }
