@@ -215,8 +215,6 @@ pub fn refuse(
     };
     let id = judged.map(|j| j.decision_id.text());
     let id = id.as_ref().map(|id| id.as_str());
-    // Strings and a JSON value only: serialising cannot fail.
-    let body = serde_json::to_string(&ArmBody { error }).unwrap_or_default();
     let mut w = Writer::with_capacity(512 + 2 * message.len());
     status(&mut w, code.grpc(), message);
     w.message(field::DENIED_RESPONSE, |w| {
@@ -230,7 +228,10 @@ pub fn refuse(
         for (key, value) in headers {
             header(w, field::DENIED_HEADERS, key, value);
         }
-        w.string(field::DENIED_BODY, &body);
+        w.bytes_with(field::DENIED_BODY, |body| {
+            // Strings and a JSON value into a Vec: writing cannot fail.
+            let _ = serde_json::to_writer(body, &ArmBody { error });
+        });
     });
     metadata(&mut w, judged.zip(id), Some(code));
     Answer {

@@ -189,6 +189,21 @@ pub fn map_entry(entry: &[u8]) -> Result<(&[u8], Option<Value<'_>>), WireError> 
     Ok((key, value))
 }
 
+/// The longest varint: ten bytes for a 64-bit value.
+const MAX_VARINT: usize = 10;
+
+/// Writes `value` as a varint into `out`, returning its length.
+fn varint_into(mut value: u64, out: &mut [u8; MAX_VARINT]) -> usize {
+    let mut n = 0;
+    while value >= 0x80 {
+        out[n] = (value as u8) | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    out[n] = value as u8;
+    n + 1
+}
+
 /// Writes a message into one growing buffer. A nested message's length is
 /// written after its contents, moved into place when longer than a byte.
 #[derive(Debug, Default)]
@@ -207,12 +222,10 @@ impl Writer {
         self.buf
     }
 
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.buf.push((value as u8) | 0x80);
-            value >>= 7;
-        }
-        self.buf.push(value as u8);
+    fn varint(&mut self, value: u64) {
+        let mut encoded = [0u8; MAX_VARINT];
+        let n = varint_into(value, &mut encoded);
+        self.buf.extend_from_slice(&encoded[..n]);
     }
 
     fn key(&mut self, number: u32, wire_type: u8) {
@@ -243,19 +256,24 @@ impl Writer {
     pub fn message(&mut self, number: u32, contents: impl FnOnce(&mut Writer)) {
         self.key(number, 2);
         let at = self.buf.len();
+        // One byte for the length, the usual case; moved along if longer.
         self.buf.push(0);
         contents(self);
         let len = self.buf.len() - at - 1;
-        if len < 0x80 {
-            self.buf[at] = len as u8;
-            return;
+        let mut prefix = [0u8; MAX_VARINT];
+        let n = varint_into(len as u64, &mut prefix);
+        if n > 1 {
+            let end = self.buf.len();
+            self.buf.resize(end + n - 1, 0);
+            self.buf.copy_within(at + 1..end, at + n);
         }
-        let mut prefix = Writer::with_capacity(5);
-        prefix.varint(len as u64);
-        let prefix = prefix.buf;
-        self.buf
-            .splice(at..=at, prefix.iter().copied())
-            .for_each(drop);
+        self.buf[at..at + n].copy_from_slice(&prefix[..n]);
+    }
+
+    /// A `string` or `bytes` field written in place by `contents` (a JSON
+    /// body, without a buffer of its own).
+    pub fn bytes_with(&mut self, number: u32, contents: impl FnOnce(&mut Vec<u8>)) {
+        self.message(number, |w| contents(&mut w.buf));
     }
 
     /// One `map<string, string>`-shaped entry of field `number`.
@@ -373,5 +391,21 @@ mod tests {
             read.fields.get("k").and_then(|v| v.kind.clone()),
             Some(Kind::StringValue(text))
         );
+    }
+
+    #[test]
+    fn bytes_written_in_place_read_back_at_every_length_boundary() {
+        for len in [0, 1, 127, 128, 16_383, 16_384] {
+            let text = "y".repeat(len);
+            let mut w = Writer::default();
+            w.bytes_with(2, |buf| buf.extend_from_slice(text.as_bytes()));
+            w.string(3, "after");
+            let bytes = w.into_bytes();
+            let read: Vec<(u32, &str)> = fields(&bytes)
+                .map(|f| f.map(|(n, v)| (n, v.text().expect("text"))))
+                .collect::<Result<_, _>>()
+                .expect("well-formed");
+            assert_eq!(read, [(2, text.as_str()), (3, "after")], "{len}");
+        }
     }
 }

@@ -15,10 +15,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http_body::{Body, Frame, SizeHint};
 use tonic::metadata::MetadataValue;
 use tonic::Status;
+
+/// Named once: parsing a header name from text costs on every call.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 
 /// The length-prefixed message header: a compression flag and a 32-bit
 /// big-endian length.
@@ -167,7 +171,7 @@ where
 /// Refuses a request whose `grpc-encoding` is other than identity, naming
 /// what is accepted, as a gRPC server does.
 pub fn accept_encoding(headers: &HeaderMap) -> Result<(), Status> {
-    match headers.get("grpc-encoding") {
+    match headers.get(GRPC_ENCODING) {
         None => Ok(()),
         Some(value) if value.as_bytes() == b"identity" => Ok(()),
         Some(value) => {
@@ -224,7 +228,7 @@ pub fn respond(message: &[u8]) -> http::Response<UnaryBody> {
     frame.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
     frame.put_slice(message);
     let mut trailers = HeaderMap::with_capacity(1);
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
     let mut response = http::Response::new(UnaryBody {
         data: Some(frame.freeze()),
         trailers: Some(trailers),
