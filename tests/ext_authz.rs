@@ -857,11 +857,21 @@ impl Raw {
 /// Sends `chunks` as separate DATA frames of one Check call, ending the
 /// stream after the last when `end`, with `headers` beside gRPC's own.
 async fn raw_check(s: &TestServer, headers: &[(&str, &str)], chunks: &[&[u8]], end: bool) -> Raw {
+    raw_call(s, CHECK_PATH, headers, chunks, end).await
+}
+
+async fn raw_call(
+    s: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: &[&[u8]],
+    end: bool,
+) -> Raw {
     let addr = s.running.as_ref().expect("running").authorizer_addr;
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2");
     tokio::spawn(connection);
-    let mut request = http::Request::post(format!("http://{addr}{CHECK_PATH}"))
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     for (name, value) in headers {
@@ -1006,5 +1016,22 @@ async fn a_check_over_the_limit_is_refused_from_its_prefix() {
         "{}",
         raw.message
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn another_method_of_the_service_is_unimplemented_naming_check() {
+    let s = start(ExtAuthzSettings::default()).await;
+    let message = framed(0, &encoded(&check(READER, "GET", &vm("vm1"))));
+    let raw = raw_call(
+        &s,
+        "/envoy.service.auth.v3.Authorization/CheckAll",
+        &[],
+        &[&message],
+        true,
+    )
+    .await;
+    assert_eq!(raw.status, "12", "UNIMPLEMENTED: {}", raw.message);
+    assert!(raw.message.contains(CHECK_PATH), "{}", raw.message);
     s.stop().await;
 }

@@ -2,7 +2,7 @@
 //! bearer token when `--authorizer-tokens` asks for one, the message read
 //! in place, the answer written as it is ([`super::unary`]). The edge calls
 //! it directly for its path, ahead of the router; the router holds it too,
-//! for reflection's listing and any path that reaches it there.
+//! so that the service's other paths are answered by it.
 
 use std::convert::Infallible;
 use std::sync::Arc;

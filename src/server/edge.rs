@@ -212,7 +212,7 @@ impl AsyncWrite for Conn {
 
 /// What a listener serves: its router and, on the Authorizer's listeners,
 /// Envoy's `Check`, called ahead of the router: it is the hot path, and
-/// the router's matching and boxing cost it a microsecond.
+/// the router's matching and boxing cost it about a microsecond.
 #[derive(Clone)]
 pub struct Services {
     pub routes: Routes,
@@ -335,12 +335,9 @@ impl Body for Tracked {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match &mut self.inner {
             TrackedBody::Router(body) => Pin::new(body).poll_frame(cx),
-            TrackedBody::Unary(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            TrackedBody::Unary(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
         }
     }
 
