@@ -945,7 +945,13 @@ async fn a_check_split_across_many_frames_is_answered_as_one() {
     // The prefix itself split, then the message in 7-byte pieces.
     let mut chunks: Vec<&[u8]> = vec![&whole[..2], &whole[2..5]];
     chunks.extend(whole[5..].chunks(7));
-    let answer = raw_check(&s, &[], &chunks, true).await.answer();
+    let raw = raw_check(&s, &[], &chunks, true).await;
+    assert_eq!(raw.headers["content-type"], "application/grpc");
+    assert!(
+        !raw.headers.contains_key("content-length"),
+        "no gRPC response carries one"
+    );
+    let answer = raw.answer();
     assert_eq!(outcome(&answer).0, 200);
     assert_eq!(
         meta(&answer, "operation"),

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use tonic::metadata::MetadataValue;
 use tonic::Status;
 
@@ -214,10 +214,8 @@ impl Body for UnaryBody {
         self.data.is_none() && self.trailers.is_none()
     }
 
-    fn size_hint(&self) -> SizeHint {
-        let length = self.data.as_ref().map_or(0, |d| d.len() as u64);
-        SizeHint::with_exact(length)
-    }
+    // No exact size hint: hyper would turn it into a `content-length`
+    // header, which gRPC responses (tonic's included) do not carry.
 }
 
 /// A successful call answering `message`.
