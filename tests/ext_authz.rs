@@ -898,40 +898,20 @@ async fn raw_call(
     }
     let trailers = body.trailers().await.expect("trailers");
     let from = trailers.as_ref().unwrap_or(&parts.headers);
-    let text = |name: &str| {
-        from.get(name)
-            .map(|v| v.to_str().expect("ascii").to_owned())
-            .unwrap_or_default()
-    };
+    let status = from
+        .get("grpc-status")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    // tonic reads grpc-message as clients do, percent-decoding it.
+    let message = tonic::Status::from_header_map(from)
+        .map(|s| s.message().to_owned())
+        .unwrap_or_default();
     Raw {
-        status: text("grpc-status"),
-        message: percent_decoded(&text("grpc-message")),
+        status,
+        message,
         headers: parts.headers,
         body: data,
     }
-}
-
-/// `grpc-message` as written, before gRPC's percent-encoding.
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn encoded(request: &CheckRequest) -> Vec<u8> {
